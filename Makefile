@@ -1,0 +1,58 @@
+# casegate — every task a developer or CI runs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+.PHONY: setup
+setup: $(STAMP) system-deps ## create the venv, install Python and OS dependencies (idempotent)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "casegate needs Python >= 3.11")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+.PHONY: system-deps
+system-deps:
+	@bash infra/system-deps.sh
+
+.PHONY: up
+up: setup ## start local Kafka and PostgreSQL, create topics, apply migrations
+	$(VENV)/bin/casegate up
+
+.PHONY: down
+down: ## stop local Kafka and PostgreSQL
+	@if [ -x $(VENV)/bin/casegate ]; then $(VENV)/bin/casegate down; fi
+
+.PHONY: run
+run: setup ## the whole system on local Kafka and PostgreSQL with a demo workload
+	$(VENV)/bin/casegate run --demo
+
+.PHONY: test
+test: setup ## every test, against a real Kafka broker and PostgreSQL (started if needed)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: unit
+unit: setup ## only the fast tests that need no broker or database
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: setup ## check style and types (changes nothing)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+.PHONY: fmt
+fmt: setup ## format and auto-fix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .

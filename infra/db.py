@@ -1,0 +1,116 @@
+"""Which PostgreSQL to use, and the ordered SQL migrations that shape it."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from infra.settings import PROJECT_ROOT, Settings
+
+MIGRATIONS = PROJECT_ROOT / "infra" / "migrations"
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+@dataclass(frozen=True)
+class DatabaseUrls:
+    app: str  # what components connect with
+    admin: str  # what migrations run with (DDL rights)
+
+
+def database_urls(settings: Settings) -> DatabaseUrls:
+    """DATABASE_URL when set, else the local server started by `casegate up`."""
+    if settings.database_url is not None:
+        app = settings.database_url.get_secret_value()
+        admin = (
+            settings.admin_database_url.get_secret_value() if settings.admin_database_url else app
+        )
+        return DatabaseUrls(app=app, admin=admin)
+    from infra.postgres_local import LocalPostgres
+
+    local = LocalPostgres(settings)
+    return DatabaseUrls(
+        app=local.app_url(settings.db_name), admin=local.admin_url(settings.db_name)
+    )
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    text: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+def load_migrations(folder: Path = MIGRATIONS) -> list[Migration]:
+    found = []
+    for path in sorted(folder.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if match is None:
+            raise ValueError(f"migration file {path.name} is not named NNN_lower_snake.sql")
+        found.append(Migration(int(match.group(1)), path.name, path.read_text()))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"two migrations share a number in {folder}")
+    return found
+
+
+class MigrationChanged(RuntimeError):
+    pass
+
+
+def migrate(urls: DatabaseUrls, folder: Path = MIGRATIONS) -> list[str]:
+    """Apply the migrations not yet applied, each in its own transaction; returns their names.
+
+    An applied migration whose text has changed is an error: migrations are history.
+    """
+    applied: list[str] = []
+    app_user = str(psycopg.conninfo.conninfo_to_dict(urls.app).get("user") or "")
+    with psycopg.connect(urls.admin) as conn, conn.transaction():
+        # Serialise concurrent migrators (several components may start at once).
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('casegate.migrations'))")
+        conn.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
+                                version int PRIMARY KEY, name text NOT NULL,
+                                sha256 text NOT NULL,
+                                applied_at timestamptz NOT NULL DEFAULT now())""")
+        done: dict[int, str] = dict(
+            conn.execute("SELECT version, sha256 FROM schema_migrations").fetchall()
+        )
+        admin_user = conn.info.user
+        if app_user and app_user != admin_user:
+            conn.execute(
+                sql.SQL("SELECT set_config('casegate.app_role', {}, true)").format(
+                    sql.Literal(app_user)
+                )
+            )
+            # Tables created by migrations are usable by the application role; migrations
+            # narrow this where a table must be append-only.
+            conn.execute(
+                sql.SQL(
+                    "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, "
+                    "DELETE ON TABLES TO {role}; ALTER DEFAULT PRIVILEGES IN SCHEMA public "
+                    "GRANT USAGE, SELECT ON SEQUENCES TO {role}"
+                ).format(role=sql.Identifier(app_user))
+            )
+        for migration in load_migrations(folder):
+            if migration.version in done:
+                if done[migration.version] != migration.sha256:
+                    raise MigrationChanged(
+                        f"{migration.name} changed after it was applied; add a new "
+                        "migration instead of editing an old one"
+                    )
+                continue
+            conn.execute(migration.text.encode())
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, sha256) VALUES (%s, %s, %s)",
+                (migration.version, migration.name, migration.sha256),
+            )
+            applied.append(migration.name)
+    return applied

@@ -1,0 +1,84 @@
+"""casegate's one settings object, read from the environment once per process (in main())."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _standard(name: str) -> AliasChoices:
+    """Widely used variable names (KAFKA_*, DATABASE_URL) win; CASEGATE_-prefixed also work."""
+    return AliasChoices(name, f"CASEGATE_{name}")
+
+
+class Settings(BaseSettings):
+    """Every knob casegate reads. Field docs are the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="CASEGATE_", frozen=True, extra="ignore")
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=_standard("KAFKA_BOOTSTRAP_SERVERS"),
+        description="Kafka brokers to use; unset means the local broker started by `casegate up`.",
+    )
+    kafka_security_protocol: str = Field(
+        default="PLAINTEXT",
+        validation_alias=_standard("KAFKA_SECURITY_PROTOCOL"),
+        description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+    )
+    kafka_sasl_mechanism: str | None = Field(
+        default=None,
+        validation_alias=_standard("KAFKA_SASL_MECHANISM"),
+        description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 when SASL is used.",
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None,
+        validation_alias=_standard("KAFKA_SASL_USERNAME"),
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=_standard("KAFKA_SASL_PASSWORD"),
+    )
+    database_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=_standard("DATABASE_URL"),
+        description="PostgreSQL URL the application uses; unset means the local server.",
+    )
+    admin_database_url: SecretStr | None = Field(
+        default=None,
+        description="URL used to apply migrations (needs DDL rights); defaults to DATABASE_URL.",
+    )
+    topic_prefix: str = Field(default="casegate.", description="Prefix of every topic name.")
+    partitions: int = Field(default=6, ge=1, description="Partitions of each topic created.")
+    replication_factor: int = Field(default=1, ge=1, description="Replication of each topic.")
+    min_insync_replicas: int = Field(default=1, ge=1, description="Topic min.insync.replicas.")
+    home: Path = Field(
+        default=PROJECT_ROOT / ".casegate",
+        description="Project-local folder for the local broker, database, caches and logs.",
+    )
+    kafka_port: int = Field(default=9092, description="Port of the local broker (127.0.0.1).")
+    kafka_controller_port: int = Field(default=9093, description="Local KRaft controller port.")
+    kafka_heap: str = Field(default="768m", description="JVM heap of the local broker.")
+    pg_port: int = Field(default=5433, description="Port of the local PostgreSQL (127.0.0.1).")
+    db_name: str = Field(default="casegate", description="Database name on the local server.")
+    log_level: str = Field(default="INFO", description="Log level of every component.")
+
+    @property
+    def local_kafka(self) -> bool:
+        return self.kafka_bootstrap_servers is None
+
+    @property
+    def local_postgres(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a logical name such as ``cases``."""
+        return f"{self.topic_prefix}{name}"

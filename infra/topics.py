@@ -1,0 +1,109 @@
+"""The topics of DESIGN section 3, created explicitly and idempotently.
+
+Explicit creation matters: faust expects its source topics to have the partition count its
+tables use, and an auto-created topic with another count crashes agents (PartitionsMismatch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from infra.kafka import common_config
+from infra.settings import Settings
+
+# Topics are the system of record (event sourcing), so nothing is deleted by age.
+KEEP_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str  # logical name; the full name adds the configured prefix
+    configs: dict[str, str] = field(default_factory=dict)
+    single_partition: bool = False
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec("cases", KEEP_FOREVER),
+    TopicSpec("recommendations", KEEP_FOREVER),
+    TopicSpec("decisions", KEEP_FOREVER),
+    TopicSpec("reviews", KEEP_FOREVER),
+    TopicSpec("executions", KEEP_FOREVER),
+    # Compacted, one key ("policy"): the latest published policy is always there to read.
+    TopicSpec("policy", {"cleanup.policy": "compact"}, single_partition=True),
+    TopicSpec("deadletter", KEEP_FOREVER),
+)
+
+
+@dataclass(frozen=True)
+class TopicState:
+    name: str
+    partitions: int
+    replication: int
+    configs: dict[str, str]
+    created: bool
+
+
+def _admin(settings: Settings) -> AdminClient:
+    return AdminClient(common_config(settings))
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[TopicState]:
+    """Create missing topics; existing ones are left as they are and reported."""
+    admin = _admin(settings)
+    existing = admin.list_topics(timeout=timeout_s).topics
+    wanted = []
+    for spec in TOPICS:
+        full = settings.topic(spec.name)
+        if full in existing:
+            continue
+        configs = {"min.insync.replicas": str(settings.min_insync_replicas), **spec.configs}
+        wanted.append(
+            NewTopic(
+                full,
+                num_partitions=1 if spec.single_partition else settings.partitions,
+                replication_factor=settings.replication_factor,
+                config=configs,
+            )
+        )
+    created = set()
+    if wanted:
+        for name, future in admin.create_topics(wanted, request_timeout=timeout_s).items():
+            try:
+                future.result()
+            except Exception as exc:
+                # Another process may have created it a moment ago: that is success too.
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+            created.add(name)
+    return describe_topics(settings, created=created, timeout_s=timeout_s)
+
+
+def describe_topics(
+    settings: Settings, created: set[str] | None = None, timeout_s: float = 30.0
+) -> list[TopicState]:
+    admin = _admin(settings)
+    meta = admin.list_topics(timeout=timeout_s).topics
+    names = [settings.topic(s.name) for s in TOPICS if settings.topic(s.name) in meta]
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
+    configs: dict[str, dict[str, str]] = {}
+    for resource, future in admin.describe_configs(resources).items():
+        entries = future.result(timeout=timeout_s)
+        configs[resource.name] = {
+            k: v.value for k, v in entries.items() if not v.is_default and v.value is not None
+        }
+    states = []
+    for name in names:
+        partitions = meta[name].partitions
+        replication = len(next(iter(partitions.values())).replicas) if partitions else 0
+        states.append(
+            TopicState(
+                name,
+                len(partitions),
+                replication,
+                configs.get(name, {}),
+                name in (created or set()),
+            )
+        )
+    return states

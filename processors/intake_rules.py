@@ -1,0 +1,77 @@
+"""What the intake processor accepts from upstream services (pure; no Kafka here).
+
+Upstream services own the ``cases`` topic; intake checks that each record tells a coherent
+story about its case before anything downstream trusts it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from schemas.events import CaseOpened, CaseReopened, CaseResolved, CaseUpdated, Event
+
+UPSTREAM = (CaseOpened, CaseUpdated, CaseResolved, CaseReopened)
+
+
+@dataclass(frozen=True, slots=True)
+class KnownCase:
+    """What intake remembers of a case (kept in a faust table, one per case)."""
+
+    status: str  # open | resolved | reopened
+    opened_event_id: str
+
+
+class Verdict(Enum):
+    ACCEPT = "accept"
+    DUPLICATE = "duplicate"  # redelivery of an event already taken: drop quietly
+    REJECT = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    verdict: Verdict
+    reason: str = ""
+
+
+def check(known: KnownCase | None, event: Event, key: str | None) -> Check:
+    """Is ``event`` (read under ``key``) a valid next step for the case ``known``?"""
+    if not isinstance(event, UPSTREAM):
+        return Check(Verdict.REJECT, f"{event.event_type} does not belong on the cases topic")
+    if key != event.case_id:
+        return Check(
+            Verdict.REJECT,
+            f"record key {key!r} differs from case_id {event.case_id!r}; "
+            "upstream records must be keyed by case_id",
+        )
+    if isinstance(event, CaseOpened):
+        if known is None:
+            return Check(Verdict.ACCEPT)
+        if known.opened_event_id == event.event_id:
+            return Check(Verdict.DUPLICATE)
+        return Check(
+            Verdict.REJECT,
+            f"case {event.case_id} was already opened by event {known.opened_event_id}",
+        )
+    if known is None:
+        return Check(Verdict.REJECT, f"unknown case {event.case_id}: no CaseOpened seen")
+    if isinstance(event, CaseReopened) and known.status != "resolved":
+        return Check(
+            Verdict.REJECT,
+            f"case {event.case_id} is {known.status}, not resolved; "
+            "only a resolved case can be reopened",
+        )
+    return Check(Verdict.ACCEPT)
+
+
+def evolve(known: KnownCase | None, event: Event) -> KnownCase | None:
+    """The case after an accepted event."""
+    if isinstance(event, CaseOpened):
+        return KnownCase("open", event.event_id)
+    if known is None:
+        return None
+    if isinstance(event, CaseResolved):
+        return KnownCase("resolved", known.opened_event_id)
+    if isinstance(event, CaseReopened):
+        return KnownCase("reopened", known.opened_event_id)
+    return known

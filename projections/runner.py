@@ -1,0 +1,182 @@
+"""The loop every projection shares: consume a batch, write its rows and the offsets it came
+from in one PostgreSQL transaction, repeat.
+
+Exactly-once into PostgreSQL comes from the offsets table, not from Kafka's committed offsets:
+on assignment the consumer seeks to ``projection_offsets.next_offset``, so rows and position
+can never disagree after a crash. Kafka offsets are also committed (asynchronously, after the
+transaction) purely so lag tools see progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol, cast
+
+import psycopg
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+
+from infra.deadletter import dead_letter
+from infra.settings import Settings
+from projections.envelope import Envelope
+from schemas.codec import Codec, CodecError, Headers
+
+log = logging.getLogger(__name__)
+
+
+class Projection(Protocol):
+    """A read model: which topics it reads and how a batch becomes rows."""
+
+    name: str
+    topics: tuple[str, ...]  # logical names, e.g. ("cases",)
+
+    def apply(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> None: ...
+
+
+def group_id(settings: Settings, projection_name: str) -> str:
+    """The Kafka consumer group of a projection (dead letters name it too)."""
+    return f"{settings.topic_prefix}projection.{projection_name}"
+
+
+class ProjectionRunner:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        codec: Codec,
+        projection: Projection,
+        conn: psycopg.Connection,
+        consumer: Consumer,
+        producer: Producer,
+        batch_size: int = 5000,
+        poll_timeout_s: float = 0.25,
+    ) -> None:
+        self.settings = settings
+        self.codec = codec
+        self.projection = projection
+        self.conn = conn
+        self.consumer = consumer
+        self.producer = producer
+        self.batch_size = batch_size
+        self.poll_timeout_s = poll_timeout_s
+        # Offsets are stored per projection; dead letters name the consumer group.
+        self.consumer_name = f"projection.{projection.name}"
+        self.group_id = group_id(settings, projection.name)
+        self.processed = 0
+        self.dead_lettered = 0
+
+    def start(self) -> None:
+        topics = [self.settings.topic(t) for t in self.projection.topics]
+        self.consumer.subscribe(topics, on_assign=self._on_assign)
+
+    def run(self, stop: threading.Event) -> None:
+        self.start()
+        try:
+            while not stop.is_set():
+                self.step()
+        finally:
+            self.consumer.close()
+            self.producer.flush(10)
+
+    def step(self) -> int:
+        """Consume and project one batch; returns how many records it covered."""
+        messages = self.consumer.consume(self.batch_size, self.poll_timeout_s)
+        if not messages:
+            return 0
+        envelopes: list[Envelope] = []
+        dead = 0
+        next_offsets: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(err)
+            # A message without an error always has its position.
+            topic, partition, offset = (
+                cast(str, msg.topic()),
+                cast(int, msg.partition()),
+                cast(int, msg.offset()),
+            )
+            next_offsets[(topic, partition)] = offset + 1
+            try:
+                event = self.codec.decode(msg.value(), msg.headers())
+            except CodecError as exc:
+                self._dead_letter(
+                    topic, partition, offset, msg.key(), msg.value(), msg.headers(), exc
+                )
+                dead += 1
+                continue
+            envelopes.append(Envelope(topic, partition, offset, msg.key(), event))
+        if dead:
+            # Dead letters must be durable before the offsets that skip them are.
+            remaining = self.producer.flush(30)
+            if remaining:
+                raise KafkaException(
+                    KafkaError(KafkaError._MSG_TIMED_OUT, f"{remaining} dead letters not delivered")
+                )
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            if envelopes:
+                self.projection.apply(cur, envelopes)
+            cur.executemany(
+                "INSERT INTO projection_offsets (consumer, topic, partition, next_offset) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (consumer, topic, partition) DO UPDATE "
+                "SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+                [(self.consumer_name, t, p, o) for (t, p), o in next_offsets.items()],
+            )
+        self.consumer.commit(
+            offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
+            asynchronous=True,
+        )
+        self.processed += len(envelopes)
+        return len(messages)
+
+    def _dead_letter(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None,
+        exc: CodecError,
+    ) -> None:
+        log.warning("dead-lettering %s[%d]@%d: %s", topic, partition, offset, exc)
+        event = dead_letter(
+            consumer=self.group_id,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+            headers=headers,
+            error=exc,
+        )
+        payload, hdrs = self.codec.encode(event)
+        wire_headers: list[Any] = hdrs  # confluent's stub wants a wider element type
+        self.producer.produce(
+            self.settings.topic("deadletter"), key=key, value=payload, headers=wire_headers
+        )
+        self.dead_lettered += 1
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Seek each assigned partition to the position stored beside the rows."""
+        stored = dict(
+            ((t, p), o)
+            for t, p, o in self.conn.execute(
+                "SELECT topic, partition, next_offset FROM projection_offsets WHERE consumer = %s",
+                (self.consumer_name,),
+            ).fetchall()
+        )
+        self.conn.commit()
+        for tp in partitions:
+            tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+        consumer.assign(partitions)

@@ -1,0 +1,395 @@
+"""The casegate event vocabulary: one frozen dataclass per `schemas/<EventType>.avsc`.
+
+Events are immutable facts in the past tense. Field names, order and nullability mirror
+the .avsc files exactly (a contract test checks it); conversion to and from dicts lives
+at the serializer edge (`schemas.records`, `schemas.codec`, `schemas.jsonform`).
+
+Timestamps are timezone-aware UTC datetimes. Avro keeps milliseconds, so build them
+with `utc_now()` (or truncate yourself) when an exact round trip matters.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import ClassVar
+
+# Avro union ["null","boolean","long","double","string"]: the values maps may carry.
+Scalar = None | bool | int | float | str
+
+# Fixed namespace for derived ids; changing it would change every derived event_id.
+CASEGATE_NAMESPACE = uuid.UUID("6f1f3f5e-2b8a-4c3e-9d47-5a0c1e7b9d21")
+
+
+def derived_event_id(cause_event_id: str, kind: str) -> str:
+    """Deterministic id of the event of `kind` derived from `cause_event_id`.
+
+    Redelivery of the cause yields the same id, so consumers can drop duplicates.
+    """
+    return str(uuid.uuid5(CASEGATE_NAMESPACE, f"{cause_event_id}:{kind}"))
+
+
+def new_event_id() -> str:
+    """A fresh random id for an event with no cause (upstream, operator input)."""
+    return str(uuid.uuid4())
+
+
+def utc_now() -> datetime:
+    """Current UTC time truncated to milliseconds, the precision Avro keeps."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+# --- shared value records (named types in _types.avsc) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionSpec:
+    """One catalog action with its parameters."""
+
+    name: str
+    params: dict[str, Scalar] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimilarCase:
+    case_id: str
+    similarity: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Provenance:
+    """How a recommendation was produced: recommender, model, inputs, cost."""
+
+    recommender: str  # baseline | llm
+    model: str | None = None
+    prompt_version: str | None = None
+    policy_version: str | None = None
+    fields_seen: tuple[str, ...]
+    input_sha256: str
+    fallback_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: float | None = None
+    cost_usd: float | None = None
+
+
+# --- bases ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Fields every event carries. Subclasses set `event_type` and `topic`."""
+
+    event_type: ClassVar[str]
+    topic: ClassVar[str]  # topic name without the configurable prefix
+
+    event_id: str
+    case_id: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InternalEvent(Event):
+    """An event casegate itself produces, linked to the event it answers."""
+
+    causation_id: str | None = None
+    correlation_id: str | None = None
+
+
+# --- upstream (topic cases): exactly the contract fields --------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaseOpened(Event):
+    event_type: ClassVar[str] = "CaseOpened"
+    topic: ClassVar[str] = "cases"
+
+    source: str
+    channel: str
+    queue: str
+    team: str
+    issue_class: str | None = None
+    subject: str
+    description: str
+    priority: str
+    customer: dict[str, str]
+    attributes: dict[str, Scalar]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaseUpdated(Event):
+    event_type: ClassVar[str] = "CaseUpdated"
+    topic: ClassVar[str] = "cases"
+
+    actor: str
+    changes: dict[str, Scalar]
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaseResolved(Event):
+    event_type: ClassVar[str] = "CaseResolved"
+    topic: ClassVar[str] = "cases"
+
+    resolved_by: str
+    resolution_code: str
+    category: str
+    actions_taken: tuple[ActionSpec, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaseReopened(Event):
+    event_type: ClassVar[str] = "CaseReopened"
+    topic: ClassVar[str] = "cases"
+
+    reason: str
+
+
+# --- recommendations --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecommendationProduced(InternalEvent):
+    event_type: ClassVar[str] = "RecommendationProduced"
+    topic: ClassVar[str] = "recommendations"
+
+    recommendation_id: str
+    workflow: str | None = None
+    summary: str
+    category: str | None = None
+    confidence: float
+    similar_cases: tuple[SimilarCase, ...]
+    action: ActionSpec | None = None
+    rationale: str
+    provenance: Provenance
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelOutputRejected(InternalEvent):
+    event_type: ClassVar[str] = "ModelOutputRejected"
+    topic: ClassVar[str] = "recommendations"
+
+    recommendation_id: str
+    model: str
+    raw_output: str
+    errors: tuple[str, ...]
+
+
+# --- decisions --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GuardrailDecided(InternalEvent):
+    event_type: ClassVar[str] = "GuardrailDecided"
+    topic: ClassVar[str] = "decisions"
+
+    decision_id: str
+    recommendation_id: str
+    workflow: str | None = None
+    phase: str | None = None  # shadow | assisted | bounded
+    outcome: str  # shadowed | approval_required | auto_authorized | denied | out_of_scope
+    reasons: tuple[str, ...]
+    action: ActionSpec | None = None
+    policy_version: str
+    approvals_required: int
+    eligible_roles: tuple[str, ...]
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReviewRecorded(InternalEvent):
+    event_type: ClassVar[str] = "ReviewRecorded"
+    topic: ClassVar[str] = "decisions"
+
+    review_id: str
+    recommendation_id: str
+    actor: str
+    roles: tuple[str, ...]
+    verdict: str  # approve | reject | override
+    approvals_received: int
+    approvals_required: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReviewDenied(InternalEvent):
+    event_type: ClassVar[str] = "ReviewDenied"
+    topic: ClassVar[str] = "decisions"
+
+    review_id: str
+    recommendation_id: str | None = None
+    actor: str
+    reason: str  # machine-readable code, e.g. role_not_eligible
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalCompleted(InternalEvent):
+    event_type: ClassVar[str] = "ApprovalCompleted"
+    topic: ClassVar[str] = "decisions"
+
+    recommendation_id: str
+    outcome: str  # approved | rejected
+    approvers: tuple[str, ...]
+    action: ActionSpec | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalExpired(InternalEvent):
+    event_type: ClassVar[str] = "ApprovalExpired"
+    topic: ClassVar[str] = "decisions"
+
+    recommendation_id: str
+    expired_at: datetime
+    approvals_received: int
+
+
+# --- reviews (operators) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReviewSubmitted(InternalEvent):
+    event_type: ClassVar[str] = "ReviewSubmitted"
+    topic: ClassVar[str] = "reviews"
+
+    review_id: str
+    recommendation_id: str
+    actor: str
+    roles: tuple[str, ...]
+    verdict: str  # approve | reject | override
+    reason: str | None = None
+    override_action: ActionSpec | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaseReclassified(InternalEvent):
+    event_type: ClassVar[str] = "CaseReclassified"
+    topic: ClassVar[str] = "reviews"
+
+    review_id: str
+    actor: str
+    roles: tuple[str, ...]
+    category: str
+    reason: str | None = None
+
+
+# --- executions -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionRequested(InternalEvent):
+    event_type: ClassVar[str] = "ExecutionRequested"
+    topic: ClassVar[str] = "executions"
+
+    execution_id: str
+    recommendation_id: str
+    action: ActionSpec
+    mode: str  # auto | approved
+    requested_by: str
+    policy_version: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionSucceeded(InternalEvent):
+    event_type: ClassVar[str] = "ExecutionSucceeded"
+    topic: ClassVar[str] = "executions"
+
+    execution_id: str
+    action_name: str
+    result: dict[str, Scalar]
+    duration_ms: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionFailed(InternalEvent):
+    event_type: ClassVar[str] = "ExecutionFailed"
+    topic: ClassVar[str] = "executions"
+
+    execution_id: str
+    action_name: str
+    error_class: str
+    retriable: bool
+    timed_out: bool
+    message: str
+    duration_ms: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionRolledBack(InternalEvent):
+    event_type: ClassVar[str] = "ExecutionRolledBack"
+    topic: ClassVar[str] = "executions"
+
+    execution_id: str
+    action_name: str
+    rollback_action: str
+    reason: str
+    succeeded: bool
+
+
+# --- policy and dead letters ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyPublished(InternalEvent):
+    """A policy document; keyed "policy", and case_id is the literal "policy"."""
+
+    event_type: ClassVar[str] = "PolicyPublished"
+    topic: ClassVar[str] = "policy"
+
+    version: str
+    sha256: str
+    author: str
+    document: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLettered(InternalEvent):
+    """A record a consumer gave up on, kept verbatim; case_id is "" when unknown."""
+
+    event_type: ClassVar[str] = "DeadLettered"
+    topic: ClassVar[str] = "deadletter"
+
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    consumer: str
+    key: bytes | None = None
+    raw: bytes
+    headers: dict[str, bytes]
+    reason: str
+    error_class: str  # UndecodableRecord | UnknownSchema | InvalidEvent | ...
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.event_type: cls
+    for cls in (
+        CaseOpened,
+        CaseUpdated,
+        CaseResolved,
+        CaseReopened,
+        RecommendationProduced,
+        ModelOutputRejected,
+        GuardrailDecided,
+        ReviewRecorded,
+        ReviewDenied,
+        ApprovalCompleted,
+        ApprovalExpired,
+        ReviewSubmitted,
+        CaseReclassified,
+        ExecutionRequested,
+        ExecutionSucceeded,
+        ExecutionFailed,
+        ExecutionRolledBack,
+        PolicyPublished,
+        DeadLettered,
+    )
+}
+
+# Record types nested inside events, by Avro full name.
+VALUE_TYPES: dict[str, type] = {
+    "casegate.ActionSpec": ActionSpec,
+    "casegate.SimilarCase": SimilarCase,
+    "casegate.Provenance": Provenance,
+}
