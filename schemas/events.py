@@ -289,6 +289,7 @@ class ExecutionRequested(InternalEvent):
     mode: str  # auto | approved
     requested_by: str
     policy_version: str
+    workflow: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,156 @@
+"""The action catalog and roles: what exists, what it touches, who may approve or run it.
+
+Each model checks only its own fields; references between sections (rollback action,
+approval roles, workflow bounds) are checked once, on the whole document, in
+`policy.model.Policy`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+# Names of roles, actions, workflows and parameters: they appear in events, URLs and
+# metrics labels, so keep them to one safe alphabet.
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+
+ParamType = Literal["string", "integer", "number", "boolean", "enum"]
+Risk = Literal["low", "medium", "high", "critical"]
+
+
+class Frozen(BaseModel):
+    """Base of every policy model: immutable, and unknown keys are errors (typos show)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def compile_error(pattern: str) -> str | None:
+    """Why `pattern` is not a valid Python regex, or None when it compiles."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"invalid regular expression {pattern!r}: {exc}"
+    return None
+
+
+class Role(Frozen):
+    """An operator role and the permissions it holds."""
+
+    name: Name  # filled from its key in the document
+    description: str = ""
+    permissions: tuple[str, ...] = ()
+
+
+class ParamSpec(Frozen):
+    """One action parameter: its type and the hard limits no workflow can widen."""
+
+    type: ParamType
+    required: bool = True
+    description: str = ""
+    min: float | None = None  # integer | number
+    max: float | None = None  # integer | number
+    max_length: int | None = Field(default=None, gt=0)  # string
+    pattern: str | None = None  # string, full match
+    values: tuple[str, ...] | None = None  # enum
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParamSpec:
+        numeric = self.type in ("integer", "number")
+        if (self.min is not None or self.max is not None) and not numeric:
+            raise ValueError(f"min/max apply to integer or number parameters, not {self.type}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is greater than max {self.max:g}")
+        if (self.max_length is not None or self.pattern is not None) and self.type != "string":
+            raise ValueError(f"max_length/pattern apply to string parameters, not {self.type}")
+        if self.pattern is not None and (problem := compile_error(self.pattern)):
+            raise ValueError(problem)
+        if self.type == "enum" and not self.values:
+            raise ValueError("an enum parameter needs a non-empty list of values")
+        if self.values is not None and self.type != "enum":
+            raise ValueError(f"values apply to enum parameters, not {self.type}")
+        return self
+
+
+class Effects(Frozen):
+    """What running the action changes; null means it does not touch that dimension.
+
+    Shown to operators as "what happens if accepted".
+    """
+
+    customer_state: str | None = None
+    assignment: str | None = None
+    entitlement: str | None = None
+    workflow_status: str | None = None
+
+
+class Approvals(Frozen):
+    """How many distinct operators, of which roles, must approve before the action runs."""
+
+    count: int = Field(default=0, ge=0, le=5)
+    roles: tuple[Name, ...] = ()
+
+    @model_validator(mode="after")
+    def _roles_when_counted(self) -> Approvals:
+        if self.count > 0 and not self.roles:
+            raise ValueError(f"{self.count} approval(s) required but no eligible roles listed")
+        return self
+
+
+class AdapterSpec(Frozen):
+    """How the executor runs the action.
+
+    `post_condition` names a field of the adapter's result that must be truthy for the
+    run to count as a success; when it is not, a reversible action is rolled back.
+    """
+
+    kind: Literal["http", "log"]
+    url: str | None = None
+    post_condition: str | None = None
+
+    @model_validator(mode="after")
+    def _url_for_http(self) -> AdapterSpec:
+        if self.kind == "http" and not self.url:
+            raise ValueError("an http adapter needs a url")
+        if self.kind == "log" and self.url:
+            raise ValueError("a log adapter takes no url")
+        return self
+
+
+class RollbackSpec(Frozen):
+    """The catalog action that undoes this one, and where its parameters come from.
+
+    Each entry of `params` maps a parameter of the rollback action to a source:
+    `params.<name>` (the original request's parameter) or `result.<field>` (a field of
+    the original run's adapter result, e.g. the plan before a plan change).
+    """
+
+    action: Name
+    params: dict[Name, Annotated[str, StringConstraints(pattern=r"^(params|result)\.\w+$")]] = (
+        Field(default_factory=dict)
+    )
+
+
+class Action(Frozen):
+    """One catalog entry: everything needed to show, guard, approve and run an action."""
+
+    name: Name  # filled from its key in the document
+    description: str = ""
+    params: dict[Name, ParamSpec] = Field(default_factory=dict)
+    risk: Risk
+    effects: Effects = Effects()
+    reversible: bool = False
+    rollback: RollbackSpec | None = None
+    permission: str
+    timeout_s: float = Field(gt=0, le=300)
+    approvals: Approvals = Approvals()
+    adapter: AdapterSpec
+
+    @model_validator(mode="after")
+    def _rollback_iff_reversible(self) -> Action:
+        if self.reversible and self.rollback is None:
+            raise ValueError("a reversible action needs a rollback")
+        if not self.reversible and self.rollback is not None:
+            raise ValueError("rollback given but reversible is false")
+        return self

@@ -1,0 +1,116 @@
+"""What the model may see (guardrail question 4) and what audit must hold (question 5)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from policy.catalog import Frozen, Name, compile_error
+from schemas.events import EVENT_TYPES
+
+# CaseOpened fields a model-visible path may start with; maps take a sub-key
+# ("attributes.product"), and the bare name of a map exposes all of it.
+CASE_FIELDS = (
+    "source", "channel", "queue", "team", "issue_class", "subject", "description",
+    "priority", "customer", "attributes",
+)
+_MAP_FIELDS = ("customer", "attributes")
+
+BuiltinPattern = Literal["email", "phone", "card"]
+
+# Applied after the custom patterns (which are more specific, e.g. ORD-123), and card
+# before phone, because a card number would otherwise be half-eaten as a phone number.
+# The phone pattern wants 9+ digits so dates like 2026-01-05 stay readable.
+BUILTIN_PATTERNS: dict[str, str] = {
+    "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
+    "card": r"(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)",
+    "phone": r"(?<![\w@])(?:\+|\()?\d(?:[ ().-]{0,2}\d){8,14}(?!\w)",
+}
+
+
+class Redaction(Frozen):
+    """Personal data removed from free text before a model sees it.
+
+    `builtin` picks from email, phone, card; `custom` adds named regexes (account and
+    order ids). Each match is replaced by `[<name>]`.
+    """
+
+    builtin: tuple[BuiltinPattern, ...] = ("email", "phone", "card")
+    custom: dict[Name, str] = Field(default_factory=dict)
+
+    @field_validator("custom")
+    @classmethod
+    def _compiles(cls, custom: dict[str, str]) -> dict[str, str]:
+        problems = [f"{name}: {p}" for name, rx in custom.items() if (p := compile_error(rx))]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return custom
+
+    def patterns(self) -> dict[str, re.Pattern[str]]:
+        """The compiled patterns by name, in the order they must be applied."""
+        ordered = {name: re.compile(rx) for name, rx in self.custom.items()}
+        for name in BUILTIN_PATTERNS:  # fixed order, whatever order the document lists
+            if name in self.builtin:
+                ordered[name] = re.compile(BUILTIN_PATTERNS[name])
+        return ordered
+
+    def redact(self, text: str) -> str:
+        """`text` with every configured pattern replaced by `[<pattern name>]`."""
+        for name, pattern in self.patterns().items():
+            text = pattern.sub(f"[{name}]", text)
+        return text
+
+
+class ModelVisibility(Frozen):
+    """The allowlist of case fields a model may read, as dotted paths, plus redaction."""
+
+    fields: tuple[str, ...]
+    redaction: Redaction = Redaction()
+
+    @field_validator("fields")
+    @classmethod
+    def _known_paths(cls, fields: tuple[str, ...]) -> tuple[str, ...]:
+        for path in fields:
+            root, _, sub = path.partition(".")
+            if root not in CASE_FIELDS:
+                raise ValueError(f"{path!r}: unknown case field {root!r}; "
+                                 f"allowed: {', '.join(CASE_FIELDS)}")
+            if sub and (root not in _MAP_FIELDS or "." in sub or not sub):
+                raise ValueError(f"{path!r}: only {' and '.join(_MAP_FIELDS)} take a sub-key")
+        if len(set(fields)) != len(fields):
+            raise ValueError("a field is listed twice")
+        return fields
+
+
+# Outcome-like field values an audit requirement may name, as "<EventType>:<value>".
+KNOWN_OUTCOMES: dict[str, tuple[str, ...]] = {
+    "GuardrailDecided": (
+        "shadowed", "approval_required", "auto_authorized", "denied", "out_of_scope",
+    ),
+    "ApprovalCompleted": ("approved", "rejected"),
+    "ReviewRecorded": ("approve", "reject", "override"),
+}
+
+
+class Audit(Frozen):
+    """Events (optionally one outcome of them) the audit log must be able to prove it holds.
+
+    Entries are `EventType` or `EventType:outcome`, e.g. `GuardrailDecided:denied`.
+    """
+
+    required_outcomes: tuple[str, ...]
+
+    @field_validator("required_outcomes")
+    @classmethod
+    def _known(cls, entries: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in entries:
+            event_type, sep, outcome = entry.partition(":")
+            if event_type not in EVENT_TYPES:
+                raise ValueError(f"{entry!r}: unknown event type {event_type!r}")
+            if sep and outcome not in KNOWN_OUTCOMES.get(event_type, ()):
+                known = ", ".join(KNOWN_OUTCOMES.get(event_type, ())) or "none"
+                raise ValueError(f"{entry!r}: unknown outcome {outcome!r} "
+                                 f"for {event_type} (known: {known})")
+        return entries

@@ -1,0 +1,296 @@
+"""The approval state machine (pure; the approve agent only moves events in and out).
+
+One `Pending` per recommendation that the guard sent for approval. Decisions, reviews
+and clock ticks come in; ReviewRecorded / ReviewDenied / ApprovalCompleted /
+ApprovalExpired / ExecutionRequested come out. Every produced event has an id derived
+from the event that caused it, so a redelivered input yields the same ids and
+consumers drop the duplicates. The semantics as tables: docs/decision-tables.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from policy.checks import action_findings, is_denied
+from policy.loader import LoadedPolicy
+from schemas.events import (
+    ActionSpec,
+    ApprovalCompleted,
+    ApprovalExpired,
+    Event,
+    ExecutionRequested,
+    GuardrailDecided,
+    ReviewDenied,
+    ReviewRecorded,
+    ReviewSubmitted,
+    derived_event_id,
+)
+
+PENDING, APPROVED, REJECTED, EXPIRED = "pending", "approved", "rejected", "expired"
+VERDICTS = ("approve", "reject", "override")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pending:
+    """An item in the approval queue, kept after it closes so late reviews are refused."""
+
+    recommendation_id: str
+    case_id: str
+    decision_event_id: str
+    correlation_id: str | None
+    workflow: str
+    action: ActionSpec
+    approvals_required: int
+    eligible_roles: tuple[str, ...]
+    expires_at: datetime
+    approvers: tuple[str, ...] = ()
+    status: str = PENDING  # pending | approved | rejected | expired
+    suggest_only: bool = False  # approval is recorded, casegate never executes
+    policy_version: str  # the version under which `action` was last checked
+    reviews_seen: tuple[str, ...] = ()  # review_ids already taken (redelivery guard)
+
+
+class _Refusal(Exception):
+    """A review breaks a rule; internal control flow, never escapes this module."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def on_decision(
+    decision: GuardrailDecided, now: datetime, existing: Pending | None = None
+) -> tuple[Pending | None, list[Event]]:
+    """Open a queue item for approval_required; request execution for auto_authorized.
+
+    A redelivered decision leaves an existing item (and the approvals it holds) alone.
+    Other outcomes produce nothing here.
+    """
+    if existing is not None and existing.decision_event_id == decision.event_id:
+        return existing, []
+    if decision.action is None:
+        return existing, []
+    if decision.outcome == "auto_authorized":
+        return existing, [_execution(
+            decision.event_id, decision.case_id, decision.correlation_id,
+            decision.recommendation_id, decision.action, "auto", "policy",
+            decision.policy_version, now)]
+    if decision.outcome != "approval_required":
+        return existing, []
+    if decision.expires_at is None or decision.workflow is None:
+        raise ValueError(f"decision {decision.event_id} needs approval but has no "
+                         "expiry or workflow; the guard always sets both")
+    item = Pending(
+        recommendation_id=decision.recommendation_id,
+        case_id=decision.case_id,
+        decision_event_id=decision.event_id,
+        correlation_id=decision.correlation_id,
+        workflow=decision.workflow,
+        action=decision.action,
+        approvals_required=max(1, decision.approvals_required),
+        eligible_roles=decision.eligible_roles,
+        expires_at=decision.expires_at,
+        suggest_only="suggest_only" in decision.reasons,
+        policy_version=decision.policy_version,
+    )
+    return item, []
+
+
+def on_review(
+    pending: Pending | None, review: ReviewSubmitted, policy: LoadedPolicy, now: datetime
+) -> tuple[Pending | None, list[Event]]:
+    """Apply one operator review to its queue item.
+
+    Refused (ReviewDenied) when: the item is unknown; the verdict is malformed; the item
+    is closed or expired; the operator holds no eligible role; the operator already
+    reviewed it; an override action fails the guardrails. Otherwise recorded, and at
+    quorum (or on reject, or a one-approval override) the item completes.
+    """
+    if pending is None or pending.case_id != review.case_id:
+        return pending, [_denied(review, now, "unknown_item",
+                                 f"no approval item for recommendation {review.recommendation_id} "
+                                 f"of case {review.case_id}")]
+    if review.review_id in pending.reviews_seen:
+        return pending, []  # redelivery: its events were produced the first time
+    try:
+        _check_review(pending, review, now)
+        if review.verdict == "approve":
+            return _approve(pending, review, now)
+        if review.verdict == "reject":
+            return _reject(pending, review, now)
+        return _override(pending, review, policy, now)
+    except _Refusal as refusal:
+        denied = _denied(review, now, refusal.reason, refusal.detail)
+        if refusal.reason == "expired":
+            # The queue must not keep an item nobody can act on any more.
+            closed, expired = on_tick(pending, now)
+            return closed, [denied, *expired]
+        return pending, [denied]
+
+
+def on_tick(pending: Pending | None, now: datetime) -> tuple[Pending | None, list[Event]]:
+    """Expire an open item at or past its expiry (ApprovalExpired); otherwise no change."""
+    if pending is None or pending.status != PENDING or now < pending.expires_at:
+        return pending, []
+    expired = ApprovalExpired(
+        # Derived from the decision, so a tick and a late review expire it with one id.
+        event_id=derived_event_id(pending.decision_event_id, "ApprovalExpired"),
+        case_id=pending.case_id, occurred_at=now,
+        causation_id=pending.decision_event_id, correlation_id=pending.correlation_id,
+        recommendation_id=pending.recommendation_id, expired_at=pending.expires_at,
+        approvals_received=len(pending.approvers),
+    )
+    return replace(pending, status=EXPIRED), [expired]
+
+
+# --- the rules ------------------------------------------------------------------------
+
+
+def _check_review(pending: Pending, review: ReviewSubmitted, now: datetime) -> None:
+    """Checks common to every verdict, in the order the decision table lists them."""
+    if review.verdict not in VERDICTS:
+        raise _Refusal("invalid_verdict", f"verdict {review.verdict!r} is not one of "
+                                          f"{', '.join(VERDICTS)}")
+    if (review.verdict == "override") != (review.override_action is not None):
+        raise _Refusal("invalid_verdict",
+                       "an override carries the operator's action; approve and reject do not")
+    if pending.status != PENDING:
+        raise _Refusal("item_closed", f"recommendation {pending.recommendation_id} "
+                                      f"is already {pending.status}")
+    if now >= pending.expires_at:
+        raise _Refusal("expired", f"approval expired at {pending.expires_at.isoformat()}")
+    if not set(review.roles) & set(pending.eligible_roles):
+        raise _Refusal("role_not_eligible",
+                       f"{review.actor} holds {', '.join(review.roles) or 'no role'}; "
+                       f"eligible: {', '.join(pending.eligible_roles)}")
+    if review.actor in pending.approvers:
+        raise _Refusal("duplicate_approver",
+                       f"{review.actor} already approved; one operator counts once")
+
+
+def _approve(
+    pending: Pending, review: ReviewSubmitted, now: datetime
+) -> tuple[Pending, list[Event]]:
+    approvers = (*pending.approvers, review.actor)
+    item = replace(pending, approvers=approvers, reviews_seen=_seen(pending, review))
+    events: list[Event] = [_recorded(item, review, now)]
+    if len(approvers) < item.approvals_required:
+        return item, events
+    return _complete(item, review, now, events)
+
+
+def _reject(
+    pending: Pending, review: ReviewSubmitted, now: datetime
+) -> tuple[Pending, list[Event]]:
+    # One eligible rejection closes the item: a veto, whatever the quorum.
+    item = replace(pending, status=REJECTED, reviews_seen=_seen(pending, review))
+    completed = _completed(item, review, now, REJECTED, approvers=(review.actor,))
+    return item, [_recorded(item, review, now), completed]
+
+
+def _override(
+    pending: Pending, review: ReviewSubmitted, policy: LoadedPolicy, now: datetime
+) -> tuple[Pending, list[Event]]:
+    """The operator's own action replaces the recommended one, under the same guardrails."""
+    action = review.override_action
+    if action is None:  # already refused by _check_review; narrows the type
+        raise _Refusal("invalid_verdict", "an override carries the operator's action")
+    workflow = policy.policy.workflows.get(pending.workflow)
+    if workflow is None:
+        raise _Refusal("unknown_workflow", f"workflow {pending.workflow} is not in "
+                                           f"policy {policy.version}")
+    findings = action_findings(action, workflow, policy)
+    rule = workflow.actions.get(action.name)
+    if rule is None or is_denied(findings, rule.on_out_of_bounds):
+        raise _Refusal(findings[0].code, "; ".join(f.detail for f in findings))
+    entry = policy.policy.action(action.name)
+    if entry is None:  # unreachable: action_findings reports unknown actions
+        raise _Refusal("unknown_action", f"{action.name!r} is not in the action catalog")
+    roles = policy.policy.approver_roles(entry)
+    if not set(review.roles) & set(roles):
+        raise _Refusal("role_not_eligible",
+                       f"{review.actor} may not approve {action.name}; eligible: "
+                       f"{', '.join(roles)}")
+    # The override is a new proposal: approvals given to the old action do not carry over,
+    # and the overriding operator is its first approver.
+    item = replace(
+        pending, action=action, approvers=(review.actor,),
+        approvals_required=max(1, entry.approvals.count), eligible_roles=roles,
+        suggest_only=rule.mode == "suggest", policy_version=policy.version,
+        reviews_seen=_seen(pending, review),
+    )
+    events: list[Event] = [_recorded(item, review, now)]
+    if item.approvals_required > 1:
+        return item, events
+    return _complete(item, review, now, events)
+
+
+def _complete(
+    item: Pending, review: ReviewSubmitted, now: datetime, events: list[Event]
+) -> tuple[Pending, list[Event]]:
+    item = replace(item, status=APPROVED)
+    completed = _completed(item, review, now, APPROVED, approvers=item.approvers)
+    events.append(completed)
+    if not item.suggest_only:  # suggest: the operator acts by hand; casegate runs nothing
+        events.append(_execution(
+            completed.event_id, item.case_id, item.correlation_id, item.recommendation_id,
+            item.action, "approved", ",".join(item.approvers), item.policy_version, now))
+    return item, events
+
+
+# --- events ---------------------------------------------------------------------------
+
+
+def _seen(pending: Pending, review: ReviewSubmitted) -> tuple[str, ...]:
+    return (*pending.reviews_seen, review.review_id)
+
+
+def _recorded(item: Pending, review: ReviewSubmitted, now: datetime) -> ReviewRecorded:
+    return ReviewRecorded(
+        event_id=derived_event_id(review.event_id, "ReviewRecorded"),
+        case_id=item.case_id, occurred_at=now,
+        causation_id=review.event_id, correlation_id=item.correlation_id,
+        review_id=review.review_id, recommendation_id=item.recommendation_id,
+        actor=review.actor, roles=review.roles, verdict=review.verdict,
+        approvals_received=len(item.approvers), approvals_required=item.approvals_required,
+    )
+
+
+def _completed(
+    item: Pending, review: ReviewSubmitted, now: datetime, outcome: str,
+    approvers: tuple[str, ...],
+) -> ApprovalCompleted:
+    return ApprovalCompleted(
+        event_id=derived_event_id(review.event_id, "ApprovalCompleted"),
+        case_id=item.case_id, occurred_at=now,
+        causation_id=review.event_id, correlation_id=item.correlation_id,
+        recommendation_id=item.recommendation_id, outcome=outcome, approvers=approvers,
+        action=item.action,
+    )
+
+
+def _execution(
+    cause_event_id: str, case_id: str, correlation_id: str | None, recommendation_id: str,
+    action: ActionSpec, mode: str, requested_by: str, policy_version: str, now: datetime,
+) -> ExecutionRequested:
+    return ExecutionRequested(
+        event_id=derived_event_id(cause_event_id, "ExecutionRequested"),
+        case_id=case_id, occurred_at=now,
+        causation_id=cause_event_id, correlation_id=correlation_id,
+        # From the authorizing event (decision or ApprovalCompleted): a redelivered cause
+        # yields the same execution id, which the adapter receives as its idempotency key.
+        execution_id=derived_event_id(cause_event_id, "execution"),
+        recommendation_id=recommendation_id, action=action, mode=mode,
+        requested_by=requested_by, policy_version=policy_version,
+    )
+
+
+def _denied(review: ReviewSubmitted, now: datetime, reason: str, detail: str) -> ReviewDenied:
+    return ReviewDenied(
+        event_id=derived_event_id(review.event_id, "ReviewDenied"),
+        case_id=review.case_id, occurred_at=now,
+        causation_id=review.event_id, correlation_id=review.correlation_id,
+        review_id=review.review_id, recommendation_id=review.recommendation_id,
+        actor=review.actor, reason=reason, detail=detail,
+    )

@@ -1,0 +1,191 @@
+"""What the executor may run, and which events an adapter's result becomes (pure).
+
+The execute agent does the I/O: it asks `authorize_execution` under the *current*
+policy, runs the adapter with the action's timeout and the execution id as idempotency
+key, runs `rollback_request` through the adapter when one is returned, and produces
+`outcome_events`. The semantics as tables: docs/decision-tables.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from policy.checks import Finding, action_findings, as_policy, is_denied, param_findings
+from policy.loader import LoadedPolicy
+from policy.model import Action, Policy
+from schemas.events import (
+    ActionSpec,
+    Event,
+    ExecutionFailed,
+    ExecutionRequested,
+    ExecutionRolledBack,
+    ExecutionSucceeded,
+    Scalar,
+    derived_event_id,
+)
+
+POST_CONDITION_FAILED = "PostConditionFailed"
+POLICY_REFUSED = "PolicyRefused"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdapterResult:
+    """What an adapter reports for one run; `result` is the adapter's own answer."""
+
+    ok: bool
+    timed_out: bool = False
+    error_class: str | None = None
+    retriable: bool = False
+    message: str = ""
+    result: Mapping[str, Scalar] = field(default_factory=dict)
+    duration_ms: float = 0.0
+
+    @classmethod
+    def timeout(cls, timeout_s: float, duration_ms: float) -> AdapterResult:
+        """No answer within the action's timeout. Retriable: the idempotency key makes a
+        second attempt safe even if the first one did land."""
+        return cls(ok=False, timed_out=True, error_class="Timeout", retriable=True,
+                   message=f"no answer within {timeout_s:g}s", duration_ms=duration_ms)
+
+
+def authorize_execution(
+    req: ExecutionRequested, policy: Policy | LoadedPolicy, workflow: str | None = None
+) -> str | None:
+    """Why the current policy refuses to run `req` ("<code>: <detail>"), or None.
+
+    The policy may have changed since the guard or the approvers saw the action, so it
+    is checked again: still in the catalog, parameters still valid, and — given the
+    case's `workflow` — not prohibited, within bounds, workflow not back in shadow, and
+    for an automatic run still `auto` in a `bounded` workflow. Without a workflow only
+    the catalog checks apply.
+    """
+    pol = as_policy(policy)
+    if req.mode not in ("auto", "approved"):
+        return f"invalid_mode: {req.mode!r} is neither auto nor approved"
+    entry = pol.action(req.action.name)
+    if entry is None:
+        return f"unknown_action: {req.action.name!r} is no longer in the action catalog"
+    if workflow is None:
+        findings = param_findings(req.action, entry, {})
+        return _reason(findings[0].code, findings) if findings else None
+    wf = pol.workflows.get(workflow)
+    if wf is None:
+        return f"unknown_workflow: workflow {workflow} is no longer in the policy"
+    if wf.phase == "shadow":
+        return f"phase_shadow: workflow {workflow} is back in shadow phase"
+    findings = action_findings(req.action, wf, pol)
+    rule = wf.actions.get(req.action.name)
+    if rule is None or is_denied(findings, rule.on_out_of_bounds):
+        return _reason(findings[0].code, findings)
+    if rule.mode == "suggest":
+        return f"suggest_only: {req.action.name} is suggest-only in workflow {workflow}"
+    if req.mode == "auto" and (wf.phase != "bounded" or rule.mode != "auto" or findings):
+        # Nobody approved this run: it needs the whole envelope, exactly as the guard did.
+        return (f"not_auto: {req.action.name} is {rule.mode} in workflow {workflow} "
+                f"({wf.phase} phase){_details(findings)}")
+    return None
+
+
+def post_condition_met(action: Action, result: AdapterResult) -> bool:
+    """Is the field the adapter spec names as post-condition truthy (or none named)?"""
+    name = action.adapter.post_condition
+    return name is None or bool(result.result.get(name))
+
+
+def rollback_request(
+    req: ExecutionRequested, result: AdapterResult, action: Action
+) -> ActionSpec | None:
+    """The action that undoes `req`, when it ran but missed its post-condition and is
+    reversible. Parameters come from the rollback spec (`params.x` of the request or
+    `result.y` of the run); a source that is missing is left out, and the rollback's
+    adapter will report it."""
+    if action.rollback is None or not result.ok or post_condition_met(action, result):
+        return None
+    params: dict[str, Scalar] = {}
+    for name, source in action.rollback.params.items():
+        kind, _, key = source.partition(".")
+        origin = req.action.params if kind == "params" else result.result
+        if key in origin:
+            params[name] = origin[key]
+    return ActionSpec(name=action.rollback.action, params=params)
+
+
+def rollback_execution_id(req: ExecutionRequested) -> str:
+    """Idempotency key for the rollback run of `req`."""
+    return derived_event_id(req.execution_id, "rollback")
+
+
+def outcome_events(
+    req: ExecutionRequested,
+    result: AdapterResult,
+    action: Action,
+    now: datetime,
+    rollback_result: AdapterResult | None = None,
+    attempt: int = 1,
+) -> list[Event]:
+    """ExecutionSucceeded; or ExecutionFailed (timeouts included); or, for a reversible
+    action that ran but missed its post-condition, ExecutionFailed then
+    ExecutionRolledBack carrying whether the rollback run (`rollback_result`) succeeded.
+
+    `attempt` > 1 gives a retried run its own event ids.
+    """
+    kind = "" if attempt == 1 else f"#{attempt}"
+    common: dict[str, Any] = {
+        "case_id": req.case_id,
+        "occurred_at": now,
+        "causation_id": req.event_id,
+        "correlation_id": req.correlation_id,
+        "execution_id": req.execution_id,
+        "action_name": req.action.name,
+    }
+    if result.ok and post_condition_met(action, result):
+        return [ExecutionSucceeded(
+            event_id=derived_event_id(req.event_id, f"ExecutionSucceeded{kind}"),
+            result=dict(result.result), duration_ms=result.duration_ms, **common)]
+    failed_id = derived_event_id(req.event_id, f"ExecutionFailed{kind}")
+    if not result.ok:
+        return [ExecutionFailed(
+            event_id=failed_id,
+            error_class=result.error_class or ("Timeout" if result.timed_out else "AdapterError"),
+            retriable=result.retriable, timed_out=result.timed_out, message=result.message,
+            duration_ms=result.duration_ms, **common)]
+    # It ran, but the world is not in the promised state: not retriable, since running
+    # it again would not explain why the first run did not hold.
+    condition = action.adapter.post_condition
+    events: list[Event] = [ExecutionFailed(
+        event_id=failed_id, error_class=POST_CONDITION_FAILED, retriable=False,
+        timed_out=False, message=f"post-condition {condition!r} not met by the result",
+        duration_ms=result.duration_ms, **common)]
+    rollback = rollback_request(req, result, action)
+    if rollback is None:
+        return events
+    if rollback_result is None:
+        raise ValueError(f"execution {req.execution_id} needs its rollback run first: "
+                         "run rollback_request(...) and pass rollback_result")
+    events.append(ExecutionRolledBack(
+        event_id=derived_event_id(req.event_id, f"ExecutionRolledBack{kind}"),
+        rollback_action=rollback.name, reason=f"post_condition_failed: {condition}",
+        succeeded=rollback_result.ok, **common))
+    return events
+
+
+def refused_event(req: ExecutionRequested, reason: str, now: datetime) -> ExecutionFailed:
+    """The ExecutionFailed for a run `authorize_execution` refused (nothing was run)."""
+    return ExecutionFailed(
+        event_id=derived_event_id(req.event_id, "ExecutionFailed"),
+        case_id=req.case_id, occurred_at=now, causation_id=req.event_id,
+        correlation_id=req.correlation_id, execution_id=req.execution_id,
+        action_name=req.action.name, error_class=POLICY_REFUSED, retriable=False,
+        timed_out=False, message=reason, duration_ms=0.0,
+    )
+
+
+def _reason(code: str, findings: list[Finding]) -> str:
+    return f"{code}: {'; '.join(f.detail for f in findings)}"
+
+
+def _details(findings: list[Finding]) -> str:
+    return f": {'; '.join(f.detail for f in findings)}" if findings else ""
