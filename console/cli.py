@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from console import readside_cmd
 from infra.errors import SetupError
 from infra.settings import PROJECT_ROOT, Settings
 
@@ -22,7 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 EXAMPLES = PROJECT_ROOT / "examples" / "cases.jsonl"
 
@@ -179,6 +180,11 @@ def _progress() -> Progress:
         console=out,
     )
 
+
+app.command()(readside_cmd.trace)
+app.command()(readside_cmd.metrics)
+app.command()(readside_cmd.replay)
+app.add_typer(readside_cmd.audit_app, name="audit")
 
 if __name__ == "__main__":
     app()

@@ -66,38 +66,37 @@ class MigrationChanged(RuntimeError):
     pass
 
 
-def migrate(urls: DatabaseUrls, folder: Path = MIGRATIONS) -> list[str]:
-    """Apply the migrations not yet applied, each in its own transaction; returns their names.
+def migrate(urls: DatabaseUrls, folder: Path = MIGRATIONS, schema: str = "public") -> list[str]:
+    """Apply the migrations not yet applied, in one transaction; returns their names.
 
     An applied migration whose text has changed is an error: migrations are history.
+    ``schema`` lets a replay build a second, fresh set of read models beside the live one.
     """
     applied: list[str] = []
     app_user = str(psycopg.conninfo.conninfo_to_dict(urls.app).get("user") or "")
+    ident = sql.Identifier(schema)
     with psycopg.connect(urls.admin) as conn, conn.transaction():
         # Serialise concurrent migrators (several components may start at once).
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('casegate.migrations'))")
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(ident))
         conn.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
-                                version int PRIMARY KEY, name text NOT NULL,
-                                sha256 text NOT NULL,
-                                applied_at timestamptz NOT NULL DEFAULT now())""")
+                            version int PRIMARY KEY, name text NOT NULL, sha256 text NOT NULL,
+                            applied_at timestamptz NOT NULL DEFAULT now())""")
         done: dict[int, str] = dict(
             conn.execute("SELECT version, sha256 FROM schema_migrations").fetchall()
         )
-        admin_user = conn.info.user
-        if app_user and app_user != admin_user:
-            conn.execute(
-                sql.SQL("SELECT set_config('casegate.app_role', {}, true)").format(
-                    sql.Literal(app_user)
-                )
-            )
+        if app_user and app_user != conn.info.user:
+            role = sql.Identifier(app_user)
+            conn.execute("SELECT set_config('casegate.app_role', %s, true)", (app_user,))
             # Tables created by migrations are usable by the application role; migrations
             # narrow this where a table must be append-only.
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident, role))
             conn.execute(
                 sql.SQL(
-                    "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, "
-                    "DELETE ON TABLES TO {role}; ALTER DEFAULT PRIVILEGES IN SCHEMA public "
-                    "GRANT USAGE, SELECT ON SEQUENCES TO {role}"
-                ).format(role=sql.Identifier(app_user))
+                    "ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT, INSERT, "
+                    "UPDATE, DELETE ON TABLES TO {}"
+                ).format(ident, role)
             )
         for migration in load_migrations(folder):
             if migration.version in done:

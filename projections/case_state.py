@@ -1,7 +1,8 @@
-"""``case_state``: one row per case with its current status and segment (DESIGN section 4).
+"""``case_state``: one row per case with its status, segment and milestones (DESIGN §4).
 
-Upstream case events shape the row here; the recommendation, decision and execution columns
-(workflow, phase, first action, latest recommendation) are filled by the events that carry them.
+Events from other topics can reach the projection before the case's ``CaseOpened`` (topics
+are consumed side by side), so every statement is an upsert: a case first seen through a
+later event gets a ``pending`` row that its ``CaseOpened`` completes.
 """
 
 from __future__ import annotations
@@ -12,74 +13,147 @@ import psycopg
 from psycopg import sql
 
 from projections.envelope import Envelope
-from schemas.events import CaseOpened, CaseReopened, CaseResolved, CaseUpdated
+from schemas.events import (
+    CaseOpened,
+    CaseReclassified,
+    CaseReopened,
+    CaseResolved,
+    CaseUpdated,
+    Event,
+    ExecutionSucceeded,
+    GuardrailDecided,
+    RecommendationProduced,
+    ReviewRecorded,
+)
 
 # CaseUpdated.changes keys that map onto case_state columns.
-UPDATABLE = ("channel", "queue", "team", "issue_class", "subject", "priority")
+UPDATABLE = ("channel", "queue", "team", "subject", "priority")
+# What counts as the first meaningful action on a case (metrics: time to first action).
+FIRST_ACTIONS = (CaseUpdated, ReviewRecorded, CaseReclassified, ExecutionSucceeded, CaseResolved)
 
-OPEN = """
-INSERT INTO case_state (case_id, status, source, channel, queue, team, issue_class, subject,
-                        priority, opened_at, last_event_id)
-VALUES (%s, 'open', %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (case_id) DO NOTHING
+_UPSERT = """
+INSERT INTO case_state AS s (case_id, status, updated_at{cols})
+VALUES (%(case_id)s, %(status)s, %(at)s{vals})
+ON CONFLICT (case_id) DO UPDATE SET updated_at = greatest(s.updated_at, EXCLUDED.updated_at){sets}
 """
-RESOLVE = """
-UPDATE case_state SET status = 'resolved', resolved_at = %s, issue_class = %s,
-       last_event_id = %s, updated_at = now()
-WHERE case_id = %s AND last_event_id <> %s
-"""
-REOPEN = """
-UPDATE case_state SET status = 'reopened', resolved_at = NULL,
-       reopen_count = reopen_count + 1, last_event_id = %s, updated_at = now()
-WHERE case_id = %s AND last_event_id <> %s
-"""
-# One statement per updatable column keeps the SQL static (no string-built column names).
+
+
+def _upsert(cols: str = "", vals: str = "", sets: str = "") -> str:
+    return _UPSERT.format(cols=cols, vals=vals, sets=sets)
+
+
+OPEN = _upsert(
+    ", source, channel, queue, team, issue_class, issue_class_at, subject, priority, opened_at",
+    ", %(source)s, %(channel)s, %(queue)s, %(team)s, %(issue_class)s, %(at)s, %(subject)s, "
+    "%(priority)s, %(at)s",
+    # A second CaseOpened for the same case (upstream error) changes nothing it filled.
+    ", status = CASE WHEN s.opened_at IS NULL THEN 'open' ELSE s.status END, "
+    "source = coalesce(s.source, EXCLUDED.source), channel = coalesce(s.channel, "
+    "EXCLUDED.channel), queue = coalesce(s.queue, EXCLUDED.queue), team = coalesce(s.team, "
+    "EXCLUDED.team), issue_class = coalesce(s.issue_class, EXCLUDED.issue_class), "
+    "issue_class_at = coalesce(s.issue_class_at, EXCLUDED.issue_class_at), "
+    "subject = coalesce(s.subject, EXCLUDED.subject), priority = coalesce(s.priority, "
+    "EXCLUDED.priority), opened_at = coalesce(s.opened_at, EXCLUDED.opened_at)",
+)
+FIRST_ACTION = _upsert(
+    ", first_action_at",
+    ", %(at)s",
+    ", first_action_at = least(coalesce(s.first_action_at, EXCLUDED.first_action_at), "
+    "EXCLUDED.first_action_at)",
+)
+# The latest classification by event time wins (see issue_class_at in migration 001).
+LATEST_CLASS = (
+    ", issue_class = CASE WHEN s.issue_class_at IS NULL OR EXCLUDED.issue_class_at >= "
+    "s.issue_class_at THEN EXCLUDED.issue_class ELSE s.issue_class END, "
+    "issue_class_at = greatest(s.issue_class_at, EXCLUDED.issue_class_at)"
+)
+RESOLVE = _upsert(
+    ", resolved_at, issue_class, issue_class_at, actions_taken, resolution_count",
+    ", %(at)s, %(category)s, %(at)s, %(actions)s, 1",
+    ", status = 'resolved', resolved_at = EXCLUDED.resolved_at, "
+    "actions_taken = EXCLUDED.actions_taken, resolution_count = s.resolution_count + 1"
+    + LATEST_CLASS,
+)
+REOPEN = _upsert(
+    ", reopen_count",
+    ", 1",
+    ", status = 'reopened', resolved_at = NULL, reopen_count = s.reopen_count + 1",
+)
+CLASSIFY = _upsert(", issue_class, issue_class_at", ", %(category)s, %(at)s", LATEST_CLASS)
+RECLASSIFY = _upsert(
+    ", issue_class, issue_class_at, reclassified",
+    ", %(category)s, %(at)s, true",
+    ", reclassified = true" + LATEST_CLASS,
+)
+RECOMMENDED = _upsert(
+    ", latest_recommendation_id",
+    ", %(recommendation_id)s",
+    ", latest_recommendation_id = EXCLUDED.latest_recommendation_id",
+)
+DECIDED = _upsert(
+    ", workflow, phase",
+    ", %(workflow)s, %(phase)s",
+    ", workflow = EXCLUDED.workflow, phase = EXCLUDED.phase",
+)
 UPDATE_COLUMN = {
-    column: sql.SQL(
-        "UPDATE case_state SET {} = %s, last_event_id = %s, updated_at = now() WHERE case_id = %s"
-    ).format(sql.Identifier(column))
+    column: sql.SQL("UPDATE case_state SET {} = %(value)s WHERE case_id = %(case_id)s").format(
+        sql.Identifier(column)
+    )
     for column in UPDATABLE
 }
 
 
 class CaseStateProjection:
     name: str = "case_state"
-    topics: tuple[str, ...] = ("cases",)
 
     def apply(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> None:
         # Statements run in event order (a case opened and resolved in one batch must end
         # resolved); the pipeline sends them without a round trip each.
         with cur.connection.pipeline():
             for env in batch:
-                self._apply_one(cur, env)
+                self._apply_one(cur, env.event)
 
     @staticmethod
-    def _apply_one(cur: psycopg.Cursor, env: Envelope) -> None:
-        e = env.event
-        if isinstance(e, CaseOpened):
-            cur.execute(
-                OPEN,
-                (
-                    e.case_id,
-                    e.source,
-                    e.channel,
-                    e.queue,
-                    e.team,
-                    e.issue_class,
-                    e.subject,
-                    e.priority,
-                    e.occurred_at,
-                    e.event_id,
-                ),
-            )
-        elif isinstance(e, CaseResolved):
-            cur.execute(RESOLVE, (e.occurred_at, e.category, e.event_id, e.case_id, e.event_id))
-        elif isinstance(e, CaseReopened):
-            cur.execute(REOPEN, (e.event_id, e.case_id, e.event_id))
-        elif isinstance(e, CaseUpdated):
-            for column, value in e.changes.items():
-                if column in UPDATE_COLUMN:
-                    cur.execute(
-                        UPDATE_COLUMN[column],
-                        (None if value is None else str(value), e.event_id, e.case_id),
-                    )
+    def _apply_one(cur: psycopg.Cursor, e: Event) -> None:
+        # A case first seen through a later event is 'pending' until its CaseOpened.
+        base = {"case_id": e.case_id, "at": e.occurred_at, "status": "pending"}
+        match e:
+            case CaseOpened():
+                cur.execute(
+                    OPEN,
+                    base
+                    | {
+                        "status": "open",
+                        "source": e.source,
+                        "channel": e.channel,
+                        "queue": e.queue,
+                        "team": e.team,
+                        "issue_class": e.issue_class,
+                        "subject": e.subject,
+                        "priority": e.priority,
+                    },
+                )
+            case CaseResolved():
+                cur.execute(
+                    RESOLVE,
+                    base | {"category": e.category, "actions": [a.name for a in e.actions_taken]},
+                )
+            case CaseReopened():
+                cur.execute(REOPEN, base)
+            case CaseReclassified():
+                cur.execute(RECLASSIFY, base | {"category": e.category})
+            case CaseUpdated():
+                if isinstance(e.changes.get("issue_class"), str):
+                    cur.execute(CLASSIFY, base | {"category": e.changes["issue_class"]})
+                for column, value in e.changes.items():
+                    if column in UPDATE_COLUMN:
+                        cur.execute(
+                            UPDATE_COLUMN[column],
+                            {"case_id": e.case_id, "value": None if value is None else str(value)},
+                        )
+            case RecommendationProduced():
+                cur.execute(RECOMMENDED, base | {"recommendation_id": e.recommendation_id})
+            case GuardrailDecided():
+                cur.execute(DECIDED, base | {"workflow": e.workflow, "phase": e.phase})
+        if isinstance(e, FIRST_ACTIONS):
+            cur.execute(FIRST_ACTION, base)

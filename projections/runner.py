@@ -1,5 +1,5 @@
-"""The loop every projection shares: consume a batch, write its rows and the offsets it came
-from in one PostgreSQL transaction, repeat.
+"""The read-model loop: consume a batch, decode it once, drop events already recorded, write
+every read model's rows and the offsets they came from in one PostgreSQL transaction, repeat.
 
 Exactly-once into PostgreSQL comes from the offsets table, not from Kafka's committed offsets:
 on assignment the consumer seeks to ``projection_offsets.next_offset``, so rows and position
@@ -33,17 +33,22 @@ log = logging.getLogger(__name__)
 
 
 class Projection(Protocol):
-    """A read model: which topics it reads and how a batch becomes rows."""
+    """A read model: how a batch of new events becomes rows (it ignores other types)."""
 
     name: str
-    topics: tuple[str, ...]  # logical names, e.g. ("cases",)
 
     def apply(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> None: ...
 
 
-def group_id(settings: Settings, projection_name: str) -> str:
-    """The Kafka consumer group of a projection (dead letters name it too)."""
-    return f"{settings.topic_prefix}projection.{projection_name}"
+class Deduplicator(Protocol):
+    """Keeps only events not recorded yet; the audit log plays this part."""
+
+    def fresh(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> list[Envelope]: ...
+
+
+def group_id(settings: Settings, name: str) -> str:
+    """The Kafka consumer group of a projection runner (dead letters name it too)."""
+    return f"{settings.topic_prefix}projection.{name}"
 
 
 class ProjectionRunner:
@@ -52,29 +57,39 @@ class ProjectionRunner:
         *,
         settings: Settings,
         codec: Codec,
-        projection: Projection,
+        name: str,
+        topics: Sequence[str],
+        dedupe: Deduplicator,
+        projections: Sequence[Projection],
         conn: psycopg.Connection,
         consumer: Consumer,
         producer: Producer,
         batch_size: int = 5000,
+        emit_dead_letters: bool = True,
         poll_timeout_s: float = 0.25,
     ) -> None:
         self.settings = settings
         self.codec = codec
-        self.projection = projection
+        self.topics = tuple(topics)
+        self.dedupe = dedupe
+        self.projections = tuple(projections)
         self.conn = conn
         self.consumer = consumer
         self.producer = producer
         self.batch_size = batch_size
+        # A replay re-reads records the live run already dead-lettered: it skips them
+        # without producing the same dead letters again.
+        self.emit_dead_letters = emit_dead_letters
         self.poll_timeout_s = poll_timeout_s
         # Offsets are stored per projection; dead letters name the consumer group.
-        self.consumer_name = f"projection.{projection.name}"
-        self.group_id = group_id(settings, projection.name)
+        self.consumer_name = f"projection.{name}"
+        self.group_id = group_id(settings, name)
         self.processed = 0
         self.dead_lettered = 0
+        self.duplicates = 0
 
     def start(self) -> None:
-        topics = [self.settings.topic(t) for t in self.projection.topics]
+        topics = [self.settings.topic(t) for t in self.topics]
         self.consumer.subscribe(topics, on_assign=self._on_assign)
 
     def run(self, stop: threading.Event) -> None:
@@ -116,7 +131,7 @@ class ProjectionRunner:
                 dead += 1
                 continue
             envelopes.append(Envelope(topic, partition, offset, msg.key(), event))
-        if dead:
+        if dead and self.emit_dead_letters:
             # Dead letters must be durable before the offsets that skip them are.
             remaining = self.producer.flush(30)
             if remaining:
@@ -124,8 +139,12 @@ class ProjectionRunner:
                     KafkaError(KafkaError._MSG_TIMED_OUT, f"{remaining} dead letters not delivered")
                 )
         with self.conn.transaction(), self.conn.cursor() as cur:
-            if envelopes:
-                self.projection.apply(cur, envelopes)
+            fresh = self.dedupe.fresh(cur, envelopes) if envelopes else []
+            # Step 2: every read model sees the same new events in the same transaction,
+            # so they can never disagree about what has been applied.
+            for projection in self.projections:
+                if fresh:
+                    projection.apply(cur, fresh)
             cur.executemany(
                 "INSERT INTO projection_offsets (consumer, topic, partition, next_offset) "
                 "VALUES (%s, %s, %s, %s) ON CONFLICT (consumer, topic, partition) DO UPDATE "
@@ -136,7 +155,8 @@ class ProjectionRunner:
             offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
             asynchronous=True,
         )
-        self.processed += len(envelopes)
+        self.processed += len(fresh)
+        self.duplicates += len(envelopes) - len(fresh)
         return len(messages)
 
     def _dead_letter(
@@ -149,6 +169,9 @@ class ProjectionRunner:
         headers: Headers | None,
         exc: CodecError,
     ) -> None:
+        self.dead_lettered += 1
+        if not self.emit_dead_letters:
+            return
         log.warning("dead-lettering %s[%d]@%d: %s", topic, partition, offset, exc)
         event = dead_letter(
             consumer=self.group_id,
@@ -165,7 +188,6 @@ class ProjectionRunner:
         self.producer.produce(
             self.settings.topic("deadletter"), key=key, value=payload, headers=wire_headers
         )
-        self.dead_lettered += 1
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Seek each assigned partition to the position stored beside the rows."""

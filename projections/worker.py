@@ -1,4 +1,4 @@
-"""Entry point of one projection process: ``python -m projections.worker NAME``."""
+"""Entry point of the read-model process: ``python -m projections.worker readmodels``."""
 
 from __future__ import annotations
 
@@ -6,43 +6,64 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
 
 import psycopg
 
 from infra.db import database_urls
 from infra.kafka import make_consumer, make_producer
 from infra.settings import Settings
+from infra.topics import TOPICS
+from projections.audit import AuditLogProjection
 from projections.case_state import CaseStateProjection
-from projections.runner import Projection, ProjectionRunner, group_id
+from projections.recommendations import RecommendationFactsProjection
+from projections.runner import ProjectionRunner, group_id
+from projections.timeline import CaseTimelineProjection
 from schemas.codec import Codec
 
-PROJECTIONS: dict[str, Callable[[], Projection]] = {"case_state": CaseStateProjection}
+NAME = "readmodels"
+PROJECTIONS = (NAME,)
 
 
-def build_runner(settings: Settings, codec: Codec, name: str) -> ProjectionRunner:
-    """Wire one projection to its own connection, consumer and dead-letter producer."""
-    projection = PROJECTIONS[name]()
-    conn = psycopg.connect(database_urls(settings).app)
+def build_runner(
+    settings: Settings,
+    codec: Codec,
+    conn: psycopg.Connection | None = None,
+    name: str = NAME,
+    emit_dead_letters: bool = True,
+) -> ProjectionRunner:
+    """Every read model in one consumer: each record is decoded once and all tables move
+    together in one transaction per batch."""
+    audit = AuditLogProjection()
+    conn = conn or psycopg.connect(database_urls(settings).app)
     return ProjectionRunner(
         settings=settings,
         codec=codec,
-        projection=projection,
+        name=name,
+        topics=[t.name for t in TOPICS],
+        dedupe=audit,
+        # The audit log first: it records what the others then apply.
+        projections=[
+            audit,
+            CaseTimelineProjection(),
+            CaseStateProjection(),
+            RecommendationFactsProjection(),
+        ],
         conn=conn,
         consumer=make_consumer(settings, group_id(settings, name)),
         producer=make_producer(settings),
+        emit_dead_letters=emit_dead_letters,
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0] not in PROJECTIONS:
-        sys.exit(f"usage: python -m projections.worker {{{'|'.join(PROJECTIONS)}}}")
+    if args != [NAME]:
+        sys.exit(f"usage: python -m projections.worker {NAME}")
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
     )
-    runner = build_runner(settings, Codec.load(), args[0])
+    runner = build_runner(settings, Codec.load())
     stop = threading.Event()
     # Finish the batch in hand, then stop: SIGTERM never leaves a half-written batch.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -80,7 +80,7 @@ def test_outside_case_reaches_case_state_and_garbage_is_dead_lettered(settings: 
     producer.produce(cases, key=b"case-b", value=value, headers=headers, partition=0)
     producer.flush(30)
 
-    with running(settings, ("processors.worker", "intake"), ("projections.worker", "case_state")):
+    with running(settings, ("processors.worker", "intake"), ("projections.worker", "readmodels")):
         rows = eventually(
             lambda: (r := case_rows(settings)) and len(r) == 2 and r,
             what="both cases in case_state",
@@ -96,7 +96,7 @@ def test_outside_case_reaches_case_state_and_garbage_is_dead_lettered(settings: 
     # going (case-b, after it in the same partition, arrived).
     by_consumer = {d.consumer: d for d in decoded if isinstance(d, DeadLettered)}
     assert set(by_consumer) == {
-        f"{settings.topic_prefix}projection.case_state",
+        f"{settings.topic_prefix}projection.readmodels",
         f"{settings.topic_prefix}intake",
     }
     for letter in by_consumer.values():

@@ -1,5 +1,5 @@
-"""A projection killed with SIGKILL mid-stream resumes from the offsets stored with its rows:
-nothing lost, nothing applied twice."""
+"""The read models killed with SIGKILL mid-stream resume from the offsets stored with their
+rows: nothing lost, nothing applied twice, the audit chain intact."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from confluent_kafka import Producer
 from infra.db import database_urls
 from infra.kafka import producer_config
 from infra.settings import PROJECT_ROOT, Settings
+from projections.audit import verify
 from schemas.codec import Codec
 from schemas.events import CaseOpened, CaseReopened, CaseResolved, Event
 from tests.integration.helpers import OUTPUT, eventually
@@ -69,7 +70,7 @@ def start(settings: Settings, log_name: str) -> subprocess.Popen[bytes]:
     OUTPUT.mkdir(exist_ok=True)
     log = (OUTPUT / f"{settings.topic_prefix}{log_name}.log").open("wb")
     return subprocess.Popen(
-        [sys.executable, "-m", "projections.worker", "case_state"],
+        [sys.executable, "-m", "projections.worker", "readmodels"],
         env=env_for(settings),
         cwd=PROJECT_ROOT,
         stdout=log,
@@ -114,8 +115,15 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(settings: Settings) -> Non
     assert (total, reopened_once, max_reopens) == (CASES, CASES, 1)
     assert 0 < killed_at < CASES, "the kill must land mid-stream for this test to mean anything"
     with psycopg.connect(database_urls(settings).app) as conn:
+        # Every event exactly once in the audit and the timeline, and the chain intact.
+        audited = conn.execute(
+            "SELECT count(*), count(DISTINCT event_id) FROM audit_log"
+        ).fetchone()
+        assert audited == (CASES * 3, CASES * 3)
+        assert conn.execute("SELECT count(*) FROM case_timeline").fetchone() == (CASES * 3,)
+        assert verify(conn).broken is None
         stored = conn.execute(
             "SELECT sum(next_offset) FROM projection_offsets "
-            "WHERE consumer = 'projection.case_state'"
+            "WHERE consumer = 'projection.readmodels'"
         ).fetchone()
     assert stored is not None and stored[0] == CASES * 3

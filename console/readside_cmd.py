@@ -1,0 +1,217 @@
+"""CLI commands over the read models: trace, metrics, audit checks and replay."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import psycopg
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from infra.db import database_urls
+from infra.settings import Settings
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+audit_app = typer.Typer(help="Check the tamper-evident audit log.", no_args_is_help=True)
+
+
+def _connect(settings: Settings) -> psycopg.Connection:
+    try:
+        return psycopg.connect(database_urls(settings).app)
+    except psycopg.OperationalError as exc:
+        err.print(f"[red]error:[/] cannot reach PostgreSQL: {exc}")
+        err.print("[yellow]next:[/] run `casegate up` (or set DATABASE_URL).")
+        raise typer.Exit(1) from None
+
+
+def progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=out,
+    )
+
+
+def trace(case_id: Annotated[str, typer.Argument(help="the case to trace")]) -> None:
+    """The whole story of a case in order: opened, recommended, decided, reviewed, executed,
+    resolved, reopened."""
+    from projections.queries import trace as query
+
+    with _connect(Settings()) as conn:
+        rows = query(conn, case_id)
+    if not rows:
+        err.print(f"no events for case {case_id!r}")
+        err.print(
+            "[yellow]next:[/] check the id, or whether the read models are running "
+            "(`casegate run readmodels`)."
+        )
+        raise typer.Exit(1)
+    table = Table(
+        "when (UTC)", "event", "actor", "what happened", "where", title=f"trace of {case_id}"
+    )
+    for r in rows:
+        table.add_row(
+            r["occurred_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            r["event_type"],
+            r["actor"] or "",
+            r["summary"],
+            f"{r['topic']}[{r['partition']}]@{r['kafka_offset']}",
+        )
+    out.print(table)
+
+
+def metrics(
+    by: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--by", help="dimension(s): day, workflow, phase, issue_class, queue, team, channel"
+        ),
+    ] = None,
+) -> None:
+    """The rollout metrics, re-aggregated by any dimensions."""
+    from projections.queries import metrics as query
+
+    dims = by or ["workflow"]
+    with _connect(Settings()) as conn:
+        try:
+            rows = query(conn, dims)
+        except ValueError as exc:
+            err.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+    table = Table(
+        *dims,
+        "recs",
+        "accept",
+        "override",
+        "denial",
+        "error",
+        "rollback",
+        "1st action",
+        "resolution",
+        "reopen",
+        title=f"metrics by {', '.join(dims)}",
+    )
+
+    def pct(v: float | None) -> str:
+        return "—" if v is None else f"{v:.0%}"
+
+    def dur(v: float | None) -> str:
+        return "—" if v is None else f"{v / 60:.1f} min"
+
+    for r in rows:
+        table.add_row(
+            *(str(r[d]) for d in dims),
+            str(r["recommendations"]),
+            pct(r["acceptance_rate"]),
+            pct(r["override_rate"]),
+            pct(r["denial_rate"]),
+            pct(r["error_rate"]),
+            pct(r["rollback_rate"]),
+            dur(r["mean_first_action_seconds"]),
+            dur(r["mean_resolution_seconds"]),
+            pct(r["reopen_rate"]),
+        )
+    out.print(table)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Walk every hash chain of audit_log; name the first row that does not match."""
+    from projections.audit import verify
+
+    with _connect(Settings()) as conn, progress() as bar:
+        total = conn.execute("SELECT count(*) FROM audit_log").fetchone()
+        task = bar.add_task("verifying", total=total[0] if total else 0)
+        result = verify(conn, lambda n: bar.advance(task, n))
+        bar.update(task, completed=result.rows)
+    if result.broken:
+        b = result.broken
+        err.print(
+            f"[red]audit_log is NOT intact:[/] {b.topic}[{b.partition}] seq {b.seq} "
+            f"(event {b.event_id}): {b.problem}"
+        )
+        raise typer.Exit(1)
+    out.print(f"audit_log intact: {result.rows} rows in {result.chains} chains verified")
+
+
+@audit_app.command("gaps")
+def audit_gaps(
+    policy_file: Annotated[
+        str | None,
+        typer.Option(
+            "--policy",
+            help="policy file whose audit.required_outcomes to check "
+            "(default: the newest published policy)",
+        ),
+    ] = None,
+) -> None:
+    """List recommendations whose trace lacks an outcome the policy says audit must hold."""
+    from policy.loader import load_policy_file, load_policy_text
+    from projections.queries import audit_gaps as query
+
+    with _connect(Settings()) as conn:
+        if policy_file:
+            loaded = load_policy_file(policy_file)
+        else:
+            row = conn.execute(
+                "SELECT document FROM policy_versions ORDER BY published_at DESC LIMIT 1"
+            ).fetchone()
+            if row is None:
+                err.print("no policy has been published yet")
+                err.print("[yellow]next:[/] `casegate policy publish FILE`, or pass --policy.")
+                raise typer.Exit(1)
+            loaded = load_policy_text(row[0])
+        gaps = query(conn, loaded.policy.audit.required_outcomes, datetime.now(UTC))
+    if not gaps:
+        out.print("audit complete: every recommendation's trace holds its required outcomes")
+        return
+    table = Table("recommendation", "case", "missing", title=f"{len(gaps)} audit gap(s)")
+    for g in gaps:
+        table.add_row(g.recommendation_id, g.case_id, g.missing)
+    out.print(table)
+    raise typer.Exit(1)
+
+
+def replay(
+    schema: Annotated[str, typer.Option(help="schema to rebuild into")] = "rebuild",
+    compare: Annotated[bool, typer.Option(help="compare with the live read models")] = True,
+) -> None:
+    """Rebuild every read model from the beginning of the topics into fresh tables."""
+    from projections.replay import differences, rebuild
+    from schemas.codec import Codec
+
+    settings = Settings()
+    with progress() as bar:
+        task = bar.add_task(f"replaying into schema {schema}", total=None)
+        report = rebuild(
+            settings,
+            Codec.load(),
+            schema,
+            advance=lambda n: bar.advance(task, n),
+            total=lambda n: bar.update(task, total=n),
+        )
+    out.print(
+        f"rebuilt {report.events} events into schema {schema} in {report.seconds:.1f}s "
+        f"({report.events / max(report.seconds, 1e-9):.0f} events/s; "
+        f"{report.duplicates} duplicates dropped, {report.dead_letters_skipped} "
+        "undecodable records skipped)"
+    )
+    if compare:
+        with _connect(settings) as conn:
+            diff = differences(conn, "public", schema)
+        table = Table("read model", "rows that differ", title="rebuilt vs live")
+        for name, n in diff.items():
+            table.add_row(name, str(n))
+        out.print(table)
+        if any(diff.values()):
+            err.print(
+                "[yellow]the live read models differ from the replay[/] (they may "
+                "still be catching up; stop producing and retry)"
+            )
+            raise typer.Exit(1)
