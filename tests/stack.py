@@ -10,18 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import psycopg
-from confluent_kafka.admin import AdminClient
-from psycopg import sql
-
-from infra.db import DatabaseUrls, database_urls, migrate
-from infra.kafka import common_config
+from infra import sandbox
 from infra.settings import Settings
-from infra.topics import ensure_topics
 
 
 @dataclass
@@ -31,53 +24,16 @@ class Stack:
     base: Settings
     admin_url: str  # a superuser URL on the server's maintenance database
     kind: str
-    databases: list[str] = field(default_factory=list)
-    prefixes: list[str] = field(default_factory=list)
+    sandboxes: list[Settings] = field(default_factory=list)
 
     def isolated(self, **overrides: object) -> Settings:
         """Settings with their own topic prefix and their own freshly migrated database."""
-        run = uuid.uuid4().hex[:10]
-        dbname = f"casegate_test_{run}"
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-        self.databases.append(dbname)
-        self.prefixes.append(f"t{run}.")
-        settings = self.base.model_copy(
-            update={"topic_prefix": f"t{run}.", "db_name": dbname, **overrides}
-        )
-        if self.base.database_url is not None:
-            settings = settings.model_copy(
-                update={
-                    "database_url": _with_db(self.base.database_url.get_secret_value(), dbname),
-                    "admin_database_url": _with_db(self.admin_url, dbname),
-                }
-            )
-        ensure_topics(settings)
-        migrate(database_urls(settings))
+        settings = sandbox.create(self.base, self.admin_url, "test", **overrides)
+        self.sandboxes.append(settings)
         return settings
 
-    def urls(self, settings: Settings) -> DatabaseUrls:
-        return database_urls(settings)
-
     def cleanup(self) -> None:
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            for db in self.databases:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db))
-                )
-        admin = AdminClient(common_config(self.base))
-        prefixes = tuple(self.prefixes)
-        doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefixes)]
-        if doomed:
-            for future in admin.delete_topics(doomed, operation_timeout=30).values():
-                with contextlib.suppress(Exception):
-                    future.result()
-
-
-def _with_db(url: str, dbname: str) -> str:
-    params = psycopg.conninfo.conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return psycopg.conninfo.make_conninfo(**params)  # type: ignore[arg-type]
+        sandbox.destroy(self.base, self.admin_url, self.sandboxes)
 
 
 def _docker_answers() -> bool:
@@ -94,9 +50,7 @@ def _docker_answers() -> bool:
 def open_stack() -> Iterator[Stack]:
     base = Settings()
     if not base.local_kafka and not base.local_postgres:
-        assert base.database_url is not None
-        admin = base.admin_database_url or base.database_url
-        yield Stack(base, _with_db(admin.get_secret_value(), "postgres"), "environment")
+        yield Stack(base, sandbox.server_admin_url(base), "environment")
         return
     if _docker_answers() and os.environ.get("CASEGATE_TEST_LOCAL") != "1":
         yield from _containers(base)
@@ -120,7 +74,7 @@ def _containers(base: Settings) -> Iterator[Stack]:
                 "admin_database_url": url,
             }
         )
-        stack = Stack(settings, _with_db(url, "postgres"), "testcontainers")
+        stack = Stack(settings, sandbox.server_admin_url(settings), "testcontainers")
         yield stack
 
 
@@ -134,7 +88,7 @@ def _local(base: Settings) -> Iterator[Stack]:
     kafka.up()
     pg.up()
     try:
-        yield Stack(base, pg.admin_url("postgres"), "local processes")
+        yield Stack(base, sandbox.server_admin_url(base), "local processes")
     finally:
         if started_kafka:
             kafka.down()
@@ -149,6 +103,8 @@ def env_for(settings: Settings) -> dict[str, str]:
     env["CASEGATE_DB_NAME"] = settings.db_name
     env["CASEGATE_PARTITIONS"] = str(settings.partitions)
     env["KAFKA_BOOTSTRAP_SERVERS"] = settings.bootstrap_servers
+    env["CASEGATE_APPROVAL_TICK_S"] = str(settings.approval_tick_s)
+    env["CASEGATE_REVIEW_WAIT_S"] = str(settings.review_wait_s)
     if settings.database_url is not None:
         env["DATABASE_URL"] = settings.database_url.get_secret_value()
     if settings.admin_database_url is not None:

@@ -1,0 +1,63 @@
+"""Throw-away copies of casegate on a shared broker and server: their own topic prefix and
+their own freshly migrated database. Tests and benchmarks use them so runs never meet."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+
+import psycopg
+from confluent_kafka.admin import AdminClient
+from psycopg import sql
+
+from infra.db import database_urls, migrate
+from infra.kafka import common_config
+from infra.settings import Settings
+from infra.topics import ensure_topics
+
+
+def with_db(url: str, dbname: str) -> str:
+    params = psycopg.conninfo.conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return psycopg.conninfo.make_conninfo(**params)  # type: ignore[arg-type]
+
+
+def server_admin_url(base: Settings) -> str:
+    """A URL with rights to create databases, on the server's maintenance database."""
+    if base.database_url is None:
+        from infra.postgres_local import LocalPostgres
+
+        return LocalPostgres(base).admin_url("postgres")
+    admin = base.admin_database_url or base.database_url
+    return with_db(admin.get_secret_value(), "postgres")
+
+
+def create(base: Settings, admin_url: str, label: str, **overrides: object) -> Settings:
+    """Settings for a new sandbox named ``<label>_<random>``: topics and schema ready."""
+    run = uuid.uuid4().hex[:10]
+    dbname = f"casegate_{label}_{run}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    update: dict[str, object] = {"topic_prefix": f"{label[0]}{run}.", "db_name": dbname}
+    if base.database_url is not None:
+        update["database_url"] = with_db(base.database_url.get_secret_value(), dbname)
+        update["admin_database_url"] = with_db(admin_url, dbname)
+    settings = base.model_copy(update={**update, **overrides})
+    ensure_topics(settings)
+    migrate(database_urls(settings))
+    return settings
+
+
+def destroy(base: Settings, admin_url: str, sandboxes: list[Settings]) -> None:
+    """Drop the sandboxes' databases and delete their topics (faust's internal ones too)."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        for s in sandboxes:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(s.db_name)))
+    admin = AdminClient(common_config(base))
+    prefixes = tuple(s.topic_prefix for s in sandboxes)
+    doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefixes)]
+    if doomed:
+        for future in admin.delete_topics(doomed, operation_timeout=30).values():
+            with contextlib.suppress(Exception):
+                future.result()
