@@ -46,6 +46,10 @@ test: setup ## every test, against a real Kafka broker and PostgreSQL (started i
 unit: setup ## only the fast tests that need no broker or database
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+.PHONY: bench
+bench: setup ## throughput, latency and memory vs raw Kafka (QUICK=1: a seconds-long smoke run)
+	$(PY) -m bench $(if $(QUICK),--quick,)
+
 .PHONY: lint
 lint: setup ## check style and types (changes nothing)
 	$(VENV)/bin/ruff check .

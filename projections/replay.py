@@ -84,7 +84,7 @@ def rebuild(
     started = time.monotonic()
     runner.start()
     try:
-        while not _caught_up(runner.consumer, targets):
+        while not caught_up(runner.consumer, targets):
             advance(runner.step())
     finally:
         runner.consumer.close()
@@ -98,7 +98,7 @@ def rebuild(
     )
 
 
-def _caught_up(consumer: object, targets: dict[tuple[str, int], int]) -> bool:
+def caught_up(consumer: object, targets: dict[tuple[str, int], int]) -> bool:
     from confluent_kafka import Consumer
 
     assert isinstance(consumer, Consumer)
