@@ -21,7 +21,7 @@ from psycopg import sql
 
 from projections.describe import actor_of, policy_version_of
 from projections.envelope import Envelope
-from schemas.jsonform import dumps, format_timestamp
+from schemas.jsonform import format_timestamp
 
 GENESIS = "0" * 64
 COLUMNS = (
@@ -106,7 +106,7 @@ class AuditLogProjection:
                 seq, prev = heads[(env.topic, env.partition)]
                 seq += 1
                 actor, version = actor_of(e), policy_version_of(e)
-                payload = dumps(e).decode()
+                payload = env.payload
                 digest = row_hash(
                     prev,
                     env.topic,

@@ -7,12 +7,13 @@ later event gets a ``pending`` row that its ``CaseOpened`` completes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import psycopg
 from psycopg import sql
 
 from projections.envelope import Envelope
+from projections.statements import Step, run_in_order
 from schemas.events import (
     CaseOpened,
     CaseReclassified,
@@ -107,19 +108,16 @@ class CaseStateProjection:
     name: str = "case_state"
 
     def apply(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> None:
-        # Statements run in event order (a case opened and resolved in one batch must end
-        # resolved); the pipeline sends them without a round trip each.
-        with cur.connection.pipeline():
-            for env in batch:
-                self._apply_one(cur, env.event)
+        run_in_order(cur, (step for env in batch for step in self.steps(env.event)))
 
     @staticmethod
-    def _apply_one(cur: psycopg.Cursor, e: Event) -> None:
+    def steps(e: Event) -> Iterator[Step]:
+        """The statements one event asks for, in order."""
         # A case first seen through a later event is 'pending' until its CaseOpened.
         base = {"case_id": e.case_id, "at": e.occurred_at, "status": "pending"}
         match e:
             case CaseOpened():
-                cur.execute(
+                yield (
                     OPEN,
                     base
                     | {
@@ -134,26 +132,26 @@ class CaseStateProjection:
                     },
                 )
             case CaseResolved():
-                cur.execute(
+                yield (
                     RESOLVE,
                     base | {"category": e.category, "actions": [a.name for a in e.actions_taken]},
                 )
             case CaseReopened():
-                cur.execute(REOPEN, base)
+                yield (REOPEN, base)
             case CaseReclassified():
-                cur.execute(RECLASSIFY, base | {"category": e.category})
+                yield (RECLASSIFY, base | {"category": e.category})
             case CaseUpdated():
                 if isinstance(e.changes.get("issue_class"), str):
-                    cur.execute(CLASSIFY, base | {"category": e.changes["issue_class"]})
+                    yield (CLASSIFY, base | {"category": e.changes["issue_class"]})
                 for column, value in e.changes.items():
                     if column in UPDATE_COLUMN:
-                        cur.execute(
+                        yield (
                             UPDATE_COLUMN[column],
                             {"case_id": e.case_id, "value": None if value is None else str(value)},
                         )
             case RecommendationProduced():
-                cur.execute(RECOMMENDED, base | {"recommendation_id": e.recommendation_id})
+                yield (RECOMMENDED, base | {"recommendation_id": e.recommendation_id})
             case GuardrailDecided():
-                cur.execute(DECIDED, base | {"workflow": e.workflow, "phase": e.phase})
+                yield (DECIDED, base | {"workflow": e.workflow, "phase": e.phase})
         if isinstance(e, FIRST_ACTIONS):
-            cur.execute(FIRST_ACTION, base)
+            yield (FIRST_ACTION, base)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from schemas.events import Event
+from schemas.jsonform import dumps
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Envelope:
     topic: str  # full topic name
     partition: int
@@ -19,3 +21,8 @@ class Envelope:
     def position(self) -> str:
         """``topic[partition]@offset``, as every log line names a record."""
         return f"{self.topic}[{self.partition}]@{self.offset}"
+
+    @cached_property
+    def payload(self) -> str:
+        """The event's JSON form, computed once for every read model that stores it."""
+        return dumps(self.event).decode()

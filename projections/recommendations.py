@@ -8,13 +8,14 @@ over these rows (migration 002), so every figure can be traced back to its event
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
 import psycopg
 
 from projections.envelope import Envelope
+from projections.statements import Step, run_in_order
 from schemas.events import (
     ActionSpec,
     ApprovalCompleted,
@@ -152,15 +153,14 @@ class RecommendationFactsProjection:
     name: str = "recommendation_facts"
 
     def apply(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> None:
-        with cur.connection.pipeline():
-            for env in batch:
-                self._apply_one(cur, env.event)
+        run_in_order(cur, (step for env in batch for step in self.steps(env.event)))
 
-    def _apply_one(self, cur: psycopg.Cursor, e: Event) -> None:
+    def steps(self, e: Event) -> Iterator[Step]:
+        """The statements one event asks for, in order."""
         base = {"case_id": e.case_id, "at": e.occurred_at}
         match e:
             case RecommendationProduced():
-                cur.execute(
+                yield (
                     PRODUCED,
                     base
                     | _action(e.action)
@@ -191,7 +191,7 @@ class RecommendationFactsProjection:
                     },
                 )
             case GuardrailDecided():
-                cur.execute(
+                yield (
                     DECIDED,
                     base
                     | _action(e.action)
@@ -209,7 +209,7 @@ class RecommendationFactsProjection:
                     },
                 )
             case ReviewRecorded():
-                cur.execute(
+                yield (
                     REVIEWED,
                     base
                     | {
@@ -220,10 +220,10 @@ class RecommendationFactsProjection:
                     },
                 )
             case ReviewDenied() if e.recommendation_id:
-                cur.execute(REVIEW_DENIED, base | {"recommendation_id": e.recommendation_id})
+                yield (REVIEW_DENIED, base | {"recommendation_id": e.recommendation_id})
             case ApprovalCompleted():
                 approved = e.outcome == "approved"
-                cur.execute(
+                yield (
                     COMPLETED,
                     base
                     | _action(e.action)
@@ -234,9 +234,9 @@ class RecommendationFactsProjection:
                     },
                 )
             case ApprovalExpired():
-                cur.execute(EXPIRED, base | {"recommendation_id": e.recommendation_id})
+                yield (EXPIRED, base | {"recommendation_id": e.recommendation_id})
             case ExecutionRequested():
-                cur.execute(
+                yield (
                     EXEC_REQUESTED,
                     base
                     | _action(e.action)
@@ -249,7 +249,7 @@ class RecommendationFactsProjection:
                     },
                 )
             case ExecutionSucceeded():
-                cur.execute(
+                yield (
                     EXEC_FINISHED,
                     base
                     | {
@@ -262,7 +262,7 @@ class RecommendationFactsProjection:
                     },
                 )
             case ExecutionFailed():
-                cur.execute(
+                yield (
                     EXEC_FINISHED,
                     base
                     | {
@@ -275,7 +275,7 @@ class RecommendationFactsProjection:
                     },
                 )
             case ExecutionRolledBack():
-                cur.execute(
+                yield (
                     EXEC_ROLLED_BACK,
                     base
                     | {
@@ -285,13 +285,13 @@ class RecommendationFactsProjection:
                     },
                 )
             case PolicyPublished():
-                self._policy(cur, e)
+                yield from self._policy_steps(e)
 
     @staticmethod
-    def _policy(cur: psycopg.Cursor, e: PolicyPublished) -> None:
+    def _policy_steps(e: PolicyPublished) -> Iterator[Step]:
         from policy.loader import PolicyInvalid, load_policy_text
 
-        cur.execute(POLICY, (e.version, e.sha256, e.author, e.occurred_at, e.document))
+        yield (POLICY, (e.version, e.sha256, e.author, e.occurred_at, e.document))
         try:
             policy = load_policy_text(e.document).policy
         except PolicyInvalid as exc:
@@ -300,7 +300,7 @@ class RecommendationFactsProjection:
             log.warning("policy %s (event %s) does not load: %s", e.version, e.event_id, exc)
             return
         for action in policy.catalog.values():
-            cur.execute(
+            yield (
                 CATALOG,
                 (
                     e.version,

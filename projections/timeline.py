@@ -9,7 +9,6 @@ import psycopg
 from projections.describe import actor_of, summary_of
 from projections.envelope import Envelope
 from schemas.events import DeadLettered, PolicyPublished
-from schemas.jsonform import dumps
 
 # Policy documents and dead letters are not part of any case's story.
 NOT_CASE_EVENTS = (PolicyPublished, DeadLettered)
@@ -38,6 +37,6 @@ class CaseTimelineProjection:
                         e.event_type,
                         actor_of(e),
                         summary_of(e),
-                        dumps(e).decode(),
+                        env.payload,
                     )
                 )

@@ -196,3 +196,13 @@ def test_dead_letter_key_may_be_null() -> None:
 
     assert isinstance(event, DeadLettered)
     assert event.key is None
+
+
+def test_the_fast_serialiser_writes_exactly_the_json_form() -> None:
+    import orjson
+
+    from schemas.jsonform import dumps, to_json
+    from schemas.samples import sample_events
+
+    for event in sample_events():
+        assert dumps(event) == orjson.dumps(to_json(event)), event.event_type
