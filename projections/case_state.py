@@ -32,70 +32,79 @@ UPDATABLE = ("channel", "queue", "team", "subject", "priority")
 # What counts as the first meaningful action on a case (metrics: time to first action).
 FIRST_ACTIONS = (CaseUpdated, ReviewRecorded, CaseReclassified, ExecutionSucceeded, CaseResolved)
 
-_UPSERT = """
-INSERT INTO case_state AS s (case_id, status, updated_at{cols})
-VALUES (%(case_id)s, %(status)s, %(at)s{vals})
-ON CONFLICT (case_id) DO UPDATE SET updated_at = greatest(s.updated_at, EXCLUDED.updated_at){sets}
+# Every statement is an upsert keyed by case_id; updated_at keeps the latest event time.
+OPEN = """
+INSERT INTO case_state AS s (case_id, status, updated_at, source, channel, queue, team,
+    issue_class, issue_class_at, subject, priority, opened_at)
+VALUES (%(case_id)s, 'open', %(at)s, %(source)s, %(channel)s, %(queue)s, %(team)s,
+    %(issue_class)s, %(at)s, %(subject)s, %(priority)s, %(at)s)
+ON CONFLICT (case_id) DO UPDATE SET updated_at = greatest(s.updated_at, EXCLUDED.updated_at),
+    -- A second CaseOpened for the same case (an upstream error) changes nothing it filled.
+    status = CASE WHEN s.opened_at IS NULL THEN 'open' ELSE s.status END,
+    source = coalesce(s.source, EXCLUDED.source), channel = coalesce(s.channel, EXCLUDED.channel),
+    queue = coalesce(s.queue, EXCLUDED.queue), team = coalesce(s.team, EXCLUDED.team),
+    issue_class = coalesce(s.issue_class, EXCLUDED.issue_class),
+    issue_class_at = coalesce(s.issue_class_at, EXCLUDED.issue_class_at),
+    subject = coalesce(s.subject, EXCLUDED.subject),
+    priority = coalesce(s.priority, EXCLUDED.priority),
+    opened_at = coalesce(s.opened_at, EXCLUDED.opened_at)
 """
-
-
-def _upsert(cols: str = "", vals: str = "", sets: str = "") -> str:
-    return _UPSERT.format(cols=cols, vals=vals, sets=sets)
-
-
-OPEN = _upsert(
-    ", source, channel, queue, team, issue_class, issue_class_at, subject, priority, opened_at",
-    ", %(source)s, %(channel)s, %(queue)s, %(team)s, %(issue_class)s, %(at)s, %(subject)s, "
-    "%(priority)s, %(at)s",
-    # A second CaseOpened for the same case (upstream error) changes nothing it filled.
-    ", status = CASE WHEN s.opened_at IS NULL THEN 'open' ELSE s.status END, "
-    "source = coalesce(s.source, EXCLUDED.source), channel = coalesce(s.channel, "
-    "EXCLUDED.channel), queue = coalesce(s.queue, EXCLUDED.queue), team = coalesce(s.team, "
-    "EXCLUDED.team), issue_class = coalesce(s.issue_class, EXCLUDED.issue_class), "
-    "issue_class_at = coalesce(s.issue_class_at, EXCLUDED.issue_class_at), "
-    "subject = coalesce(s.subject, EXCLUDED.subject), priority = coalesce(s.priority, "
-    "EXCLUDED.priority), opened_at = coalesce(s.opened_at, EXCLUDED.opened_at)",
-)
-FIRST_ACTION = _upsert(
-    ", first_action_at",
-    ", %(at)s",
-    ", first_action_at = least(coalesce(s.first_action_at, EXCLUDED.first_action_at), "
-    "EXCLUDED.first_action_at)",
-)
-# The latest classification by event time wins (see issue_class_at in migration 001).
-LATEST_CLASS = (
-    ", issue_class = CASE WHEN s.issue_class_at IS NULL OR EXCLUDED.issue_class_at >= "
-    "s.issue_class_at THEN EXCLUDED.issue_class ELSE s.issue_class END, "
-    "issue_class_at = greatest(s.issue_class_at, EXCLUDED.issue_class_at)"
-)
-RESOLVE = _upsert(
-    ", resolved_at, issue_class, issue_class_at, actions_taken, resolution_count",
-    ", %(at)s, %(category)s, %(at)s, %(actions)s, 1",
-    ", status = 'resolved', resolved_at = EXCLUDED.resolved_at, "
-    "actions_taken = EXCLUDED.actions_taken, resolution_count = s.resolution_count + 1"
-    + LATEST_CLASS,
-)
-REOPEN = _upsert(
-    ", reopen_count",
-    ", 1",
-    ", status = 'reopened', resolved_at = NULL, reopen_count = s.reopen_count + 1",
-)
-CLASSIFY = _upsert(", issue_class, issue_class_at", ", %(category)s, %(at)s", LATEST_CLASS)
-RECLASSIFY = _upsert(
-    ", issue_class, issue_class_at, reclassified",
-    ", %(category)s, %(at)s, true",
-    ", reclassified = true" + LATEST_CLASS,
-)
-RECOMMENDED = _upsert(
-    ", latest_recommendation_id",
-    ", %(recommendation_id)s",
-    ", latest_recommendation_id = EXCLUDED.latest_recommendation_id",
-)
-DECIDED = _upsert(
-    ", workflow, phase",
-    ", %(workflow)s, %(phase)s",
-    ", workflow = EXCLUDED.workflow, phase = EXCLUDED.phase",
-)
+FIRST_ACTION = """
+INSERT INTO case_state AS s (case_id, status, updated_at, first_action_at)
+VALUES (%(case_id)s, 'pending', %(at)s, %(at)s)
+ON CONFLICT (case_id) DO UPDATE SET updated_at = greatest(s.updated_at, EXCLUDED.updated_at),
+    first_action_at = least(coalesce(s.first_action_at, EXCLUDED.first_action_at),
+                            EXCLUDED.first_action_at)
+"""
+# For the three statements that set issue_class: the latest by event time wins (see
+# issue_class_at in migration 001), whatever order the topics are read in.
+RESOLVE = """
+INSERT INTO case_state AS s (case_id, status, updated_at, resolved_at, issue_class,
+    issue_class_at, actions_taken, resolution_count)
+VALUES (%(case_id)s, 'resolved', %(at)s, %(at)s, %(category)s, %(at)s, %(actions)s, 1)
+ON CONFLICT (case_id) DO UPDATE SET updated_at = greatest(s.updated_at, EXCLUDED.updated_at),
+    status = 'resolved', resolved_at = EXCLUDED.resolved_at,
+    actions_taken = EXCLUDED.actions_taken, resolution_count = s.resolution_count + 1,
+    issue_class = CASE WHEN s.issue_class_at IS NULL OR EXCLUDED.issue_class_at >=
+        s.issue_class_at THEN EXCLUDED.issue_class ELSE s.issue_class END,
+    issue_class_at = greatest(s.issue_class_at, EXCLUDED.issue_class_at)
+"""
+CLASSIFY = """
+INSERT INTO case_state AS s (case_id, status, updated_at, issue_class, issue_class_at)
+VALUES (%(case_id)s, 'pending', %(at)s, %(category)s, %(at)s)
+ON CONFLICT (case_id) DO UPDATE SET updated_at = greatest(s.updated_at, EXCLUDED.updated_at),
+    issue_class = CASE WHEN s.issue_class_at IS NULL OR EXCLUDED.issue_class_at >=
+        s.issue_class_at THEN EXCLUDED.issue_class ELSE s.issue_class END,
+    issue_class_at = greatest(s.issue_class_at, EXCLUDED.issue_class_at)
+"""
+RECLASSIFY = """
+INSERT INTO case_state AS s (case_id, status, updated_at, issue_class, issue_class_at,
+    reclassified)
+VALUES (%(case_id)s, 'pending', %(at)s, %(category)s, %(at)s, true)
+ON CONFLICT (case_id) DO UPDATE SET updated_at = greatest(s.updated_at, EXCLUDED.updated_at),
+    reclassified = true,
+    issue_class = CASE WHEN s.issue_class_at IS NULL OR EXCLUDED.issue_class_at >=
+        s.issue_class_at THEN EXCLUDED.issue_class ELSE s.issue_class END,
+    issue_class_at = greatest(s.issue_class_at, EXCLUDED.issue_class_at)
+"""
+REOPEN = """
+INSERT INTO case_state AS s (case_id, status, updated_at, reopen_count)
+VALUES (%(case_id)s, 'reopened', %(at)s, 1)
+ON CONFLICT (case_id) DO UPDATE SET updated_at = greatest(s.updated_at, EXCLUDED.updated_at),
+    status = 'reopened', resolved_at = NULL, reopen_count = s.reopen_count + 1
+"""
+RECOMMENDED = """
+INSERT INTO case_state AS s (case_id, status, updated_at, latest_recommendation_id)
+VALUES (%(case_id)s, 'pending', %(at)s, %(recommendation_id)s)
+ON CONFLICT (case_id) DO UPDATE SET updated_at = greatest(s.updated_at, EXCLUDED.updated_at),
+    latest_recommendation_id = EXCLUDED.latest_recommendation_id
+"""
+DECIDED = """
+INSERT INTO case_state AS s (case_id, status, updated_at, workflow, phase)
+VALUES (%(case_id)s, 'pending', %(at)s, %(workflow)s, %(phase)s)
+ON CONFLICT (case_id) DO UPDATE SET updated_at = greatest(s.updated_at, EXCLUDED.updated_at),
+    workflow = EXCLUDED.workflow, phase = EXCLUDED.phase
+"""
 UPDATE_COLUMN = {
     column: sql.SQL("UPDATE case_state SET {} = %(value)s WHERE case_id = %(case_id)s").format(
         sql.Identifier(column)
@@ -114,14 +123,13 @@ class CaseStateProjection:
     def steps(e: Event) -> Iterator[Step]:
         """The statements one event asks for, in order."""
         # A case first seen through a later event is 'pending' until its CaseOpened.
-        base = {"case_id": e.case_id, "at": e.occurred_at, "status": "pending"}
+        base = {"case_id": e.case_id, "at": e.occurred_at}
         match e:
             case CaseOpened():
                 yield (
                     OPEN,
                     base
                     | {
-                        "status": "open",
                         "source": e.source,
                         "channel": e.channel,
                         "queue": e.queue,
