@@ -1,0 +1,211 @@
+"""The recommend decision: a case view in, RecommendationProduced (+ rejection) out.
+
+Pure apart from the optional LLM exchange, which `recommend` / `recommend_async` make
+between the two pure halves `plan` and `conclude`. Rules:
+- every recommender reads only the policy's allowlisted, redacted fields;
+- the workflow's recommender decides baseline or LLM; no workflow means baseline;
+- LLM failure (timeout, error) -> the baseline answers and provenance says why;
+- LLM output that breaks the contract -> ModelOutputRejected, then the baseline answers;
+- ids derive from the cause event, so a redelivered cause yields the same events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from policy.loader import LoadedPolicy
+from policy.model import LlmRecommender, Policy, Workflow
+from processors.recommend.answer import Answer
+from processors.recommend.baseline import BaselineIndex
+from processors.recommend.case_view import CaseView
+from processors.recommend.llm import Endpoint, Exchange, acomplete, complete
+from processors.recommend.prompting import (
+    RAW_OUTPUT_CHARS,
+    UNKNOWN,
+    ModelOutput,
+    action_errors,
+    known_categories,
+    render_messages,
+    suggestible,
+    validate_output,
+)
+from processors.recommend.visibility import ModelInput, Visibility, model_input, sha256_json
+from processors.recommend.vote import baseline_answer
+from schemas.events import (
+    ActionSpec,
+    Event,
+    ModelOutputRejected,
+    Provenance,
+    RecommendationProduced,
+    Scalar,
+    SimilarCase,
+    derived_event_id,
+)
+
+BASELINE_MODEL = "tfidf-knn-v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything decided before any model call: input, baseline answer, LLM request."""
+
+    case: CaseView
+    workflow: Workflow | None
+    policy: LoadedPolicy
+    inp: ModelInput
+    baseline: Answer
+    categories: frozenset[str]  # what the LLM may answer; empty when no LLM is asked
+    llm: LlmRecommender | None = None
+    messages: list[dict[str, str]] | None = None
+
+
+def route(case: CaseView, policy: LoadedPolicy, index: BaselineIndex) -> Workflow | None:
+    """The workflow a case falls in, matching `category` on the baseline's prediction.
+
+    Workflows may match on the predicted category, yet the workflow picks the
+    recommender; the network-free baseline breaks that circle.
+    """
+    inp = model_input(case, _visibility(policy, index))
+    answer = baseline_answer(inp, index, case_id=case.case_id, allowed_actions=None)
+    return policy.policy.workflow_for(case.match_fields, answer.category)
+
+
+def plan(case: CaseView, workflow: Workflow | None, policy: LoadedPolicy,
+         index: BaselineIndex) -> Plan:
+    """The baseline's answer and, when the workflow asks for an LLM, its messages."""
+    inp = model_input(case, _visibility(policy, index))
+    allowed = suggestible(workflow) if workflow is not None else list(policy.policy.catalog)
+    baseline = baseline_answer(inp, index, case_id=case.case_id, allowed_actions=allowed)
+    if workflow is not None:
+        baseline = _vetted(baseline, workflow, policy.policy)
+    recommender = workflow.recommender if workflow is not None else None
+    if workflow is None or not isinstance(recommender, LlmRecommender):
+        return Plan(case, workflow, policy, inp, baseline, frozenset())
+    categories = known_categories(policy.policy, index.categories)
+    messages = render_messages(recommender.prompt_version, inp, workflow, policy.policy,
+                               categories, baseline.similar)
+    return Plan(case, workflow, policy, inp, baseline, categories, recommender, messages)
+
+
+def conclude(p: Plan, exchange: Exchange | None, now: datetime) -> list[Event]:
+    """The events for a plan, given the LLM exchange (None when no LLM was asked)."""
+    if p.llm is None or p.messages is None or exchange is None:
+        return [_produced(p, p.baseline, _baseline_provenance(p), now)]
+    if exchange.raw is None:
+        return [_produced(p, p.baseline, _baseline_provenance(p, exchange), now)]
+    if p.workflow is None:
+        raise ValueError("an LLM plan always has a workflow")
+    output, errors = validate_output(exchange.raw, p.workflow, p.policy.policy, p.categories)
+    if output is None:
+        rejected = ModelOutputRejected(
+            event_id=derived_event_id(p.case.last_event_id, "ModelOutputRejected"),
+            case_id=p.case.case_id, occurred_at=now, causation_id=p.case.last_event_id,
+            correlation_id=p.case.opened_event_id, recommendation_id=_recommendation_id(p),
+            model=p.llm.model, raw_output=exchange.raw[:RAW_OUTPUT_CHARS],
+            errors=tuple(errors))
+        reason = f"llm_output_rejected: {len(errors)} error(s), see ModelOutputRejected"
+        provenance = _baseline_provenance(p, exchange, reason)
+        return [rejected, _produced(p, p.baseline, provenance, now)]
+    provenance = Provenance(
+        recommender="llm", model=p.llm.model, prompt_version=p.llm.prompt_version,
+        policy_version=p.policy.version, fields_seen=p.inp.fields_seen,
+        # The exact input of an LLM is the rendered messages, not only the fields.
+        input_sha256=sha256_json(p.messages), prompt_tokens=exchange.prompt_tokens,
+        completion_tokens=exchange.completion_tokens, latency_ms=exchange.latency_ms,
+        cost_usd=exchange.cost_usd)
+    return [_produced(p, _llm_answer(output, p.baseline), provenance, now)]
+
+
+def recommend(case: CaseView, workflow: Workflow | None, policy: LoadedPolicy,
+              index: BaselineIndex, now: datetime, *,
+              endpoint: Endpoint | None = None) -> list[Event]:
+    """Plan, call the LLM if the workflow wants one (blocking, bounded), conclude."""
+    p = plan(case, workflow, policy, index)
+    exchange = None
+    if p.llm is not None and p.messages is not None:
+        exchange = complete(p.llm, p.messages, endpoint or Endpoint())
+    return conclude(p, exchange, now)
+
+
+async def recommend_async(case: CaseView, workflow: Workflow | None, policy: LoadedPolicy,
+                          index: BaselineIndex, now: datetime, *,
+                          endpoint: Endpoint | None = None) -> list[Event]:
+    """`recommend` for async callers: the LLM call does not block the event loop."""
+    p = plan(case, workflow, policy, index)
+    exchange = None
+    if p.llm is not None and p.messages is not None:
+        exchange = await acomplete(p.llm, p.messages, endpoint or Endpoint())
+    return conclude(p, exchange, now)
+
+
+def _visibility(policy: LoadedPolicy, index: BaselineIndex) -> Visibility:
+    """The policy's allowlist; the index must have learned under the very same one."""
+    visibility = Visibility.from_policy(policy.policy.model_visibility)
+    if visibility != index.visibility:
+        raise ValueError("the baseline index was built under another model_visibility; "
+                         "rebuild it for policy " + policy.version)
+    return visibility
+
+
+def _vetted(answer: Answer, workflow: Workflow, policy: Policy) -> Answer:
+    """The baseline obeys the LLM's rule: no action a recommender may not propose.
+
+    History may hold parameters the catalog no longer declares (dropped) or values now
+    outside its limits (then the action is withdrawn, and the rationale says why).
+    """
+    if answer.action is None or answer.action.name not in policy.catalog:
+        return answer
+    declared = policy.catalog[answer.action.name].params
+    action = ActionSpec(name=answer.action.name,
+                        params={k: v for k, v in answer.action.params.items() if k in declared})
+    errors = action_errors(action, workflow, policy)
+    if not errors:
+        return replace(answer, action=action)
+    note = f" {action.name} is not proposed: {'; '.join(errors)}."
+    return replace(answer, action=None, rationale=answer.rationale + note)
+
+
+def _recommendation_id(p: Plan) -> str:
+    return derived_event_id(p.case.last_event_id, "recommendation")
+
+
+def _llm_answer(output: ModelOutput, baseline: Answer) -> Answer:
+    action = None
+    if output.action is not None:
+        params: dict[str, Scalar] = {k: v for k, v in output.action.params.items()
+                                     if v is not None}
+        action = ActionSpec(name=output.action.name, params=params)
+    category = None if output.category == UNKNOWN else output.category
+    return Answer(output.summary, category, round(output.confidence, 3), baseline.similar,
+                  action, output.rationale)
+
+
+def _baseline_provenance(p: Plan, exchange: Exchange | None = None,
+                         reason: str | None = None) -> Provenance:
+    """Baseline provenance; after an LLM attempt it names the fallback and what it cost."""
+    fallback = None
+    if p.llm is not None and exchange is not None:
+        why = reason or exchange.failure or "llm_error: no answer"
+        fallback = f"{why} (model {p.llm.model}, prompt {p.llm.prompt_version})"
+    return Provenance(
+        recommender="baseline", model=BASELINE_MODEL, policy_version=p.policy.version,
+        fields_seen=p.inp.fields_seen, input_sha256=p.inp.sha256, fallback_reason=fallback,
+        prompt_tokens=exchange.prompt_tokens if exchange else None,
+        completion_tokens=exchange.completion_tokens if exchange else None,
+        latency_ms=exchange.latency_ms if exchange else None,
+        cost_usd=exchange.cost_usd if exchange else None)
+
+
+def _produced(p: Plan, answer: Answer, provenance: Provenance,
+              now: datetime) -> RecommendationProduced:
+    cause = p.case.last_event_id
+    return RecommendationProduced(
+        event_id=derived_event_id(cause, "RecommendationProduced"), case_id=p.case.case_id,
+        occurred_at=now, causation_id=cause, correlation_id=p.case.opened_event_id,
+        recommendation_id=_recommendation_id(p),
+        workflow=p.workflow.name if p.workflow is not None else None,
+        summary=answer.summary, category=answer.category, confidence=answer.confidence,
+        similar_cases=tuple(SimilarCase(case_id=n.case_id, similarity=n.similarity)
+                            for n in answer.similar),
+        action=answer.action, rationale=answer.rationale, provenance=provenance)
