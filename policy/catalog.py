@@ -10,7 +10,16 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from policy.case_fields import binding_path_problem
 
 # Names of roles, actions, workflows and parameters: they appear in events, URLs and
 # metrics labels, so keep them to one safe alphabet.
@@ -44,7 +53,16 @@ class Role(Frozen):
 
 
 class ParamSpec(Frozen):
-    """One action parameter: its type and the hard limits no workflow can widen."""
+    """One action parameter: its type and the hard limits no workflow can widen.
+
+    `from_case` binds the parameter to a fact of the case, named by a dotted path:
+    `attributes.<key>`, `customer.<key>` or a top-level field such as `queue` (never the
+    free-text `subject`/`description`). casegate fills a bound parameter from the case
+    itself after the recommender answers, converted to `type`, overriding whatever the
+    model or the history vote proposed; so case text can never choose it. When the case
+    lacks the value the parameter is left out. The guard then checks it against the
+    catalog limits and workflow bounds like any other parameter.
+    """
 
     type: ParamType
     required: bool = True
@@ -54,6 +72,16 @@ class ParamSpec(Frozen):
     max_length: int | None = Field(default=None, gt=0)  # string
     pattern: str | None = None  # string, full match
     values: tuple[str, ...] | None = None  # enum
+    from_case: str | None = None  # dotted case path; see the class docstring
+
+    @field_validator("from_case")
+    @classmethod
+    def _case_path(cls, path: str | None) -> str | None:
+        # A field validator (not the model one below) so the error's document path ends
+        # in `.from_case`.
+        if path is not None and (problem := binding_path_problem(path)):
+            raise ValueError(problem)
+        return path
 
     @model_validator(mode="after")
     def _consistent(self) -> ParamSpec:

@@ -7,16 +7,14 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from policy.case_fields import CASE_FIELDS, MAP_FIELDS
 from policy.catalog import Frozen, Name, compile_error
 from schemas.events import EVENT_TYPES
 
-# CaseOpened fields a model-visible path may start with; maps take a sub-key
-# ("attributes.product"), and the bare name of a map exposes all of it.
-CASE_FIELDS = (
-    "source", "channel", "queue", "team", "issue_class", "subject", "description",
-    "priority", "customer", "attributes",
-)
-_MAP_FIELDS = ("customer", "attributes")
+# CASE_FIELDS moved to policy.case_fields (parameter binding names case fields too);
+# it stays importable from here, where policy.model and older callers look for it.
+__all__ = ["BUILTIN_PATTERNS", "CASE_FIELDS", "KNOWN_OUTCOMES", "Audit", "BuiltinPattern",
+           "ModelVisibility", "Redaction"]
 
 BuiltinPattern = Literal["email", "phone", "card"]
 
@@ -64,7 +62,11 @@ class Redaction(Frozen):
 
 
 class ModelVisibility(Frozen):
-    """The allowlist of case fields a model may read, as dotted paths, plus redaction."""
+    """The allowlist of case fields a model may read, as dotted paths, plus redaction.
+
+    A path starts with one of CASE_FIELDS; maps take a sub-key ("attributes.product"),
+    and the bare name of a map exposes all of it.
+    """
 
     fields: tuple[str, ...]
     redaction: Redaction = Redaction()
@@ -77,8 +79,8 @@ class ModelVisibility(Frozen):
             if root not in CASE_FIELDS:
                 raise ValueError(f"{path!r}: unknown case field {root!r}; "
                                  f"allowed: {', '.join(CASE_FIELDS)}")
-            if sub and (root not in _MAP_FIELDS or "." in sub or not sub):
-                raise ValueError(f"{path!r}: only {' and '.join(_MAP_FIELDS)} take a sub-key")
+            if sub and (root not in MAP_FIELDS or "." in sub or not sub):
+                raise ValueError(f"{path!r}: only {' and '.join(MAP_FIELDS)} take a sub-key")
         if len(set(fields)) != len(fields):
             raise ValueError("a field is listed twice")
         return fields

@@ -4,6 +4,12 @@ Prompts are files `prompts/<version>.txt` kept in the repository; a line
 `==== user ====` splits the system message from the user message. Case data only ever
 fills the user message, JSON-encoded inside <case>…</case>, so it cannot pose as rules.
 The catalog, the categories and the bounds come from the policy, never from the case.
+
+Placeholders: `{{categories}}`, `{{history}}`, `{{case}}`, and the workflow's actions as
+either `{{actions}}` (every parameter with its limits; recommend_v1) or
+`{{actions_marking_bound}}` (parameters bound from the case shown as filled by casegate,
+so the model need not guess them; recommend_v2). Two placeholders rather than one whose
+rendering changed, so that a published prompt version keeps meaning the same text.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from policy.checks import PARAM_INVALID, action_findings
 from policy.model import Policy, Workflow
 from processors.recommend.answer import Neighbor
+from processors.recommend.binding import without_bound
 from processors.recommend.visibility import ModelInput
 from schemas.events import ActionSpec
 
@@ -26,6 +33,7 @@ PROMPTS = Path(__file__).parent / "prompts"
 USER_SPLIT = "==== user ===="
 UNKNOWN = "unknown"
 RAW_OUTPUT_CHARS = 20_000  # what a ModelOutputRejected keeps of a runaway answer
+BOUND_NOTE = "filled by casegate from the case; leave it out"
 _VERSION = re.compile(r"^[a-z0-9_]+$")
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
@@ -54,7 +62,8 @@ def render_messages(version: str, inp: ModelInput, workflow: Workflow, policy: P
     system, user = load_prompt(version)
     names = sorted(categories)
     system = (system.replace("{{categories}}", ", ".join(f'"{c}"' for c in names) or "(none yet)")
-              .replace("{{actions}}", _catalog(workflow, policy)))
+              .replace("{{actions}}", _catalog(workflow, policy, mark_bound=False))
+              .replace("{{actions_marking_bound}}", _catalog(workflow, policy, mark_bound=True)))
     user = user.replace("{{history}}", _history(neighbors)).replace("{{case}}", case_json(inp))
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
@@ -65,13 +74,16 @@ def case_json(inp: ModelInput) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e")
 
 
-def _catalog(workflow: Workflow, policy: Policy) -> str:
+def _catalog(workflow: Workflow, policy: Policy, *, mark_bound: bool) -> str:
     lines = []
     for name in suggestible(workflow):
         action = policy.catalog[name]
         bounds = workflow.actions[name].bounds
         params = []
         for pname, spec in action.params.items():
+            if mark_bound and spec.from_case is not None:
+                params.append(f"{pname} ({BOUND_NOTE})")
+                continue
             limits = [spec.type, "required" if spec.required else "optional"]
             bound = bounds.get(pname)
             # Show the narrower of catalog and workflow limits: the model should aim
@@ -127,8 +139,10 @@ def validate_output(raw: str, workflow: Workflow, policy: Policy,
 
     Rules: one JSON object of the ModelOutput shape; a known category or "unknown"; an
     action the workflow lets a recommender suggest, whose parameters have the catalog's
-    types and stay inside the catalog's limits. A breach of the workflow's own narrower
-    bounds is left for the guard, which may route it to a human as the policy says.
+    types and stay inside the catalog's limits (parameters bound from the case excepted:
+    whatever the model put there is replaced, never judged). A breach of the workflow's
+    own narrower bounds is left for the guard, which may route it to a human as the
+    policy says.
     """
     body = raw.strip()
     fenced = _FENCE.match(body)
@@ -152,12 +166,16 @@ def validate_output(raw: str, workflow: Workflow, policy: Policy,
 def action_errors(action: ActionSpec, workflow: Workflow, policy: Policy) -> list[str]:
     """Why a recommender may not propose `action` ("<code>: <detail>"); empty if it may.
 
-    The guard's own check, minus two kinds of finding that are not a model's error: a
+    The guard's own check, minus three kinds of finding that are not a model's error: a
     breach of the workflow's narrower bounds (the guard routes it as the policy says),
-    and a missing required parameter (the prompt tells the model to leave out what it
-    cannot see, such as a redacted order id; the guard then refuses the action).
+    a missing required parameter (the prompt tells the model to leave out what it
+    cannot see, such as a redacted order id; the guard then refuses the action), and
+    anything about a parameter bound from the case (casegate replaces the proposed
+    value with the case's own, see processors.recommend.binding).
     """
     entry = policy.catalog.get(action.name)
+    if entry is not None:
+        action = without_bound(action, entry)
     declared = entry.params.items() if entry is not None else ()
     missing = {f"{name} is required" for name, spec in declared
                if spec.required and action.params.get(name) is None}

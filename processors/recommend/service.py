@@ -6,7 +6,9 @@ between the two pure halves `plan` and `conclude`. Rules:
 - the workflow's recommender decides baseline or LLM; no workflow means baseline;
 - LLM failure (timeout, error) -> the baseline answers and provenance says why;
 - LLM output that breaks the contract -> ModelOutputRejected, then the baseline answers;
-- ids derive from the cause event, so a redelivered cause yields the same events.
+- ids derive from the cause event, so a redelivered cause yields the same events;
+- parameters the catalog binds to the case (`from_case`) are filled from the full case
+  view after either recommender answered, replacing what it proposed (`binding`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from policy.loader import LoadedPolicy
 from policy.model import LlmRecommender, Policy, Workflow
 from processors.recommend.answer import Answer
 from processors.recommend.baseline import BaselineIndex
+from processors.recommend.binding import bind_case_params
 from processors.recommend.case_view import CaseView
 from processors.recommend.llm import Endpoint, Exchange, acomplete, complete
 from processors.recommend.prompting import (
@@ -79,6 +82,9 @@ def plan(case: CaseView, workflow: Workflow | None, policy: LoadedPolicy,
     baseline = baseline_answer(inp, index, case_id=case.case_id, allowed_actions=allowed)
     if workflow is not None:
         baseline = _vetted(baseline, workflow, policy.policy)
+    # Bound after vetting: a case value outside the limits is the guard's to deny (with
+    # the policy's reason), not the recommender's to withdraw silently.
+    baseline = _bound(baseline, case, policy.policy)
     recommender = workflow.recommender if workflow is not None else None
     if workflow is None or not isinstance(recommender, LlmRecommender):
         return Plan(case, workflow, policy, inp, baseline, frozenset())
@@ -114,7 +120,8 @@ def conclude(p: Plan, exchange: Exchange | None, now: datetime) -> list[Event]:
         input_sha256=sha256_json(p.messages), prompt_tokens=exchange.prompt_tokens,
         completion_tokens=exchange.completion_tokens, latency_ms=exchange.latency_ms,
         cost_usd=exchange.cost_usd)
-    return [_produced(p, _llm_answer(output, p.baseline), provenance, now)]
+    answer = _bound(_llm_answer(output, p.baseline), p.case, p.policy.policy)
+    return [_produced(p, answer, provenance, now)]
 
 
 def recommend(case: CaseView, workflow: Workflow | None, policy: LoadedPolicy,
@@ -164,6 +171,14 @@ def _vetted(answer: Answer, workflow: Workflow, policy: Policy) -> Answer:
         return replace(answer, action=action)
     note = f" {action.name} is not proposed: {'; '.join(errors)}."
     return replace(answer, action=None, rationale=answer.rationale + note)
+
+
+def _bound(answer: Answer, case: CaseView, policy: Policy) -> Answer:
+    """`answer` with its action's case-bound parameters taken from the full `case`."""
+    entry = policy.action(answer.action.name) if answer.action is not None else None
+    if answer.action is None or entry is None:
+        return answer
+    return replace(answer, action=bind_case_params(answer.action, entry, case))
 
 
 def _recommendation_id(p: Plan) -> str:

@@ -5,7 +5,9 @@ Confidence: that category's share of the vote, scaled down when even the closest
 neighbour is not very close (below FULL_SIMILARITY).
 Action: the same vote over the actions each neighbour took (a neighbour where humans
 took no allowed action votes for "no action"). Parameters come from the case's own
-visible attributes of the same name, else from a value most of the voters agree on.
+visible attributes of the same name, else from a value most of the voters agree on;
+parameters the catalog binds to the case are then replaced by the service
+(processors.recommend.binding), so a history value never stands in for a case fact.
 """
 
 from __future__ import annotations

@@ -65,6 +65,30 @@ def test_default_policy_prohibits_close_account_everywhere_and_hides_customer() 
     assert not any(f.startswith("customer") for f in policy.model_visibility.fields)
 
 
+def test_default_policy_binds_order_facts_to_the_case() -> None:
+    catalog = load_policy_file(default_policy_path()).policy.catalog
+
+    bound = {(action.name, name): spec.from_case for action in catalog.values()
+             for name, spec in action.params.items() if spec.from_case is not None}
+
+    assert bound == {
+        ("refund_payment", "amount"): "attributes.amount",
+        ("refund_payment", "order_id"): "attributes.order_id",
+        ("reship_order", "order_id"): "attributes.order_id",
+        ("update_address", "order_id"): "attributes.order_id",
+    }
+
+
+@pytest.mark.parametrize("path", ["attributes.order_id", "customer.id", "queue", "issue_class",
+                                  "attributes.order-ref"])
+def test_a_parameter_may_bind_a_map_entry_or_a_routing_field(path: str) -> None:
+    text = mutated(_set("catalog.refund_payment.params.order_id.from_case", path))
+
+    spec = load_policy_text(text).policy.catalog["refund_payment"].params["order_id"]
+
+    assert spec.from_case == path
+
+
 def test_entries_know_their_names() -> None:
     policy = load_policy_file(default_policy_path()).policy
 
@@ -185,6 +209,21 @@ INVALID = [
     pytest.param(_set("catalog.refund_payment.params.order_id.pattern", "ORD-(\\d+"),
                  "catalog.refund_payment.params.order_id", "invalid regular expression",
                  id="param-pattern-does-not-compile"),
+    pytest.param(_set("catalog.refund_payment.params.order_id.from_case", "attributes"),
+                 "catalog.refund_payment.params.order_id.from_case",
+                 "names the whole attributes map", id="bind-to-a-whole-map"),
+    pytest.param(_set("catalog.refund_payment.params.order_id.from_case", "order.id"),
+                 "catalog.refund_payment.params.order_id.from_case",
+                 "unknown case field 'order'", id="bind-to-an-unknown-field"),
+    pytest.param(_set("catalog.refund_payment.params.order_id.from_case", "queue.name"),
+                 "catalog.refund_payment.params.order_id.from_case",
+                 "only customer and attributes take a sub-key", id="bind-below-a-top-field"),
+    pytest.param(_set("catalog.refund_payment.params.order_id.from_case", "attributes.a.b"),
+                 "catalog.refund_payment.params.order_id.from_case",
+                 "one level only", id="bind-two-levels-down"),
+    pytest.param(_set("catalog.refund_payment.params.amount.from_case", "description"),
+                 "catalog.refund_payment.params.amount.from_case",
+                 "free text written by the customer cannot bind", id="bind-to-free-text"),
     pytest.param(_set("catalog.change_plan.params.plan", {"type": "enum"}),
                  "catalog.change_plan.params.plan", "needs a non-empty list of values",
                  id="enum-without-values"),

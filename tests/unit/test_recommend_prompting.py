@@ -59,3 +59,25 @@ def test_a_fenced_json_answer_is_accepted() -> None:
            '"action": null, "rationale": "r"}\n```')
     output, errors = validate_output(raw, BILLING, POLICY, set())
     assert errors == [] and output is not None and output.category == "unknown"
+
+
+def test_prompt_v2_marks_bound_parameters_and_v1_keeps_its_text() -> None:
+    inp = model_input(open_view(opened("c1", "Charged twice", "Refund please.")), VISIBILITY)
+    v1 = render_messages("recommend_v1", inp, BILLING, POLICY, {"double_charge"}, ())
+    v2 = render_messages("recommend_v2", inp, BILLING, POLICY, {"double_charge"}, ())
+    # v1 still lists every parameter with its limits, as it did before bindings existed.
+    assert "amount (number, required, min 0, max 200)" in v1[0]["content"]
+    assert "filled by casegate" not in v1[0]["content"]
+    # v2: the model is told casegate fills them, and is shown no limits to aim at.
+    text = v2[0]["content"]
+    assert ("parameters: amount (filled by casegate from the case; leave it out); "
+            "order_id (filled by casegate from the case; leave it out)") in text
+    assert "plan (enum, required, one of basic|pro|enterprise)" in text  # unbound: as before
+    assert "{{" not in text and v2[1] == v1[1]
+
+
+def test_a_proposed_value_of_a_bound_parameter_is_not_an_error() -> None:
+    raw = ('{"summary": "s", "category": "double_charge", "confidence": 0.5, "rationale": "r",'
+           ' "action": {"name": "refund_payment", "params": {"amount": -3, "order_id": "x"}}}')
+    output, errors = validate_output(raw, BILLING, POLICY, {"double_charge"})
+    assert errors == [] and output is not None

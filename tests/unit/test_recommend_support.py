@@ -90,10 +90,18 @@ def default_policy() -> LoadedPolicy:
     return load_policy_text(Path(default_policy_path()).read_text(encoding="utf-8"))
 
 
-def policy_with(**billing_recommender: Any) -> LoadedPolicy:
-    """The default policy with the billing workflow's recommender replaced."""
+def policy_with(*, case_bound: bool = True, **billing_recommender: Any) -> LoadedPolicy:
+    """The default policy with the billing workflow's recommender replaced.
+
+    `case_bound=False` also drops every `from_case`, so that a model's own parameter
+    values are judged (the contract for parameters the policy does not bind).
+    """
     document = yaml.safe_load(Path(default_policy_path()).read_text(encoding="utf-8"))
     document["workflows"]["billing"]["recommender"] = billing_recommender
+    if not case_bound:
+        for action in document["catalog"].values():
+            for spec in action.get("params", {}).values():
+                spec.pop("from_case", None)
     return load_policy_text(yaml.safe_dump(document, sort_keys=False))
 
 
