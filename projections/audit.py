@@ -46,35 +46,13 @@ READ_CHAIN = sql.SQL(
 ).format(_COLUMN_LIST)
 
 
-def row_hash(
-    prev_hash: str,
-    topic: str,
-    partition: int,
-    seq: int,
-    kafka_offset: int,
-    event_id: str,
-    event_type: str,
-    case_id: str,
-    occurred_at: datetime,
-    actor: str | None,
-    policy_version: str | None,
-    payload: str,
-) -> str:
-    """The one definition of a row's hash, used to write and to verify."""
+def row_hash(prev_hash: str, content: Sequence[Any]) -> str:
+    """The one definition of a row's hash, used to write and to verify.
+
+    ``content`` is the row's columns up to ``payload`` (COLUMNS minus the two hashes).
+    """
     canonical = orjson.dumps(
-        [
-            topic,
-            partition,
-            seq,
-            kafka_offset,
-            event_id,
-            event_type,
-            case_id,
-            format_timestamp(occurred_at),
-            actor,
-            policy_version,
-            payload,
-        ]
+        [format_timestamp(v) if isinstance(v, datetime) else v for v in content]
     )
     return hashlib.sha256(prev_hash.encode() + b"\n" + canonical).hexdigest()
 
@@ -105,10 +83,7 @@ class AuditLogProjection:
                 e = env.event
                 seq, prev = heads[(env.topic, env.partition)]
                 seq += 1
-                actor, version = actor_of(e), policy_version_of(e)
-                payload = env.payload
-                digest = row_hash(
-                    prev,
+                content = (
                     env.topic,
                     env.partition,
                     seq,
@@ -117,27 +92,12 @@ class AuditLogProjection:
                     e.event_type,
                     e.case_id,
                     e.occurred_at,
-                    actor,
-                    version,
-                    payload,
+                    actor_of(e),
+                    policy_version_of(e),
+                    env.payload,
                 )
-                copy.write_row(
-                    (
-                        env.topic,
-                        env.partition,
-                        seq,
-                        env.offset,
-                        e.event_id,
-                        e.event_type,
-                        e.case_id,
-                        e.occurred_at,
-                        actor,
-                        version,
-                        payload,
-                        prev,
-                        digest,
-                    )
-                )
+                digest = row_hash(prev, content)
+                copy.write_row((*content, prev, digest))
                 heads[(env.topic, env.partition)] = (seq, digest)
 
     @staticmethod
@@ -179,43 +139,15 @@ def verify(conn: psycopg.Connection, progress: Callable[[int], None] | None = No
         prev, expected_seq = GENESIS, 1
         for r in chain:
             rows += 1
-            (
-                topic,
-                partition,
-                seq,
-                offset,
-                event_id,
-                event_type,
-                case_id,
-                occurred_at,
-                actor,
-                version,
-                payload,
-                prev_hash,
-                digest,
-            ) = r
+            # COLUMNS order: the content, then prev_hash and hash.
+            content, prev_hash, digest = r[:-2], r[-2], r[-1]
+            topic, partition, seq, event_id = r[0], r[1], r[2], r[4]
             problem = None
             if seq != expected_seq:
                 problem = f"sequence jumps from {expected_seq - 1} to {seq}: rows are missing"
             elif prev_hash != prev:
                 problem = "prev_hash does not match the previous row's hash"
-            elif (
-                row_hash(
-                    prev,
-                    topic,
-                    partition,
-                    seq,
-                    offset,
-                    event_id,
-                    event_type,
-                    case_id,
-                    occurred_at,
-                    actor,
-                    version,
-                    payload,
-                )
-                != digest
-            ):
+            elif row_hash(prev, content) != digest:
                 problem = "content does not match its hash: the row was changed"
             if problem:
                 return Verification(rows, chains, Broken(topic, partition, seq, event_id, problem))
