@@ -50,6 +50,10 @@ unit: setup ## only the fast tests that need no broker or database
 bench: setup ## throughput, latency and memory vs raw Kafka (QUICK=1: a seconds-long smoke run)
 	$(PY) -m bench $(if $(QUICK),--quick,)
 
+.PHONY: chaos
+chaos: setup ## fault injection: 20,000 cases under SIGKILLs and broker/PostgreSQL restarts (CASES=N, QUICK=1)
+	$(PY) -m bench.chaos $(if $(CASES),--cases $(CASES),) $(if $(QUICK),--quick,)
+
 .PHONY: lint
 lint: setup ## check style and types (changes nothing)
 	$(VENV)/bin/ruff check .

@@ -4,11 +4,66 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import cast
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from infra.kafka import consumer_config, producer_config
 from infra.settings import Settings
+
+BATCH = 10_000
+
+
+def next_batch(consumer: Consumer, size: int, timeout_s: float) -> list[Message]:
+    """What is already fetched (up to ``size``), else wait up to ``timeout_s`` for one.
+
+    ``consume(size, timeout)`` alone waits the whole timeout whenever fewer than ``size``
+    records are ready (librdkafka fills the batch or times out): a latency floor at low
+    rates, and a stall on the last batch of a finite run.
+    """
+    batch = consumer.consume(size, 0)
+    if not batch:
+        batch = consumer.consume(1, timeout_s)
+        if batch:
+            batch += consumer.consume(size - 1, 0)
+    return batch
+
+
+def read_to_end(settings: Settings, topic: str) -> list[Message]:
+    """Every record of ``topic`` up to its end now (manual assignment, no group)."""
+    consumer = Consumer(consumer_config(settings, f"bench-plain-read-{uuid.uuid4()}"))
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1]
+            for p in meta.partitions
+        }
+        consumer.assign(tps)
+        out: list[Message] = []
+        deadline = _until(120)
+        while True:
+            _check(deadline, len(out), sum(ends.values()))
+            out += _records(next_batch(consumer, 5000, 0.2))
+            # Positions, not the last offset seen: they also step over transaction markers.
+            at = {tp.partition: tp.offset for tp in consumer.position(tps)}
+            if all(at[p] >= end for p, end in ends.items() if end > 0):
+                return out
+    finally:
+        consumer.close()
+
+
+def position(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a record without an error, where all three are set."""
+    return cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())
 
 
 def _consumer(settings: Settings, topic: str) -> Consumer:
@@ -19,39 +74,79 @@ def _consumer(settings: Settings, topic: str) -> Consumer:
     return consumer
 
 
-def raw_consume(settings: Settings, expect: int) -> float:
-    """Consume-only rate of ``cases``, records/s (from the first record to the last)."""
+def _records(batch: list[Message]) -> list[Message]:
+    out = []
+    for msg in batch:
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                continue
+            raise KafkaException(err)
+        out.append(msg)
+    return out
+
+
+class _Clock:
+    """Rate from the end of the first batch to the last record: the group join and the
+    first fetch are not the loop's speed, so the first batch only starts the clock."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.counted = 0
+
+    def tick(self, n: int) -> None:
+        if not self.started:
+            self.started = time.perf_counter()
+        else:
+            self.counted += n
+
+    def rate(self) -> float:
+        return self.counted / (time.perf_counter() - self.started)
+
+
+def _until(timeout_s: float) -> float:
+    return time.monotonic() + timeout_s
+
+
+def _check(deadline: float, seen: int, expect: int) -> None:
+    if time.monotonic() > deadline:
+        raise TimeoutError(f"{seen} of {expect} records read before the deadline")
+
+
+def raw_consume(settings: Settings, expect: int, timeout_s: float = 300) -> float:
+    """Consume-only rate of ``cases``, records/s."""
     consumer = _consumer(settings, settings.topic("cases"))
-    seen, started = 0, 0.0
+    seen, clock, deadline = 0, _Clock(), _until(timeout_s)
     try:
         while seen < expect:
-            batch = consumer.consume(10000, 1.0)
-            if batch and not started:
-                started = time.perf_counter()
-            seen += sum(1 for m in batch if m.error() is None)
+            _check(deadline, seen, expect)
+            batch = _records(next_batch(consumer, BATCH, 1.0))
+            if batch:
+                clock.tick(len(batch))
+                seen += len(batch)
     finally:
         consumer.close()
-    return seen / (time.perf_counter() - started)
+    return clock.rate()
 
 
-def raw_passthrough(settings: Settings, expect: int, out_topic: str) -> float:
-    """consume → produce → commit per batch (asynchronously): records/s."""
+def raw_passthrough(settings: Settings, expect: int, out_topic: str,
+                    timeout_s: float = 300) -> float:
+    """consume → produce → flush → commit per batch, records/s.
+
+    The flush before the (asynchronous) commit makes it at-least-once, as the processors
+    are: a crash never commits an input whose output was not acknowledged.
+    """
     consumer = _consumer(settings, settings.topic("cases"))
     producer = Producer(producer_config(settings))
-    seen, started = 0, 0.0
+    seen, clock, deadline = 0, _Clock(), _until(timeout_s)
     try:
         while seen < expect:
-            batch = consumer.consume(10000, 1.0)
+            _check(deadline, seen, expect)
+            batch = _records(next_batch(consumer, BATCH, 1.0))
             if not batch:
                 continue
-            if not started:
-                started = time.perf_counter()
             offsets: dict[tuple[str, int], int] = {}
             for msg in batch:
-                if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise RuntimeError(str(msg.error()))
                 while True:
                     try:
                         producer.produce(
@@ -60,14 +155,16 @@ def raw_passthrough(settings: Settings, expect: int, out_topic: str) -> float:
                         break
                     except BufferError:
                         producer.poll(0.05)
-                offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
-                seen += 1
-            producer.poll(0)
+                topic, partition, offset = position(msg)
+                offsets[(topic, partition)] = offset + 1
+            if producer.flush(60):
+                raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT))
             consumer.commit(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
                 asynchronous=True,
             )
-        producer.flush(120)
+            seen += len(batch)
+            clock.tick(len(batch))
     finally:
         consumer.close()
-    return seen / (time.perf_counter() - started)
+    return clock.rate()

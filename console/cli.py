@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -13,9 +10,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from console import readside_cmd
-from infra.errors import SetupError
-from infra.settings import PROJECT_ROOT, Settings
+from console import demo_cmd, eval_cmd, operators_cmd, policy_cmd, readside_cmd, run_cmd
+from console.failures import exit_on_setup_error
+from infra.settings import Settings
 
 app = typer.Typer(
     help="casegate: safe rollout of AI-assisted case resolution on Kafka.",
@@ -25,25 +22,13 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
-EXAMPLES = PROJECT_ROOT / "examples" / "cases.jsonl"
-
-
-def _guard(fn: Callable[[], T]) -> T:
-    """Run a command body; setup problems print what is wrong and what to do next."""
-    try:
-        return fn()
-    except SetupError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        if exc.hint:
-            err.print(f"[yellow]next:[/] {exc.hint}")
-        raise typer.Exit(1) from None
 
 
 @app.command()
 def up() -> None:
     """Start local Kafka (KRaft) and PostgreSQL if needed, create topics, apply migrations."""
     settings = Settings()
-    _guard(lambda: _bring_up(settings))
+    exit_on_setup_error(lambda: _bring_up(settings))
 
 
 @app.command()
@@ -51,7 +36,7 @@ def down() -> None:
     """Stop the local Kafka broker and PostgreSQL server started by `casegate up`."""
     from infra.bootstrap import services_down
 
-    _guard(lambda: services_down(Settings(), out.print))
+    exit_on_setup_error(lambda: services_down(Settings(), out.print))
 
 
 @app.command()
@@ -59,7 +44,7 @@ def topics() -> None:
     """List casegate's topics with partitions, replication and non-default configs."""
     from infra.topics import describe_topics
 
-    states = _guard(lambda: describe_topics(Settings(), timeout_s=10))
+    states = exit_on_setup_error(lambda: describe_topics(Settings(), timeout_s=10))
     table = Table("topic", "partitions", "replication", "configs")
     for s in states:
         table.add_row(
@@ -95,80 +80,11 @@ def produce(
     out.print(f"sent {sent} event(s) from {path}")
 
 
-@app.command()
-def run(
-    components: Annotated[
-        list[str] | None, typer.Argument(help="components to run (default: all)")
-    ] = None,
-    demo: Annotated[
-        bool,
-        typer.Option(help="publish examples/cases.jsonl and show the cases reaching case_state"),
-    ] = False,
-    stay: Annotated[
-        bool | None,
-        typer.Option(help="keep running after the demo (default: when attached to a terminal)"),
-    ] = None,
-) -> None:
-    """Start the stack and run casegate's processors and projections, supervised."""
-    from console.supervisor import COMPONENTS, Supervisor
-
-    settings = Settings()
-    _guard(lambda: _bring_up(settings))
-    chosen = components or list(COMPONENTS)
-    supervisor = Supervisor(chosen, settings.home / "logs", out.print)
-    supervisor.start()
-    try:
-        if demo:
-            _demo(settings)
-        # Without a terminal (CI, scripts) a demo run ends once the demo has been shown.
-        if stay if stay is not None else (sys.stdin.isatty() or not demo):
-            out.print(
-                "[green]running[/] — Ctrl-C stops the components; Kafka and PostgreSQL "
-                "keep running until `make down`."
-            )
-            supervisor.run_until_signal()
-    finally:
-        supervisor.stop()
-
-
 def _bring_up(settings: Settings) -> None:
     from infra.bootstrap import provision, services_up
 
     services_up(settings, out.print)
     provision(settings, out.print)
-
-
-def _demo(settings: Settings) -> None:
-    from console.produce import publish, read_events
-    from console.views import wait_for_cases
-    from schemas.codec import Codec
-
-    events = read_events(EXAMPLES)
-    publish(settings, Codec.load(), events)
-    case_ids = sorted({e.case_id for e in events})
-    out.print(
-        f"published {len(events)} example event(s) from {EXAMPLES.name}; waiting for case_state…"
-    )
-    started = time.monotonic()
-    rows = wait_for_cases(settings, case_ids, timeout_s=120)
-    table = Table(
-        "case_id",
-        "status",
-        "queue",
-        "team",
-        "channel",
-        "subject",
-        title=f"case_state ({time.monotonic() - started:.1f}s after publishing)",
-    )
-    for row in rows:
-        table.add_row(*row)
-    out.print(table)
-    missing = set(case_ids) - {r[0] for r in rows}
-    if missing:
-        raise SetupError(
-            f"{len(missing)} case(s) did not reach case_state: {', '.join(sorted(missing))}",
-            f"Read the component logs under {settings.home / 'logs'}.",
-        )
 
 
 def _progress() -> Progress:
@@ -181,10 +97,15 @@ def _progress() -> Progress:
     )
 
 
+app.command()(run_cmd.run)
+app.command()(demo_cmd.demo)
 app.command()(readside_cmd.trace)
 app.command()(readside_cmd.metrics)
 app.command()(readside_cmd.replay)
 app.add_typer(readside_cmd.audit_app, name="audit")
+app.add_typer(operators_cmd.app, name="operators")
+app.add_typer(policy_cmd.app, name="policy")
+app.add_typer(eval_cmd.app, name="eval")
 
 if __name__ == "__main__":
     app()

@@ -66,7 +66,7 @@ def demo(
     if out is not None:
         _write_files(out, seed, cases, history)
     else:
-        _publish(Settings(), seed, cases, history, rate)
+        publish_workload(Settings(), seed, cases, history, rate)
 
 
 def _write_files(directory: Path, seed: int, cases: int, fraction: float) -> None:
@@ -122,7 +122,10 @@ class _Sender:
                 self.errors.append(str(error))
 
 
-def _publish(settings: Settings, seed: int, cases: int, fraction: float, rate: float) -> None:
+def publish_workload(
+    settings: Settings, seed: int, cases: int, fraction: float, rate: float
+) -> None:
+    """Send the history as fast as the broker takes it, then the live part at `rate`/s."""
     producer = make_producer(settings)
     try:
         producer.list_topics(timeout=10)  # fail fast instead of queueing into the void

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from rich.table import Table
 from infra.db import database_urls
 from infra.settings import Settings
 
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 audit_app = typer.Typer(help="Check the tamper-evident audit log.", no_args_is_help=True)
 

@@ -17,6 +17,7 @@ from projections.worker import PROJECTIONS
 COMPONENTS: dict[str, list[str]] = {
     **{name: ["-m", "processors.worker", name] for name in PROCESSORS},
     **{name: ["-m", "projections.worker", name] for name in PROJECTIONS},
+    "console": ["-m", "console.serve"],
 }
 
 

@@ -20,7 +20,7 @@ def dead_letter(
     error: Exception,
     case_id: str = "",
 ) -> DeadLettered:
-    reason = str(error) or type(error).__name__
+    reason = _text(str(error) or type(error).__name__)
     return DeadLettered(
         # Deterministic: a consumer that re-reads the same bad record after a crash produces
         # the same event, and readers drop the repeat.
@@ -51,4 +51,11 @@ def _case_id_from_key(key: bytes | None) -> str:
 def _header_map(headers: Headers | None) -> dict[str, bytes]:
     """Headers as the event stores them: one value per key, bytes, never None."""
     pairs = headers.items() if isinstance(headers, Mapping) else (headers or [])
-    return {k: v.encode() if isinstance(v, str) else (v or b"") for k, v in pairs}
+    return {_text(k): _text(v).encode() if isinstance(v, str) else (v or b"") for k, v in pairs}
+
+
+def _text(value: str) -> str:
+    """`value` as text Avro can carry: a lone surrogate (from a client that decoded bad
+    bytes leniently) is escaped, since a dead letter that cannot be encoded would stop
+    the consumer on the very record it was meant to set aside."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")

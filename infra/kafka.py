@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import operator
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Message, Producer
 
 from infra.settings import Settings
+from schemas.codec import Headers, UndecodableRecord
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,10 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "linger.ms": 5,
         "batch.num.messages": 10000,
         "compression.type": "lz4",
+        # Java's and aiokafka's (so faust's) key hash. librdkafka's default (CRC32) would put
+        # a case's records from this producer and from the processors in different
+        # partitions, and co-partitioned processors would never see them together.
+        "partitioner": "murmur2_random",
         **overrides,
     }
 
@@ -60,3 +66,26 @@ def make_producer(settings: Settings, **overrides: Any) -> Producer:
 
 def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
     return Consumer(consumer_config(settings, group_id, **overrides))
+
+
+def read_headers(msg: Message) -> Headers | None:
+    """The record's headers; UndecodableRecord when they cannot be read.
+
+    A non-conforming producer can write a header name that is not UTF-8. confluent-kafka
+    then returns the headers with a NULL name and a Python error left pending, which a
+    direct `msg.headers()` call in a hot loop (a call site CPython has specialised) does
+    not raise: it surfaces later in unrelated code. Called through `methodcaller`, the
+    result is checked at once, so the failure surfaces here and means "this record is
+    undecodable" instead of crashing the consumer at that offset on every restart. Read
+    each message's headers through here, once.
+    """
+    try:
+        headers: Headers | None = _HEADERS(msg)
+    except (SystemError, UnicodeError):
+        raise UndecodableRecord(
+            "record headers cannot be read: a header name is not UTF-8"
+        ) from None
+    return headers
+
+
+_HEADERS = operator.methodcaller("headers")

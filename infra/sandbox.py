@@ -4,6 +4,7 @@ their own freshly migrated database. Tests and benchmarks use them so runs never
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 
 import psycopg
@@ -61,3 +62,23 @@ def destroy(base: Settings, admin_url: str, sandboxes: list[Settings]) -> None:
         for future in admin.delete_topics(doomed, operation_timeout=30).values():
             with contextlib.suppress(Exception):
                 future.result()
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment a child process (a processor, a projection) needs to see ``settings``.
+
+    Children read their settings from the environment in their own ``main()``, so a
+    sandbox reaches them only through these variables; everything else is inherited.
+    """
+    env = dict(os.environ)
+    env["CASEGATE_TOPIC_PREFIX"] = settings.topic_prefix
+    env["CASEGATE_DB_NAME"] = settings.db_name
+    env["CASEGATE_PARTITIONS"] = str(settings.partitions)
+    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.bootstrap_servers
+    env["CASEGATE_APPROVAL_TICK_S"] = str(settings.approval_tick_s)
+    env["CASEGATE_REVIEW_WAIT_S"] = str(settings.review_wait_s)
+    if settings.database_url is not None:
+        env["DATABASE_URL"] = settings.database_url.get_secret_value()
+    if settings.admin_database_url is not None:
+        env["CASEGATE_ADMIN_DATABASE_URL"] = settings.admin_database_url.get_secret_value()
+    return env

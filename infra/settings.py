@@ -65,7 +65,29 @@ class Settings(BaseSettings):
     kafka_heap: str = Field(default="768m", description="JVM heap of the local broker.")
     pg_port: int = Field(default=5433, description="Port of the local PostgreSQL (127.0.0.1).")
     db_name: str = Field(default="casegate", description="Database name on the local server.")
+    llm_api_base: str | None = Field(
+        default=None,
+        description="OpenAI-compatible endpoint for LLM workflows (litellm's default if unset).",
+    )
+    llm_api_key: SecretStr | None = Field(
+        default=None, description="API key for LLM workflows (kept secret, never printed)."
+    )
     log_level: str = Field(default="INFO", description="Log level of every component.")
+    console_port: int = Field(
+        default=8080, ge=0, le=65535, description="Port of the console (API and pages, 127.0.0.1)."
+    )
+    console_secure_cookie: bool = Field(
+        default=False,
+        description="Mark the console's sign-in cookie Secure (set when served behind HTTPS).",
+    )
+    approval_tick_s: float = Field(
+        default=1.0, gt=0, description="How often the approve processor looks for expired items."
+    )
+    review_wait_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long a review waits for the decision it answers before it is refused.",
+    )
 
     @property
     def local_kafka(self) -> bool:

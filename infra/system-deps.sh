@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Installs what casegate needs from the OS (Java 17+, Maven, PostgreSQL server) when missing.
+# Installs what casegate needs from the OS (Java 17+, Maven, PostgreSQL server, and Chromium for
+# the browser tests) when missing.
 # Idempotent: does nothing when everything is present. Needs root (or sudo) to install.
 set -euo pipefail
 
 missing=()
-command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
-command -v mvn >/dev/null 2>&1 || missing+=(maven)
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql postgresql-contrib)
+# With DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS set, no local Kafka or PostgreSQL is needed.
+if [ -z "${DATABASE_URL:-}" ] || [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
+  command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null 2>&1 || missing+=(maven)
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql postgresql-contrib)
+fi
+# The browser tests drive the OS's Chromium: Playwright's own browser download is not used.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
-fi
-# With DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS set, nothing local is needed.
-if [ -n "${DATABASE_URL:-}" ] && [ -n "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then

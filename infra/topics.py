@@ -6,6 +6,7 @@ tables use, and an auto-created topic with another count crashes agents (Partiti
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
@@ -85,10 +86,15 @@ def describe_topics(
 ) -> list[TopicState]:
     admin = _admin(settings)
     meta = admin.list_topics(timeout=timeout_s).topics
+    deadline = time.monotonic() + timeout_s
+    # Topics created a moment ago can be missing from the first metadata answer.
+    while created and not created <= set(meta) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        meta = admin.list_topics(timeout=timeout_s).topics
     names = [settings.topic(s.name) for s in TOPICS if settings.topic(s.name) in meta]
     resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
     configs: dict[str, dict[str, str]] = {}
-    for resource, future in admin.describe_configs(resources).items():
+    for resource, future in (admin.describe_configs(resources).items() if resources else ()):
         entries = future.result(timeout=timeout_s)
         configs[resource.name] = {
             k: v.value for k, v in entries.items() if not v.is_default and v.value is not None

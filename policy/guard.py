@@ -18,7 +18,7 @@ from policy.loader import LoadedPolicy
 from policy.model import BlastRadius, Policy, Workflow
 from schemas.events import ActionSpec, GuardrailDecided, RecommendationProduced, derived_event_id
 
-__all__ = ["CaseFacts", "check_action", "decide_guard", "runs_in_window"]
+__all__ = ["CaseFacts", "auto_run_limit", "check_action", "decide_guard", "runs_in_window"]
 
 # Outcomes
 SHADOWED = "shadowed"
@@ -48,12 +48,25 @@ def runs_in_window(
     return tuple(t for t in recent_auto_runs if start < t <= now)
 
 
+def auto_run_limit(blast_radius: BlastRadius | None, shards: int = 1) -> int:
+    """Automatic runs one counter may authorize per window.
+
+    The workflow's runs may be counted by `shards` independent counters (one per
+    stream partition, none seeing the others); each gets floor(max_auto_runs / shards),
+    so that together they never exceed the workflow's limit.
+    """
+    if blast_radius is None:
+        return 0
+    return blast_radius.max_auto_runs // max(1, shards)
+
+
 def decide_guard(
     rec: RecommendationProduced,
     case: CaseFacts,
     policy: LoadedPolicy,
     recent_auto_runs: Sequence[datetime],
     now: datetime,
+    shards: int = 1,
 ) -> GuardrailDecided:
     """Decide what may happen with one recommendation.
 
@@ -61,7 +74,8 @@ def decide_guard(
     phase -> shadowed (with what the envelope would have said); an action outside the
     envelope -> denied; otherwise approval_required, or auto_authorized in the bounded
     phase for an `auto` action inside its bounds and blast radius. `recent_auto_runs`
-    are the times of this workflow's automatic authorizations.
+    are the times of this workflow's automatic authorizations counted by this caller,
+    one of `shards` counters that share the limit (`auto_run_limit`).
     """
     if rec.case_id != case.case_id:
         raise ValueError(f"recommendation for {rec.case_id} guarded with facts of {case.case_id}")
@@ -71,15 +85,18 @@ def decide_guard(
     if rec.action is None:
         return _decided(rec, policy, now, workflow, _Verdict(SHADOWED, ("no_action",)))
     runs = len(runs_in_window(recent_auto_runs, workflow.blast_radius, now))
+    limit = auto_run_limit(workflow.blast_radius, shards)
     if workflow.phase == "shadow":
-        verdict = _Verdict(SHADOWED, ("phase_shadow", *_would(rec.action, workflow, policy, runs)))
+        would = _would(rec.action, workflow, policy, runs, limit)
+        verdict = _Verdict(SHADOWED, ("phase_shadow", *would))
     else:
-        verdict = _envelope(rec.action, workflow, policy.policy, workflow.phase, runs)
+        verdict = _envelope(rec.action, workflow, policy.policy, workflow.phase, runs, limit)
     return _decided(rec, policy, now, workflow, verdict)
 
 
 def _envelope(
-    action: ActionSpec, workflow: Workflow, policy: Policy, phase: str, auto_runs: int
+    action: ActionSpec, workflow: Workflow, policy: Policy, phase: str, auto_runs: int,
+    limit: int,
 ) -> _Verdict:
     """The outcome for an action in `phase` (assisted or bounded) of `workflow`."""
     findings = action_findings(action, workflow, policy)
@@ -88,7 +105,6 @@ def _envelope(
         return _Verdict(DENIED, tuple(dict.fromkeys(f.code for f in findings)))
     reasons: list[str] = [PARAM_OUT_OF_BOUNDS] if findings else []
     if phase == "bounded" and rule.mode == "auto" and not findings:
-        limit = workflow.blast_radius.max_auto_runs if workflow.blast_radius else 0
         if auto_runs < limit:
             return _Verdict(AUTO_AUTHORIZED, ("within_envelope",))
         reasons.append("blast_radius_exceeded")
@@ -99,10 +115,10 @@ def _envelope(
 
 
 def _would(
-    action: ActionSpec, workflow: Workflow, policy: LoadedPolicy, auto_runs: int
+    action: ActionSpec, workflow: Workflow, policy: LoadedPolicy, auto_runs: int, limit: int
 ) -> tuple[str, ...]:
     """For shadow metrics: what the action would get were the workflow bounded."""
-    verdict = _envelope(action, workflow, policy.policy, "bounded", auto_runs)
+    verdict = _envelope(action, workflow, policy.policy, "bounded", auto_runs, limit)
     if verdict.outcome == DENIED:
         return tuple(f"would_deny:{code}" for code in verdict.reasons)
     if verdict.outcome == AUTO_AUTHORIZED:

@@ -49,6 +49,9 @@ class Pending:
     suggest_only: bool = False  # approval is recorded, casegate never executes
     policy_version: str  # the version under which `action` was last checked
     reviews_seen: tuple[str, ...] = ()  # review_ids already taken (redelivery guard)
+    # The event_id each of reviews_seen came in ("" for items stored before it was kept):
+    # the same review_id under another event_id is a replay, not a redelivery.
+    review_events: tuple[str, ...] = ()
 
 
 class _Refusal(Exception):
@@ -75,7 +78,7 @@ def on_decision(
         return existing, [_execution(
             decision.event_id, decision.case_id, decision.correlation_id,
             decision.recommendation_id, decision.action, "auto", "policy",
-            decision.policy_version, now)]
+            decision.policy_version, decision.workflow, now)]
     if decision.outcome != "approval_required":
         return existing, []
     if decision.expires_at is None or decision.workflow is None:
@@ -112,7 +115,12 @@ def on_review(
                                  f"no approval item for recommendation {review.recommendation_id} "
                                  f"of case {review.case_id}")]
     if review.review_id in pending.reviews_seen:
-        return pending, []  # redelivery: its events were produced the first time
+        taken = _taken_as(pending, review.review_id)
+        if taken in ("", review.event_id):
+            return pending, []  # redelivery: its events were produced the first time
+        return pending, [_denied(review, now, "duplicate_review",
+                                 f"review {review.review_id} was already taken as event {taken}; "
+                                 "sent again under another event id it changes nothing")]
     try:
         _check_review(pending, review, now)
         if review.verdict == "approve":
@@ -144,6 +152,19 @@ def on_tick(pending: Pending | None, now: datetime) -> tuple[Pending | None, lis
     return replace(pending, status=EXPIRED), [expired]
 
 
+def on_expired(pending: Pending | None, expired: ApprovalExpired) -> Pending | None:
+    """An ApprovalExpired (from a tick or a late review) closes its open item as expired.
+
+    The approve agent reads its own ApprovalExpired back from `decisions`; only there may
+    it change the item, so a timer never writes state itself.
+    """
+    if pending is None or pending.status != PENDING:
+        return pending
+    if pending.decision_event_id != expired.causation_id:
+        return pending  # an expiry of some other decision for this recommendation
+    return replace(pending, status=EXPIRED)
+
+
 # --- the rules ------------------------------------------------------------------------
 
 
@@ -173,7 +194,7 @@ def _approve(
     pending: Pending, review: ReviewSubmitted, now: datetime
 ) -> tuple[Pending, list[Event]]:
     approvers = (*pending.approvers, review.actor)
-    item = replace(pending, approvers=approvers, reviews_seen=_seen(pending, review))
+    item = replace(_taken(pending, review), approvers=approvers)
     events: list[Event] = [_recorded(item, review, now)]
     if len(approvers) < item.approvals_required:
         return item, events
@@ -184,7 +205,7 @@ def _reject(
     pending: Pending, review: ReviewSubmitted, now: datetime
 ) -> tuple[Pending, list[Event]]:
     # One eligible rejection closes the item: a veto, whatever the quorum.
-    item = replace(pending, status=REJECTED, reviews_seen=_seen(pending, review))
+    item = replace(_taken(pending, review), status=REJECTED)
     completed = _completed(item, review, now, REJECTED, approvers=(review.actor,))
     return item, [_recorded(item, review, now), completed]
 
@@ -215,10 +236,9 @@ def _override(
     # The override is a new proposal: approvals given to the old action do not carry over,
     # and the overriding operator is its first approver.
     item = replace(
-        pending, action=action, approvers=(review.actor,),
+        _taken(pending, review), action=action, approvers=(review.actor,),
         approvals_required=max(1, entry.approvals.count), eligible_roles=roles,
         suggest_only=rule.mode == "suggest", policy_version=policy.version,
-        reviews_seen=_seen(pending, review),
     )
     events: list[Event] = [_recorded(item, review, now)]
     if item.approvals_required > 1:
@@ -235,15 +255,25 @@ def _complete(
     if not item.suggest_only:  # suggest: the operator acts by hand; casegate runs nothing
         events.append(_execution(
             completed.event_id, item.case_id, item.correlation_id, item.recommendation_id,
-            item.action, "approved", ",".join(item.approvers), item.policy_version, now))
+            item.action, "approved", ",".join(item.approvers), item.policy_version,
+            item.workflow, now))
     return item, events
 
 
 # --- events ---------------------------------------------------------------------------
 
 
-def _seen(pending: Pending, review: ReviewSubmitted) -> tuple[str, ...]:
-    return (*pending.reviews_seen, review.review_id)
+def _taken(pending: Pending, review: ReviewSubmitted) -> Pending:
+    """The item with `review` in its redelivery guard."""
+    missing = len(pending.reviews_seen) - len(pending.review_events)
+    return replace(pending, reviews_seen=(*pending.reviews_seen, review.review_id),
+                   review_events=(*pending.review_events, *("",) * missing, review.event_id))
+
+
+def _taken_as(pending: Pending, review_id: str) -> str:
+    """The event_id under which `review_id` was taken ("" when not recorded)."""
+    index = pending.reviews_seen.index(review_id)
+    return pending.review_events[index] if index < len(pending.review_events) else ""
 
 
 def _recorded(item: Pending, review: ReviewSubmitted, now: datetime) -> ReviewRecorded:
@@ -272,7 +302,8 @@ def _completed(
 
 def _execution(
     cause_event_id: str, case_id: str, correlation_id: str | None, recommendation_id: str,
-    action: ActionSpec, mode: str, requested_by: str, policy_version: str, now: datetime,
+    action: ActionSpec, mode: str, requested_by: str, policy_version: str,
+    workflow: str | None, now: datetime,
 ) -> ExecutionRequested:
     return ExecutionRequested(
         event_id=derived_event_id(cause_event_id, "ExecutionRequested"),
@@ -283,6 +314,8 @@ def _execution(
         execution_id=derived_event_id(cause_event_id, "execution"),
         recommendation_id=recommendation_id, action=action, mode=mode,
         requested_by=requested_by, policy_version=policy_version,
+        # The executor re-checks the action against this workflow in the current policy.
+        workflow=workflow,
     )
 
 

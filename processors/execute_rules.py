@@ -58,11 +58,12 @@ def authorize_execution(
 
     The policy may have changed since the guard or the approvers saw the action, so it
     is checked again: still in the catalog, parameters still valid, and — given the
-    case's `workflow` — not prohibited, within bounds, workflow not back in shadow, and
-    for an automatic run still `auto` in a `bounded` workflow. Without a workflow only
-    the catalog checks apply.
+    case's workflow (`workflow`, else the one the request carries) — not prohibited,
+    within bounds, workflow not back in shadow, and for an automatic run still `auto`
+    in a `bounded` workflow. Without a workflow only the catalog checks apply.
     """
     pol = as_policy(policy)
+    workflow = workflow if workflow is not None else req.workflow
     if req.mode not in ("auto", "approved"):
         return f"invalid_mode: {req.mode!r} is neither auto nor approved"
     entry = pol.action(req.action.name)

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from mode import Worker
 
 from infra.settings import Settings
+from processors.app import ensure_changelogs
 from schemas.codec import Codec
 
-PROCESSORS = ("intake",)
+# Processor name -> module with `build(settings, codec) -> faust.App`.
+PROCESSORS: dict[str, str] = {
+    "intake": "processors.intake",
+    "recommend": "processors.recommend.processor",
+    "guard": "processors.guard",
+    "approve": "processors.approve",
+    "execute": "processors.execute",
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,9 +27,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"usage: python -m processors.worker {{{'|'.join(PROCESSORS)}}}")
     settings = Settings()
     codec = Codec.load()
-    from processors import intake
-
-    app = intake.build(settings, codec)
+    app = importlib.import_module(PROCESSORS[args[0]]).build(settings, codec)
+    ensure_changelogs(settings, app)
     # mode's Worker owns the event loop and turns SIGTERM/SIGINT into a clean shutdown.
     Worker(app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()
 

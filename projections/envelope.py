@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from schemas.events import Event
 from schemas.jsonform import dumps
@@ -26,3 +28,37 @@ class Envelope:
     def payload(self) -> str:
         """The event's JSON form, computed once for every read model that stores it."""
         return dumps(self.event).decode()
+
+
+# PostgreSQL text and jsonb cannot hold U+0000; the read models store U+FFFD in its place.
+NUL, REPLACEMENT = "\x00", "\ufffd"
+
+
+def storable(env: Envelope) -> Envelope:
+    """`env` with every U+0000 in its event's text replaced, so that PostgreSQL can store
+    it (the topic keeps the event as it was). One NUL in a case's text used to fail the
+    read models' whole batch on every restart: a stall, not one bad row.
+    """
+    # orjson writes U+0000 as this escape; without it (the usual case) nothing to do.
+    if "\\u0000" not in env.payload:
+        return env
+    return dataclasses.replace(env, event=_without_nul(env.event))
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace(NUL, REPLACEMENT)
+    if isinstance(value, tuple | list):
+        return type(value)(_without_nul(v) for v in value)
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(
+            value,
+            **{
+                f.name: _without_nul(getattr(value, f.name))
+                for f in dataclasses.fields(value)
+                if f.init
+            },
+        )
+    return value

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
 import psycopg
@@ -25,9 +25,10 @@ from confluent_kafka import (
 )
 
 from infra.deadletter import dead_letter
+from infra.kafka import read_headers
 from infra.settings import Settings
-from projections.envelope import Envelope
-from schemas.codec import Codec, CodecError, Headers
+from projections.envelope import Envelope, storable
+from schemas.codec import Codec, CodecError, Headers, InvalidEvent
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class ProjectionRunner:
         batch_size: int = 5000,
         emit_dead_letters: bool = True,
         poll_timeout_s: float = 0.25,
+        reconnect: Callable[[], psycopg.Connection] | None = None,
     ) -> None:
         self.settings = settings
         self.codec = codec
@@ -81,6 +83,9 @@ class ProjectionRunner:
         # without producing the same dead letters again.
         self.emit_dead_letters = emit_dead_letters
         self.poll_timeout_s = poll_timeout_s
+        # How to open a new connection when PostgreSQL went away (restart, failover);
+        # without it a lost connection ends run() with the error.
+        self.reconnect = reconnect
         # Offsets are stored per projection; dead letters name the consumer group.
         self.consumer_name = f"projection.{name}"
         self.group_id = group_id(settings, name)
@@ -96,16 +101,73 @@ class ProjectionRunner:
         self.start()
         try:
             while not stop.is_set():
-                self.step()
+                try:
+                    self.step()
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                    if self.reconnect is None:
+                        raise
+                    log.warning("PostgreSQL connection lost (%s); reconnecting", exc)
+                    self._recover(stop, self.reconnect)
         finally:
             self.consumer.close()
             self.producer.flush(10)
 
+    def _recover(
+        self,
+        stop: threading.Event,
+        reconnect: Callable[[], psycopg.Connection],
+        max_wait_s: float = 5.0,
+    ) -> None:
+        """Reconnect, then rewind every assigned partition to the offset stored beside the
+        rows: the batch in hand was rolled back (or, if the commit's answer was lost, did
+        commit), and only the database knows which, so it is read again from there."""
+        wait = 0.2
+        while not stop.is_set():
+            try:
+                self.conn.close()
+                self.conn = reconnect()
+                self._rewind()
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                log.warning("PostgreSQL still unavailable (%s); retrying in %.1fs", exc, wait)
+                stop.wait(wait)
+                wait = min(wait * 2, max_wait_s)
+                continue
+            log.info("PostgreSQL connection restored; resuming from the stored offsets")
+            return
+
+    def _rewind(self) -> None:
+        stored = self._stored_offsets()
+        # assign() with explicit offsets, not seek(): it also covers a partition whose
+        # fetch had not started yet, where seek() fails with an erroneous-state error.
+        self.consumer.assign(
+            [
+                TopicPartition(
+                    tp.topic, tp.partition, stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+                )
+                for tp in self.consumer.assignment()
+            ]
+        )
+
+    def _stored_offsets(self) -> dict[tuple[str, int], int]:
+        rows = self.conn.execute(
+            "SELECT topic, partition, next_offset FROM projection_offsets WHERE consumer = %s",
+            (self.consumer_name,),
+        ).fetchall()
+        self.conn.commit()
+        return {(t, p): o for t, p, o in rows}
+
     def step(self) -> int:
         """Consume and project one batch; returns how many records it covered."""
-        messages = self.consumer.consume(self.batch_size, self.poll_timeout_s)
+        # What is already fetched, else wait for the first record only. consume(n, timeout)
+        # alone waits the whole timeout whenever fewer than n records are ready, which put
+        # up to poll_timeout_s (250 ms) on every event at low rates; under a backlog the
+        # batch still fills to batch_size, so throughput is unchanged.
+        messages = self.consumer.consume(self.batch_size, 0)
         if not messages:
-            return 0
+            messages = self.consumer.consume(1, self.poll_timeout_s)
+            if not messages:
+                return 0
+            messages += self.consumer.consume(self.batch_size - 1, 0)
         envelopes: list[Envelope] = []
         dead = 0
         next_offsets: dict[tuple[str, int], int] = {}
@@ -122,15 +184,22 @@ class ProjectionRunner:
                 cast(int, msg.offset()),
             )
             next_offsets[(topic, partition)] = offset + 1
+            headers: Headers | None = None
             try:
-                event = self.codec.decode(msg.value(), msg.headers())
+                headers = read_headers(msg)
+                event = self.codec.decode(msg.value(), headers)
+                if self.settings.topic(event.topic) != topic:
+                    # Each event type has its topic (DESIGN §3); one found elsewhere was
+                    # put there by mistake or malice and no processor acts on it there.
+                    raise InvalidEvent(
+                        f"{event.event_type} belongs on {self.settings.topic(event.topic)}, "
+                        f"not on {topic}"
+                    )
             except CodecError as exc:
-                self._dead_letter(
-                    topic, partition, offset, msg.key(), msg.value(), msg.headers(), exc
-                )
+                self._dead_letter(topic, partition, offset, msg.key(), msg.value(), headers, exc)
                 dead += 1
                 continue
-            envelopes.append(Envelope(topic, partition, offset, msg.key(), event))
+            envelopes.append(storable(Envelope(topic, partition, offset, msg.key(), event)))
         if dead and self.emit_dead_letters:
             # Dead letters must be durable before the offsets that skip them are.
             remaining = self.producer.flush(30)
@@ -191,14 +260,7 @@ class ProjectionRunner:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Seek each assigned partition to the position stored beside the rows."""
-        stored = dict(
-            ((t, p), o)
-            for t, p, o in self.conn.execute(
-                "SELECT topic, partition, next_offset FROM projection_offsets WHERE consumer = %s",
-                (self.consumer_name,),
-            ).fetchall()
-        )
-        self.conn.commit()
+        stored = self._stored_offsets()
         for tp in partitions:
             tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
         consumer.assign(partitions)

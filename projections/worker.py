@@ -34,7 +34,16 @@ def build_runner(
     """Every read model in one consumer: each record is decoded once and all tables move
     together in one transaction per batch."""
     audit = AuditLogProjection()
-    conn = conn or psycopg.connect(database_urls(settings).app)
+    # The live worker (no connection handed in) reconnects by itself after PostgreSQL
+    # restarts; a caller that brings its own connection (a replay) owns its failures.
+    reconnect = None
+    if conn is None:
+        url = database_urls(settings).app
+        conn = psycopg.connect(url)
+
+        def reconnect() -> psycopg.Connection:
+            return psycopg.connect(url, connect_timeout=10)
+
     return ProjectionRunner(
         settings=settings,
         codec=codec,
@@ -52,6 +61,7 @@ def build_runner(
         consumer=make_consumer(settings, group_id(settings, name)),
         producer=make_producer(settings),
         emit_dead_letters=emit_dead_letters,
+        reconnect=reconnect,
     )
 
 

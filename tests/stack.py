@@ -98,15 +98,4 @@ def _local(base: Settings) -> Iterator[Stack]:
 
 def env_for(settings: Settings) -> dict[str, str]:
     """Environment for a child process (a component under test) to see these settings."""
-    env = dict(os.environ)
-    env["CASEGATE_TOPIC_PREFIX"] = settings.topic_prefix
-    env["CASEGATE_DB_NAME"] = settings.db_name
-    env["CASEGATE_PARTITIONS"] = str(settings.partitions)
-    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.bootstrap_servers
-    env["CASEGATE_APPROVAL_TICK_S"] = str(settings.approval_tick_s)
-    env["CASEGATE_REVIEW_WAIT_S"] = str(settings.review_wait_s)
-    if settings.database_url is not None:
-        env["DATABASE_URL"] = settings.database_url.get_secret_value()
-    if settings.admin_database_url is not None:
-        env["CASEGATE_ADMIN_DATABASE_URL"] = settings.admin_database_url.get_secret_value()
-    return env
+    return sandbox.child_env(settings)

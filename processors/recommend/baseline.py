@@ -71,6 +71,11 @@ class BaselineIndex:
                                                         walk_budget, max_query_terms)
         self._categories: Counter[str] = Counter()
         self._actions: Counter[str] = Counter()
+        # The recommender asks twice for the same case's neighbours (`route` picks the
+        # workflow, then `plan` answers within it); the search is most of a
+        # recommendation's cost, so the last answer is kept until the index changes.
+        self._changes = 0
+        self._last: tuple[tuple[str, str | None, int], tuple[Neighbor, ...]] | None = None
 
     @property
     def resolved_count(self) -> int:
@@ -100,6 +105,7 @@ class BaselineIndex:
             self._learn(event)
         elif isinstance(event, CaseReopened):
             # The old resolution no longer stands: unlearn it, and wait for the next one.
+            self._changes += 1
             resolved = self._index.remove(event.case_id)
             if resolved is not None:
                 self._forget(resolved)
@@ -116,12 +122,17 @@ class BaselineIndex:
     def neighbors(self, inp: ModelInput, *,
                   exclude_case: str | None = None) -> tuple[Neighbor, ...]:
         """The `k` most similar resolved cases (cosine >= MIN_SIMILARITY), best first."""
+        query = (inp.sha256, exclude_case, self._changes)
+        if self._last is not None and self._last[0] == query:
+            return self._last[1]
         hits = self._index.search(features(inp), self.k, exclude=exclude_case)
-        return tuple(
+        found = tuple(
             Neighbor(str(key), round(sim, 4), resolved.category, resolved.actions)
             for key, sim, resolved in hits
             if sim >= MIN_SIMILARITY
         )
+        self._last = (query, found)
+        return found
 
     def terms(self) -> frozenset[str]:
         """Every term the index holds: what an audit checks for leaked personal data."""
@@ -138,6 +149,7 @@ class BaselineIndex:
             self._open.popitem(last=False)
 
     def _learn(self, event: CaseResolved) -> None:
+        self._changes += 1  # whatever follows, the resolved set (and idf) may move
         view = self._open.pop(event.case_id, None)
         if view is None:
             # Resolved twice without a reopen: the latest resolution wins. Otherwise the

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from policy.loader import LoadedPolicy, default_policy_path, load_policy_file, load_policy_text
-from processors.approve_rules import Pending, on_decision, on_review, on_tick
+from processors.approve_rules import Pending, on_decision, on_expired, on_review, on_tick
 from schemas.events import (
     ActionSpec,
     ApprovalCompleted,
@@ -103,6 +103,7 @@ def test_auto_authorized_requests_execution_by_policy() -> None:
     assert (request.mode, request.requested_by, request.action) == ("auto", "policy", PLAN_PRO)
     assert request.execution_id == derived_event_id("decision-event-1", "execution")
     assert request.causation_id == "decision-event-1"
+    assert request.workflow == "billing"  # the executor re-checks under this workflow
 
 
 @pytest.mark.parametrize("outcome", ["shadowed", "denied", "out_of_scope"])
@@ -133,6 +134,7 @@ def test_one_eligible_approval_completes_a_one_approval_item() -> None:
     assert isinstance(request, ExecutionRequested)
     assert (request.mode, request.requested_by, request.action) == ("approved", "alice", PLAN_PRO)
     assert request.causation_id == completed.event_id
+    assert request.workflow == "billing"
 
 
 def test_two_distinct_approvers_reach_the_quorum_of_two() -> None:
@@ -352,6 +354,25 @@ def test_tick_on_a_closed_item_changes_nothing(status: str) -> None:
     assert on_tick(item, EXPIRES + timedelta(days=1)) == (item, [])
 
 
+def test_an_expiry_read_back_closes_the_open_item() -> None:
+    [expired] = on_tick(pending(), EXPIRES)[1]
+    assert isinstance(expired, ApprovalExpired)
+
+    closed = on_expired(pending(approvers=("alice",)), expired)
+
+    assert closed is not None and (closed.status, closed.approvers) == ("expired", ("alice",))
+
+
+@pytest.mark.parametrize("status", ["approved", "rejected", "expired"])
+def test_an_expiry_read_back_leaves_a_closed_item_alone(status: str) -> None:
+    [expired] = on_tick(pending(), EXPIRES)[1]
+    assert isinstance(expired, ApprovalExpired)
+    item = pending(status=status)
+
+    assert on_expired(item, expired) == item
+    assert on_expired(None, expired) is None
+
+
 def test_tick_and_late_review_expire_with_the_same_event_id() -> None:
     by_tick = on_tick(pending(), EXPIRES)[1]
     by_review = on_review(pending(), review(), POLICY, EXPIRES)[1]
@@ -379,6 +400,31 @@ def test_a_redelivered_review_after_it_was_taken_produces_nothing() -> None:
     first, _ = on_review(pending(), review("alice"), POLICY, LATER)
 
     assert on_review(first, review("alice"), POLICY, LATER) == (first, [])
+
+
+def test_the_same_review_under_another_event_id_is_refused_as_a_replay() -> None:
+    # Given alice's review taken once (one approval of two)
+    first, _ = on_review(pending(), review("alice"), POLICY, LATER)
+    assert first is not None
+    # When the very same review comes again under a new event id (a replay, not a
+    # redelivery: a redelivery carries the same event id)
+    replayed = replace(review("alice"), event_id="event-replayed")
+    after, events = on_review(first, replayed, POLICY, LATER)
+
+    # Then it is refused with its reason, and the item keeps its one approval
+    assert denial(events) == "duplicate_review"
+    assert after == first and after.approvers == ("alice",)
+
+
+def test_items_stored_before_event_ids_were_kept_treat_a_known_review_as_redelivered() -> None:
+    first, _ = on_review(pending(), review("alice"), POLICY, LATER)
+    assert first is not None
+    legacy = replace(first, review_events=())
+
+    assert on_review(legacy, replace(review("alice"), event_id="other"), POLICY, LATER) == (
+        legacy, [])
+    later, _ = on_review(legacy, review("bob", ("finance_lead",)), POLICY, LATER)
+    assert later is not None and later.review_events == ("", "event-rev-bob-approve")
 
 
 def test_an_override_in_a_workflow_removed_from_the_policy_is_refused() -> None:

@@ -3,6 +3,7 @@ adapter answers, then the refusal or the outcome events."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -69,6 +70,17 @@ def test_requests_inside_the_current_policy_are_authorized(
     req: ExecutionRequested, workflow: str | None
 ) -> None:
     assert authorize_execution(req, POLICY, workflow) is None
+
+
+def test_the_workflow_a_request_carries_is_checked_when_none_is_passed() -> None:
+    carried = replace(request(), workflow="billing")
+    prohibited = edited("refund_payment:\n        mode: approve",
+                        "refund_payment:\n        mode: prohibited")
+
+    assert authorize_execution(carried, POLICY) is None
+    reason = authorize_execution(carried, prohibited)
+    assert reason is not None and reason.startswith("action_prohibited")
+    assert authorize_execution(replace(carried, workflow=None), prohibited) is None  # catalog only
 
 
 @pytest.mark.parametrize(

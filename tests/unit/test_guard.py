@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from policy.facts import CaseFacts
-from policy.guard import check_action, decide_guard, runs_in_window
+from policy.guard import auto_run_limit, check_action, decide_guard, runs_in_window
 from policy.loader import LoadedPolicy, load_policy_text
+from policy.model import BlastRadius
 from schemas.events import (
     ActionSpec,
     CaseOpened,
@@ -311,3 +312,25 @@ def test_auto_authorized_only_inside_the_whole_envelope(
     inside = phase == "bounded" and mode == "auto" and 0 <= n <= 5 and recent < MAX_AUTO
     assert (decided.outcome == "auto_authorized") == inside
     assert (decided.outcome == "approval_required") == (decided.approvals_required > 0)
+
+
+@pytest.mark.parametrize(("max_auto", "shards", "share"), [(50, 6, 8), (6, 6, 1), (5, 6, 0),
+                                                            (2, 1, 2)])
+def test_blast_radius_is_shared_evenly_between_counters(
+    max_auto: int, shards: int, share: int
+) -> None:
+    radius = BlastRadius(max_auto_runs=max_auto, window_s=60)
+
+    assert auto_run_limit(radius, shards) == share
+    assert auto_run_limit(radius, shards) * shards <= max_auto  # together never above it
+    assert auto_run_limit(None, shards) == 0
+
+
+def test_a_counter_stops_at_its_share_of_the_blast_radius() -> None:
+    # MAX_AUTO is 2: split over 2 partitions each counter may authorize one run.
+    first = decide_guard(rec(tune(IN)), CASE, policy(), runs(0), NOW, shards=2)
+    second = decide_guard(rec(tune(IN)), CASE, policy(), runs(1), NOW, shards=2)
+
+    assert first.outcome == "auto_authorized"
+    assert (second.outcome, second.reasons) == ("approval_required",
+                                                ("blast_radius_exceeded", "needs_approval"))

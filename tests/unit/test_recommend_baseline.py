@@ -122,6 +122,17 @@ def test_a_reopened_case_is_unlearned_until_it_is_resolved_again() -> None:
     assert index.categories["plan_downgrade"] == 1 and index.resolved_count == 9
 
 
+def test_a_repeated_question_is_answered_again_once_the_history_changed() -> None:
+    index = index_for(POLICY)
+    inp = model_input(open_view(CHARGED), index.visibility)
+    first = index.neighbors(inp, exclude_case=CHARGED.case_id)
+    assert index.neighbors(inp, exclude_case=CHARGED.case_id) is first  # no second search
+    index.replay([opened("n-2", "Charged twice again", "My card was charged twice."),
+                  resolved("n-2", "double_charge")])
+    again = index.neighbors(inp, exclude_case=CHARGED.case_id)
+    assert again[0].case_id == "n-2" and again != first
+
+
 def test_the_index_holds_no_field_outside_the_allowlist_and_no_personal_data() -> None:
     index = index_for(POLICY, events=[])
     index.replay([opened("p-1", "Refund to ann@example.com",

@@ -1,0 +1,175 @@
+"""`casegate policy validate|publish|diff`: check, publish and compare policy documents.
+
+Errors are printed one per line as `path: message` (the dotted path in the document) and
+the command exits with 2. Publishing sends one PolicyPublished, keyed "policy", to the
+compacted one-partition `policy` topic, where running processors pick it up.
+"""
+
+from __future__ import annotations
+
+import getpass
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from rich.console import Console
+
+from infra.kafka import consumer_config, make_producer
+from infra.settings import Settings
+from policy.loader import (
+    LoadedPolicy,
+    PolicyInvalid,
+    diff_policies,
+    load_policy_file,
+    load_policy_text,
+)
+from schemas.codec import Codec
+from schemas.errors import CodecError
+from schemas.events import PolicyPublished, new_event_id, utc_now
+
+app = typer.Typer(help="Validate, publish and compare policy documents.", no_args_is_help=True)
+# Plain text: document paths such as `actions[0]` must not be read as rich markup.
+out = Console(highlight=False, markup=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
+PolicyFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="policy YAML")]
+INVALID = 2
+
+
+@app.command()
+def validate(path: PolicyFile) -> None:
+    """Check a policy document; list every problem with its path in the document."""
+    loaded = _load_or_exit(path)
+    out.print(f"{path}: valid policy {loaded.version} (sha256 {loaded.sha256})")
+
+
+@app.command()
+def publish(
+    path: PolicyFile,
+    author: Annotated[str | None, typer.Option(help="who publishes (default: your login)")] = None,
+) -> None:
+    """Publish a valid policy document; running processors use it for their next decisions."""
+    loaded = _load_or_exit(path)
+    settings = Settings()
+    codec = Codec.load()
+    current = read_published(settings, codec)
+    if current is not None and current.sha256 == loaded.sha256:
+        out.print(
+            f"policy {loaded.version} (sha256 {loaded.sha256}) is already in force; nothing sent"
+        )
+        return
+    if current is not None and current.version == loaded.version:
+        err.print(
+            f"version: {loaded.version} is already published with other content "
+            f"(sha256 {current.sha256}); give the new document a new version"
+        )
+        raise typer.Exit(INVALID)
+    # getpass reads $USER (or LOGNAME…), falling back to the account name.
+    event = publish_policy(settings, codec, loaded, author or getpass.getuser())
+    out.print(f"published policy {event.version} (sha256 {event.sha256}) by {event.author}")
+
+
+@app.command()
+def diff(
+    old: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, help="policy YAML; alone, compared with the published one"
+        ),
+    ],
+    new: Annotated[
+        Path | None,
+        typer.Argument(exists=True, dir_okay=False, help="policy YAML to compare OLD with"),
+    ] = None,
+) -> None:
+    """Changes from the published policy to FILE, or from OLD to NEW."""
+    if new is None:
+        after = _load_or_exit(old)
+        published = read_published(Settings(), Codec.load())
+        if published is None:
+            out.print(f"no policy published yet; {old} would be the first ({after.version})")
+            return
+        before = load_policy_text(published.document)
+        label = f"published {before.version} -> {old} ({after.version})"
+    else:
+        before, after = _load_or_exit(old), _load_or_exit(new)
+        label = f"{old} ({before.version}) -> {new} ({after.version})"
+    changes = diff_policies(before, after)
+    out.print(label)
+    for line in changes or ["no changes"]:
+        out.print(f"  {line}")
+
+
+def publish_policy(
+    settings: Settings, codec: Codec, loaded: LoadedPolicy, author: str
+) -> PolicyPublished:
+    """Send `loaded` as a PolicyPublished and wait until the broker has it."""
+    event = PolicyPublished(
+        # A fresh id: publishing an earlier document again (a rollback) is a new event.
+        event_id=new_event_id(),
+        case_id="policy",
+        occurred_at=utc_now(),
+        version=loaded.version,
+        sha256=loaded.sha256,
+        author=author,
+        document=loaded.text,
+    )
+    value, encoded_headers = codec.encode(event)
+    headers: list[tuple[str, str | bytes | None]] = list(encoded_headers)
+    producer = make_producer(settings)
+    failures: list[str] = []
+    producer.produce(
+        settings.topic("policy"),
+        key=b"policy",
+        value=value,
+        headers=headers,
+        on_delivery=lambda e, _m: failures.append(str(e)) if e else None,
+    )
+    if producer.flush(30) or failures:
+        raise KafkaException(f"policy not published: {'; '.join(failures) or 'flush timed out'}")
+    return event
+
+
+def read_published(
+    settings: Settings, codec: Codec, timeout_s: float = 15.0
+) -> PolicyPublished | None:
+    """The policy in force: the last PolicyPublished on the `policy` topic, or None."""
+    tp = TopicPartition(settings.topic("policy"), 0)
+    # A throwaway group that never commits: reading the policy leaves no trace.
+    consumer = Consumer(
+        consumer_config(settings, f"{settings.topic_prefix}policy-cli-{uuid.uuid4()}")
+    )
+    try:
+        _low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+        if high <= 0:
+            return None
+        consumer.assign([TopicPartition(tp.topic, 0, 0)])
+        latest: PolicyPublished | None = None
+        deadline = time.monotonic() + timeout_s
+        while consumer.position([tp])[0].offset < high:
+            if time.monotonic() > deadline:
+                raise KafkaException(f"{tp.topic}: not read to offset {high} within {timeout_s:g}s")
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            try:
+                event = codec.decode(msg.value(), msg.headers())
+            except CodecError:
+                continue  # processors dead-letter it; the one before stays in force
+            if isinstance(event, PolicyPublished):
+                latest = event
+        return latest
+    finally:
+        consumer.close()
+
+
+def _load_or_exit(path: Path) -> LoadedPolicy:
+    try:
+        return load_policy_file(path)
+    except PolicyInvalid as exc:
+        for where, message in exc.errors:
+            err.print(f"{where}: {message}")
+        err.print(f"{path}: {len(exc.errors)} problem(s); nothing done")
+        raise typer.Exit(INVALID) from None

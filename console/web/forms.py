@@ -1,0 +1,133 @@
+"""The pages' form posts: sign in and out, review, reclassify.
+
+Every post that changes something carries the session's form token and goes through the
+same service functions as the API, so the pages can do nothing the API would refuse.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from console.api import writes
+from console.api.deps import Conn, Svc
+from console.api.errors import ConsoleError, Forbidden, Invalid
+from console.api.models import ReclassifyRequest, ReviewRequest
+from console.web.pages import review_page, trace_page
+from console.web.render import render, trace_url
+from console.web.session import Session, check_form, session_of, sign_in, sign_out
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/sign-in")
+def sign_in_page(request: Request, ended: bool = False) -> Response:
+    error = "Your token is invalid or was revoked; sign in again." if ended else None
+    return render(request, "sign_in.html", session=None, error=error)
+
+
+@router.post("/sign-in")
+def sign_in_post(request: Request, svc: Svc, conn: Conn, token: str = Form("")) -> Response:
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise Forbidden("sign-in posted from another site; refused")
+    session = session_of(conn, token.strip())
+    if session is None:
+        return render(
+            request,
+            "sign_in.html",
+            status=401,
+            session=None,
+            error="That token is not valid or has been revoked.",
+        )
+    response = RedirectResponse("/queue", status_code=303)
+    sign_in(response, session.token, svc.settings)
+    return response
+
+
+@router.post("/sign-out")
+def sign_out_post(request: Request, session: Session, form_token: str = Form("")) -> Response:
+    check_form(request, session, form_token)
+    response = RedirectResponse("/sign-in", status_code=303)
+    sign_out(response)
+    return response
+
+
+def _validated(model: type[ReviewRequest] | type[ReclassifyRequest], data: dict[str, Any]) -> Any:
+    """The request model, or Invalid naming each form field at fault."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise Invalid([(("form", *map(str, e["loc"])), e["msg"]) for e in exc.errors()]) from None
+
+
+@router.post("/queue/{recommendation_id}/review")
+def review_post(
+    recommendation_id: str,
+    request: Request,
+    session: Session,
+    svc: Svc,
+    conn: Conn,
+    form_token: str = Form(""),
+    idempotency_key: str = Form(""),
+    verdict: str = Form(""),
+    reason: str = Form(""),
+    override_action: str = Form(""),
+    override_params: str = Form(""),
+) -> Response:
+    check_form(request, session, form_token)
+    try:
+        override = None
+        if verdict == "override":
+            try:
+                params = json.loads(override_params) if override_params.strip() else {}
+            except ValueError as exc:
+                raise Invalid([(("form", "override_params"), f"not valid JSON: {exc}")]) from None
+            override = {"action": override_action, "params": params}
+        body = _validated(
+            ReviewRequest,
+            {
+                "recommendation_id": recommendation_id,
+                "verdict": verdict,
+                "reason": reason.strip() or None,
+                "override": override,
+                "idempotency_key": idempotency_key,
+            },
+        )
+        result = writes.submit_review(svc, conn, session.operator, body)
+    except ConsoleError as exc:
+        return review_page(request, session, svc, conn, recommendation_id, error=exc)
+    return RedirectResponse(
+        f"{trace_url(result.case_id)}?submitted={result.review_id}", status_code=303
+    )
+
+
+@router.post("/cases/{case_id}/reclassify")
+def reclassify_post(
+    case_id: str,
+    request: Request,
+    session: Session,
+    svc: Svc,
+    conn: Conn,
+    form_token: str = Form(""),
+    idempotency_key: str = Form(""),
+    category: str = Form(""),
+    reason: str = Form(""),
+) -> Response:
+    check_form(request, session, form_token)
+    try:
+        body = _validated(
+            ReclassifyRequest,
+            {"category": category.strip(), "reason": reason, "idempotency_key": idempotency_key},
+        )
+        result = writes.reclassify(svc, conn, session.operator, case_id, body)
+    except ConsoleError as exc:
+        return trace_page(request, session, conn, case_id, error=exc)
+    return RedirectResponse(
+        f"{trace_url(result.case_id)}?submitted={result.review_id}", status_code=303
+    )
