@@ -7,13 +7,11 @@ later runs reuse them. Data, config and logs live under ``<home>/kafka``.
 from __future__ import annotations
 
 import base64
-import logging
 import subprocess
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
@@ -25,9 +23,6 @@ POM = PROJECT_ROOT / "infra" / "pom.xml"
 JAVA_HINT = "Install Java 17 or newer, e.g. `apt-get install -y openjdk-17-jre-headless`."
 MAVEN_HINT = "Install Maven, e.g. `apt-get install -y maven` (it fetches the broker's jars)."
 
-_quiet = logging.getLogger("casegate.kafka_probe")
-_quiet.addHandler(logging.NullHandler())
-_quiet.propagate = False
 
 LOG4J2 = """\
 status = warn
@@ -106,19 +101,32 @@ class LocalKafka:
         staging.rename(self.libs)
         return self.libs
 
-    def answers(self, timeout_s: float = 2.0) -> bool:
-        """True when a Kafka broker answers a metadata request on the configured port."""
-        conf: dict[str, Any] = {
-            "bootstrap.servers": self.settings.bootstrap_servers,
-            "logger": _quiet,
-            "socket.connection.setup.timeout.ms": 1000,
-        }
-        admin = AdminClient(conf)
+    def answers(self, timeout_s: float = 2.0, admin: AdminClient | None = None) -> bool:
+        """True when a Kafka broker answers a metadata request on the configured port.
+
+        `admin`: a client to ask with, kept by the caller across repeated questions. A
+        client destroyed while its metadata request is still in flight (a broker whose port
+        is open but which is still loading its partitions does not answer in time) can
+        crash the interpreter inside librdkafka, so a waiting loop must reuse one.
+        """
+        admin = admin or self._probe_client()
         try:
             admin.list_topics(timeout=timeout_s)
         except Exception:
             return False
         return True
+
+    def _probe_client(self) -> AdminClient:
+        return AdminClient(
+            {
+                "bootstrap.servers": self.settings.bootstrap_servers,
+                # Silence librdkafka itself (a broker that is not up is the question here)
+                # rather than route its logs to a Python logger, which a client destroyed
+                # while its threads still log can crash on.
+                "log_level": 0,
+                "socket.connection.setup.timeout.ms": 1000,
+            }
+        )
 
     def running_pid(self) -> int | None:
         return read_pid(self.pid_file)
@@ -142,8 +150,9 @@ class LocalKafka:
             self._format(libs)
         pid = self.running_pid() or self._spawn(libs)
         deadline = time.monotonic() + wait_s
+        probe = self._probe_client()
         while time.monotonic() < deadline:
-            if self.answers(timeout_s=1.0):
+            if self.answers(timeout_s=1.0, admin=probe):
                 return f"Kafka started at {s.bootstrap_servers} (pid {pid}); log: {self.log_file}"
             if read_pid(self.pid_file) is None:
                 break

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.helpers import create_ssl_context
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -13,6 +17,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from infra.kafka import common_config
 from infra.settings import Settings
 from processors import transport
+
+log = logging.getLogger(__name__)
 
 
 def faust_broker(settings: Settings) -> str:
@@ -61,6 +67,30 @@ def raw_topic(app: faust.App, settings: Settings, *names: str) -> faust.TopicT:
     return app.topic(
         *(settings.topic(name) for name in names), key_serializer="raw", value_serializer="raw"
     )
+
+
+async def start_follower(settings: Settings, what: str) -> AIOKafkaConsumer:
+    """A started read-committed consumer outside any group, for a task that follows a whole
+    topic (policies, the recommender's history). A broker that is away when the task
+    starts (a restart) is waited out: the failed start would otherwise crash the worker."""
+    wait = 0.5
+    while True:
+        consumer = AIOKafkaConsumer(
+            **aiokafka_config(settings),
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+        )
+        try:
+            await consumer.start()
+        except KafkaConnectionError as exc:
+            await consumer.stop()
+            log.warning("%s: broker unreachable (%s); trying again in %.1fs", what, exc, wait)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 10.0)
+            continue
+        return consumer
 
 
 def aiokafka_config(settings: Settings) -> dict[str, Any]:

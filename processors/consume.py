@@ -74,8 +74,8 @@ class Continuity:
         settings: Settings,
         group: str,
         timeout_s: float = 10.0,
-        retry_after_s: float = 5.0,
-        max_rewinds: int = 5,
+        retry_after_s: float = 10.0,
+        max_rewinds: int = 6,
     ) -> None:
         self._conf = common_config(settings)
         self._group = group
@@ -84,50 +84,114 @@ class Continuity:
         self._max_rewinds = max_rewinds
         self._positions: dict[TP, _Position] = {}
         self._admin: AdminClient | None = None
+        # Since when the agent has been waiting for its next record (None: it is busy).
+        self.idle_since: float | None = time.monotonic()
 
     async def admit(self, message: Message, consumer: faust.types.ConsumerT) -> bool:
         """True: hand `message` to the agent. False: drop it, a seek back is under way."""
         tp, generation = message.tp, message.generation_id
         at = self._positions.get(tp)
         if at is None or at.generation != generation:
-            at = _Position(generation, await asyncio.to_thread(self._committed, tp))
-            self._positions[tp] = at
+            try:
+                committed = await asyncio.to_thread(self._committed, tp)
+            except (KafkaException, TimeoutError) as exc:
+                # The broker is away (a restart): read this record again later, when
+                # where the partition stands can be known.
+                log.warning(
+                    "%s[%d]: committed offset unknown (%s); reading %d again later",
+                    tp.topic,
+                    tp.partition,
+                    exc,
+                    message.offset,
+                )
+                await seek_back(consumer, tp, message.offset, message.offset)
+                return False
+            at = self._positions[tp] = _Position(generation, committed)
         if message.offset > at.next_offset:
             waiting = at.rewound_at is not None and (
                 time.monotonic() - at.rewound_at < self._retry_after_s
             )
             if waiting:
                 return False
-            missed = await asyncio.to_thread(
-                self._records_between, tp, at.next_offset, message.offset
-            )
-            if missed:
+            try:
+                missed: list[int] | None = await asyncio.to_thread(
+                    self._records_between, tp, at.next_offset, message.offset
+                )
+            except (KafkaException, TimeoutError):
+                missed = None  # cannot tell: read the hole again, which is always safe
+            if missed is None or missed:
                 await self._rewind(tp, at, missed, message.offset, consumer)
                 return False
         self._positions[tp] = _Position(generation, message.offset + 1)
         return True
 
+    async def watch_tails(self, app: faust.types.AppT) -> None:
+        """A hole at the end of a partition is revealed by no later record: while the
+        agent waits for records, look for unhandled ones below each partition's high
+        watermark now and then, and seek back to them."""
+        while True:
+            await asyncio.sleep(self._retry_after_s / 2)
+            idle = self.idle_since
+            if idle is not None and time.monotonic() - idle >= self._retry_after_s:
+                await self.check_tails(app.consumer, app.consumer_generation_id)
+
+    async def check_tails(self, consumer: faust.types.ConsumerT, generation: int) -> list[TP]:
+        """Seek back each assigned partition that holds records never handed over before
+        its high watermark; the partitions sought back."""
+        assigned = consumer.assignment()
+        sought = []
+        for tp, at in list(self._positions.items()):
+            if at.generation != generation or tp not in assigned:
+                continue
+            high = consumer.highwater(tp)  # None before the first fetch
+            if high is None or high <= at.next_offset:
+                continue
+            try:
+                missed = await asyncio.to_thread(self._records_between, tp, at.next_offset, high)
+            except (KafkaException, TimeoutError):
+                continue  # the broker is away; look again later
+            if not missed:
+                continue  # only transaction markers lie there
+            log.warning(
+                "%s[%d]: %d record(s) from offset %d were never handed over and none "
+                "follows; seeking back to %d to read them",
+                tp.topic,
+                tp.partition,
+                len(missed),
+                missed[0],
+                at.next_offset,
+            )
+            at.rewound_at = time.monotonic()
+            # Nothing at or past `high` was known when the seek was decided.
+            await seek_back(consumer, tp, at.next_offset, high - 1)
+            sought.append(tp)
+        return sought
+
     async def _rewind(
         self,
         tp: TP,
         at: _Position,
-        missed: list[int],
+        missed: list[int] | None,
         handed: int,
         consumer: faust.types.ConsumerT,
     ) -> None:
-        what = (
-            f"{tp.topic}[{tp.partition}]: handed offset {handed} while {len(missed)} "
-            f"record(s) from offset {missed[0]} were never handed over"
+        what = f"{tp.topic}[{tp.partition}]: handed offset {handed} while " + (
+            f"{len(missed)} record(s) from offset {missed[0]} were never handed over"
+            if missed
+            else f"what lies from offset {at.next_offset} could not be read"
         )
-        if at.rewinds >= self._max_rewinds:
-            raise SkippedRecords(
-                f"{what}, after {at.rewinds} seeks back; stopping so that "
-                "the worker restarts from its committed offset"
-            )
-        log.warning("%s; seeking back to %d to read them in order", what, at.next_offset)
-        at.rewinds += 1
+        if missed:
+            # Only a hole seen to hold records counts: a broker that is away (no answer)
+            # may take minutes to come back, and reading again is safe meanwhile.
+            if at.rewinds >= self._max_rewinds:
+                raise SkippedRecords(
+                    f"{what}, after {at.rewinds} seeks back; stopping so that "
+                    "the worker restarts from its committed offset"
+                )
+            at.rewinds += 1
+        log.warning("%s; seeking back to %d to read it in order", what, at.next_offset)
         at.rewound_at = time.monotonic()
-        await consumer.seek(tp, at.next_offset)
+        await seek_back(consumer, tp, at.next_offset, handed)
 
     def _committed(self, tp: TP) -> int:
         """The group's committed offset of `tp` (the earliest offset when none)."""
@@ -187,19 +251,34 @@ async def each_record(stream: faust.StreamT, settings: Settings) -> AsyncIterato
     caller asks for the next one."""
     app = stream.app
     continuity = Continuity(settings, app.conf.id)
+    watchdog = asyncio.ensure_future(continuity.watch_tails(app))
     manual = cast("faust.Stream[Any]", stream).noack()  # StreamT's stub lacks noack()
-    async for event in manual.events():
-        if not await continuity.admit(event.message, app.consumer):
-            # Dropped, never acked: it is read again after the seek back.
-            forget(app.consumer, event.message)
-            continue
-        yield event.message
-        # Reached only if the loop body returned normally: an exception closes this
-        # generator at the `yield` above, leaving the record unacknowledged.
-        event.ack()
+    try:
+        async for event in manual.events():
+            continuity.idle_since = None
+            if not await continuity.admit(event.message, app.consumer):
+                # Dropped, never acked: it is read again after the seek back.
+                forget(app.consumer, event.message)
+            else:
+                yield event.message
+                # Reached only if the loop body returned normally: an exception closes
+                # this generator at the `yield` above, leaving the record unacknowledged.
+                event.ack()
+            continuity.idle_since = time.monotonic()
+    finally:
+        watchdog.cancel()
 
 
 def forget(consumer: faust.types.ConsumerT, message: Message) -> None:
     """Let the consumer stop waiting for a dropped record, leaving its offset uncommitted."""
     if isinstance(consumer, transport.HandledOnlyConsumer):
         consumer.forget(message)
+
+
+async def seek_back(consumer: faust.types.ConsumerT, tp: TP, offset: int, handed: int) -> None:
+    """Read `tp` again from `offset` (the record at `handed` revealed why), from the
+    consumer's own thread where it can."""
+    if isinstance(consumer, transport.HandledOnlyConsumer):
+        await consumer.seek_back(tp, offset, handed)
+    else:
+        await consumer.seek(tp, offset)

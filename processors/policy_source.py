@@ -13,12 +13,12 @@ import asyncio
 import logging
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from infra.settings import Settings
 from policy.loader import LoadedPolicy, PolicyInvalid, load_policy_text
-from processors.app import aiokafka_config
+from processors.app import start_follower
 from processors.deadletters import DeadLetters
 from processors.records import where
 from schemas.codec import Codec
@@ -61,14 +61,7 @@ class PolicySource:
 
     async def follow(self) -> None:
         tp = TopicPartition(self._settings.topic("policy"), 0)
-        consumer = AIOKafkaConsumer(
-            **aiokafka_config(self._settings),
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
+        consumer = await start_follower(self._settings, "policies")
         try:
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)

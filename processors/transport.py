@@ -16,12 +16,13 @@ defaults fall short of them:
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as driver
-from faust.types import Message
+from faust.types import TP, Message
 
 
 class DurableProducer(driver.Producer):
@@ -38,7 +39,58 @@ class ReadCommittedConsumerThread(driver.AIOKafkaConsumerThread):
         return consumer
 
 
+class ReadOffsets(defaultdict[TP, int | None]):
+    """faust's per-partition "last offset read", which its fetch loop uses to drop records
+    at or below it. After a seek back, the loop may still be walking a batch fetched
+    before the seek, past the record H that revealed the hole, and each of those records
+    would move the offset on again, so that the hole, fetched anew, is dropped as already
+    read and never filled (seen after restarts). So after a seek back, until a record at
+    or below H comes (fetched anew: the old batch holds only records past H), the offset
+    reads as unknown (nothing dropped, no gap assumed) and records past H do not move it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(lambda: None)
+        self._stale_after: dict[TP, int] = {}
+
+    def expect(self, tp: TP, handed: int) -> None:
+        """`tp` was sought back; records past `handed` are from before the seek."""
+        self._stale_after[tp] = handed
+        super().__setitem__(tp, None)
+
+    def __getitem__(self, tp: TP) -> int | None:
+        if tp in self._stale_after:
+            return None
+        return super().__getitem__(tp)
+
+    def __setitem__(self, tp: TP, offset: int | None) -> None:
+        handed = self._stale_after.get(tp)
+        if handed is not None:
+            if offset is not None and offset > handed:
+                return  # a record of the batch fetched before the seek
+            del self._stale_after[tp]
+        super().__setitem__(tp, offset)
+
+    def __delitem__(self, tp: TP) -> None:
+        self._stale_after.pop(tp, None)
+        super().__delitem__(tp)
+
+    def pop(self, tp: TP, *default: Any) -> Any:  # type: ignore[override]
+        self._stale_after.pop(tp, None)
+        return super().pop(tp, *default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        # faust's seek to the committed offsets: a fresh start for those partitions.
+        for tp, offset in dict(*args, **kwargs).items():
+            self._stale_after.pop(tp, None)
+            super().__setitem__(tp, offset)
+
+
 class HandledOnlyConsumer(driver.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_offset = ReadOffsets()
+
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -48,6 +100,27 @@ class HandledOnlyConsumer(driver.Consumer):
         if not message.tracked:
             return False
         return super().ack(message)
+
+    async def seek_back(self, tp: TP, offset: int, handed: int) -> None:
+        """Read `tp` again from `offset`, having been handed the record at `handed`.
+
+        faust's own seek() calls into the aiokafka client from the agent's thread while
+        the client's fetcher runs in its own, and the two collide (a KeyError in the
+        fetcher, which stops the worker: seen in the chaos run); here the seek runs on the
+        client's thread, as faust's seek_to_committed does. Then the read offset waits for
+        the records sought back to (`ReadOffsets`).
+        """
+        thread = self._thread
+
+        async def seek() -> None:  # runs on the client's thread
+            thread.seek(tp, offset)
+
+        await thread.call_thread(seek)
+        read_offsets = self._read_offset
+        if isinstance(read_offsets, ReadOffsets):
+            read_offsets.expect(tp, handed)
+        else:
+            read_offsets[tp] = offset
 
     def forget(self, message: Message) -> None:
         """A record the agent was handed but dropped (processors.consume seeks back to read

@@ -6,23 +6,33 @@ it follows the topic with manual assignment of all partitions. Until that replay
 reached where the topic ended at start-up, `index()` waits: no case is recommended from a
 half-built memory. A policy that changes what models may see rebuilds the index from the
 beginning, since the index holds only the text the old allowlist let through.
+
+Learning and searching are CPU-bound (decoding, TF-IDF, neighbour search): both run on the
+memory's one thread (`run`), never on the event loop, where a long replay or a backlog of
+cases would starve faust's consumer keepalive and heartbeats. One thread also serialises
+them, so a search never sees the index half-updated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infra.settings import Settings
-from processors.app import aiokafka_config
+from processors.app import start_follower
 from processors.recommend.baseline import BaselineIndex
 from processors.recommend.visibility import Visibility
 from schemas.codec import Codec
 from schemas.errors import CodecError
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class History:
@@ -36,6 +46,12 @@ class History:
         self._wanted: Visibility | None = None
         self._ready = asyncio.Event()
         self._changed = asyncio.Event()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`fn(*args, **kwargs)` on the memory's thread, after what was queued before it."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, lambda: fn(*args, **kwargs))
 
     async def index(self, visibility: Visibility) -> BaselineIndex:
         """The index built under ``visibility``; waits while it is being (re)built."""
@@ -51,14 +67,7 @@ class History:
     async def follow(self) -> None:
         """Read the whole topic and keep reading; restart from the beginning on demand."""
         await self._changed.wait()
-        consumer = AIOKafkaConsumer(
-            **aiokafka_config(self._settings),
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
+        consumer = await start_follower(self._settings, "history")
         try:
             topic = self._settings.topic("cases")
             partitions = consumer.partitions_for_topic(topic) or set()
@@ -72,7 +81,8 @@ class History:
                 await self._rebuild(consumer, tps)
                 while not self._changed.is_set():
                     batch = await consumer.getmany(*tps, timeout_ms=500)
-                    self._observe(batch)
+                    if batch:
+                        await self.run(self._observe, batch)
         finally:
             await consumer.stop()
 
@@ -88,8 +98,7 @@ class History:
         read = 0
         while not await _reached(consumer, ends):
             batch = await consumer.getmany(*tps, timeout_ms=500, max_records=5000)
-            read += self._observe(batch)
-            await asyncio.sleep(0)  # let the agent's heartbeat and other tasks run
+            read += await self.run(self._observe, batch)
         log.info(
             "baseline memory rebuilt from %d case events: %d resolved cases indexed",
             read,

@@ -4,9 +4,9 @@ CaseUpdated changes what the model reads (subject or description).
 Per partition it keeps `views` (case_id -> the case as the recommender sees it, JSON) and
 `done` (cause event_id -> True once its recommendation is acknowledged), so a redelivered
 case event is not recommended twice. The recommendation itself is
-`processors.recommend.service.recommend_async` over the process-wide baseline memory
-(`History`), the policy in force (`PolicySource`) and, for LLM workflows, the endpoint from
-the settings.
+planned by `processors.recommend.service` on the baseline memory's own thread (`History`,
+which keeps the CPU-bound search off the event loop), under the policy in force
+(`PolicySource`); for LLM workflows the model call is awaited on the loop.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from processors.policy_source import PolicySource
 from processors.recommend.case_view import CaseView, apply_update, open_view, text_changed
 from processors.recommend.history import History
 from processors.recommend.llm import Endpoint, preload
-from processors.recommend.service import recommend_async, route
+from processors.recommend.service import ask_async, conclude, plan, route
 from processors.recommend.visibility import Visibility
 from processors.records import record_time
 from schemas.codec import Codec
@@ -69,10 +69,8 @@ def build(settings: Settings, codec: Codec) -> faust.App:
             return
         policy = await policies.current()
         index = await history.index(Visibility.from_policy(policy.policy.model_visibility))
-        workflow = route(view, policy, index)
-        events = await recommend_async(
-            view, workflow, policy, index, record_time(at), endpoint=endpoint
-        )
+        p = await history.run(lambda: plan(view, route(view, policy, index), policy, index))
+        events = conclude(p, await ask_async(p, endpoint), record_time(at))
         await emitter.emit(events)
         done[view.last_event_id] = True
 

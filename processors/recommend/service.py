@@ -140,10 +140,14 @@ async def recommend_async(case: CaseView, workflow: Workflow | None, policy: Loa
                           endpoint: Endpoint | None = None) -> list[Event]:
     """`recommend` for async callers: the LLM call does not block the event loop."""
     p = plan(case, workflow, policy, index)
-    exchange = None
-    if p.llm is not None and p.messages is not None:
-        exchange = await acomplete(p.llm, p.messages, endpoint or Endpoint())
-    return conclude(p, exchange, now)
+    return conclude(p, await ask_async(p, endpoint), now)
+
+
+async def ask_async(p: Plan, endpoint: Endpoint | None = None) -> Exchange | None:
+    """The plan's LLM exchange, awaited; None when the plan asks no model."""
+    if p.llm is None or p.messages is None:
+        return None
+    return await acomplete(p.llm, p.messages, endpoint or Endpoint())
 
 
 def _visibility(policy: LoadedPolicy, index: BaselineIndex) -> Visibility:

@@ -21,26 +21,27 @@ T = TypeVar("T")
 OUTPUT = PROJECT_ROOT / "test-output"
 
 
+def spawn(settings: Settings, module: str, name: str, log_name: str) -> subprocess.Popen[bytes]:
+    """Start component `name` of `module` as a child process, logging to test-output/."""
+    OUTPUT.mkdir(exist_ok=True)
+    log = OUTPUT / f"{settings.topic_prefix}{log_name}.log"
+    return subprocess.Popen(
+        [sys.executable, "-m", module, name],
+        env=env_for(settings),
+        cwd=PROJECT_ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
 @contextlib.contextmanager
 def running(settings: Settings, *modules_and_names: tuple[str, str]) -> Iterator[list[Path]]:
     """Run components (``("processors.worker", "intake")``…) as child processes."""
-    OUTPUT.mkdir(exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
-    logs: list[Path] = []
     try:
         for module, name in modules_and_names:
-            log = OUTPUT / f"{settings.topic_prefix}{name}.log"
-            logs.append(log)
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", module, name],
-                    env=env_for(settings),
-                    cwd=PROJECT_ROOT,
-                    stdout=log.open("wb"),
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        yield logs
+            procs.append(spawn(settings, module, name, name))
+        yield [OUTPUT / f"{settings.topic_prefix}{name}.log" for _, name in modules_and_names]
     finally:
         for p in procs:
             p.terminate()

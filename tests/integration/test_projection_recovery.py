@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -14,12 +13,11 @@ from confluent_kafka import Producer
 
 from infra.db import database_urls
 from infra.kafka import producer_config
-from infra.settings import PROJECT_ROOT, Settings
+from infra.settings import Settings
 from projections.audit import verify
 from schemas.codec import Codec
 from schemas.events import CaseOpened, CaseReopened, CaseResolved, Event
-from tests.integration.helpers import OUTPUT, eventually
-from tests.stack import env_for
+from tests.integration.helpers import eventually, spawn
 
 CASES = 4000
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -67,15 +65,7 @@ def counts(settings: Settings) -> tuple[int, int, int]:
 
 
 def start(settings: Settings, log_name: str) -> subprocess.Popen[bytes]:
-    OUTPUT.mkdir(exist_ok=True)
-    log = (OUTPUT / f"{settings.topic_prefix}{log_name}.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "projections.worker", "readmodels"],
-        env=env_for(settings),
-        cwd=PROJECT_ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    return spawn(settings, "projections.worker", "readmodels", log_name)
 
 
 def test_sigkill_mid_stream_loses_and_doubles_nothing(settings: Settings) -> None:
