@@ -106,7 +106,10 @@ def build(settings: Settings, codec: Codec) -> faust.App:
     async def on_decisions(msg: faust.types.Message, event: Event) -> None:
         if isinstance(event, GuardrailDecided):
             item = load(event.recommendation_id)
-            after, events = on_decision(event, record_time(msg.timestamp), item)
+            # At the decision's own time, not its record's: a decision the guard produced
+            # twice (killed before it noted it) has two records with two timestamps, and
+            # an automatic run's request must come out the same from either.
+            after, events = on_decision(event, event.occurred_at, item)
             await emitter.emit(events)
             store(item, after, msg.partition)
             if after is None and event.recommendation_id not in items:
