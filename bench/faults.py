@@ -11,6 +11,8 @@ where it was at the kill, or it has caught up with the end of its inputs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import shutil
 import signal
@@ -18,24 +20,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psycopg
-from confluent_kafka import (
-    ConsumerGroupTopicPartitions,
-    IsolationLevel,
-    KafkaException,
-    TopicPartition,
-)
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition as AioTopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from infra.db import database_urls
-from infra.kafka import common_config
 from infra.sandbox import child_env
 from infra.settings import Settings
 from infra.topics import TOPICS
+from processors.app import aiokafka_config
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,14 @@ class Component:
     kills: int = 0
     unplanned_exits: list[int] = field(default_factory=list)  # exit codes
     lock: threading.Lock = field(default_factory=threading.Lock)
+    restart_at: float | None = None  # when an unplanned exit is followed by a restart
 
     def start(self) -> None:
         with self.lock:
             self._spawn()
 
     def _spawn(self) -> None:
+        self.restart_at = None
         self.starts += 1
         log_path = self.workdir / f"{self.name}-{self.starts}.log"
         with log_path.open("wb") as out:
@@ -112,13 +115,21 @@ class Component:
             self._spawn()
 
     def restart_if_exited(self) -> int | None:
-        """Start again a process that ended without being asked to; its exit code."""
+        """Start again a process that ended without being asked to, after a pause that
+        doubles with each such exit (as `casegate run`'s supervisor does); its exit code."""
         with self.lock:
             if self.proc is None or self.proc.poll() is None:
                 return None
             code = self.proc.returncode
-            self.unplanned_exits.append(code)
-            log.warning("%s exited on its own with %s; restarting it", self.name, code)
+            if self.restart_at is None:
+                self.unplanned_exits.append(code)
+                pause = min(2.0 ** (len(self.unplanned_exits) - 1), 15.0)
+                self.restart_at = time.monotonic() + pause
+                log.warning(
+                    "%s exited on its own with %s; restarting it in %.0fs", self.name, code, pause
+                )
+            if time.monotonic() < self.restart_at:
+                return None
             self._spawn()
             return code
 
@@ -165,84 +176,120 @@ class Probe:
     """Reads every component's position; any failure (a broker or a database that is down)
     reads as "unknown", which never counts as recovered.
 
-    One admin client, without a Python logger (librdkafka's own logging is turned off:
-    a broker that is away is expected here). A logger callback, or destroying a client
-    that had one, is where confluent-kafka has crashed the interpreter; after a failure the
-    client is replaced, since one that lived through a broker restart kept timing out.
+    Kafka is asked through aiokafka (pure Python) clients on an event loop of their own
+    thread, kept for the whole run: they reconnect by themselves after the broker's
+    restart. librdkafka admin clients did not do that here, and replacing them (destroying
+    a client with requests still in flight) crashed the harness inside librdkafka.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, timeout_s: float = 15.0) -> None:
         self.settings = settings
         self.db_url = database_urls(settings).app
-        self._partitions: dict[str, list[int]] = {}
-        self.admin = self._admin()
-
-    def _admin(self) -> AdminClient:
-        return AdminClient({**common_config(self.settings), "log_level": 0})
+        self.timeout_s = timeout_s
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name="chaos-probe"
+        )
+        self._thread.start()
+        self._admin: AIOKafkaAdminClient | None = None
+        self._consumer: AIOKafkaConsumer | None = None
 
     def close(self) -> None:
-        self.admin = self._admin()  # the old one is destroyed once nothing refers to it
+        with contextlib.suppress(Exception):
+            self._call(self._close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
 
-    def partitions(self, topic: str) -> list[int]:
-        name = self.settings.topic(topic)
-        if topic not in self._partitions:
-            meta = self.admin.list_topics(name, timeout=5).topics[name]
-            self._partitions[topic] = sorted(meta.partitions)
-        return self._partitions[topic]
-
-    def ends(self, topics: Iterable[str]) -> dict[tuple[str, int], int]:
-        """Where a read-committed consumer of each partition reaches the end."""
-        wanted = {
-            TopicPartition(self.settings.topic(topic), p): OffsetSpec.latest()
-            for topic in topics
-            for p in self.partitions(topic)
-        }
-        futures = self.admin.list_offsets(
-            wanted, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=5
-        )
-        return {(tp.topic, tp.partition): f.result(10).offset for tp, f in futures.items()}
-
-    def committed(self, component: str) -> dict[tuple[str, int], int]:
+    def position(self, component: str) -> Position | None:
+        committed: dict[tuple[str, int], int] | None = None
         if component == READ_MODELS:
-            with psycopg.connect(self.db_url, connect_timeout=3) as conn:
-                rows = conn.execute(
-                    "SELECT topic, partition, next_offset FROM projection_offsets "
-                    "WHERE consumer = %s",
-                    (f"projection.{READ_MODELS}",),
-                ).fetchall()
-            return {(t, p): o for t, p, o in rows}
-        request = ConsumerGroupTopicPartitions(group_of(self.settings, component))
-        [future] = self.admin.list_consumer_group_offsets([request]).values()
-        return {
-            (tp.topic, tp.partition): tp.offset
-            for tp in future.result(10).topic_partitions
-            if tp.offset >= 0
+            try:
+                committed = self._stored_offsets()
+            except psycopg.Error as exc:
+                log.debug("no position for %s yet: %s", component, exc)
+                return None
+        try:
+            return self._call(self._position(component, committed))
+        except Exception as exc:  # aiokafka's errors, timeouts: the answer is "unknown"
+            log.debug("no position for %s yet: %s", component, exc)
+            return None
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(self.timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(**aiokafka_config(self.settings))
+            await admin.start()
+            self._admin = admin
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                **aiokafka_config(self.settings),
+                group_id=None,
+                enable_auto_commit=False,
+                isolation_level="read_committed",
+            )
+            await consumer.start()
+            self._consumer = consumer
+        return self._admin, self._consumer
+
+    async def _close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._admin is not None:
+            await self._admin.close()
+
+    async def _position(
+        self, component: str, committed: dict[tuple[str, int], int] | None
+    ) -> Position:
+        admin, consumer = await self._clients()
+        group = group_of(self.settings, component)
+        partitions = []
+        for topic in self._inputs(component):
+            name = self.settings.topic(topic)
+            found = consumer.partitions_for_topic(name)
+            if not found:
+                await consumer._client.force_metadata_update()
+                found = consumer.partitions_for_topic(name) or set()
+            partitions += [AioTopicPartition(name, p) for p in sorted(found)]
+        # read_committed: the end a read-committed consumer reaches (the last stable offset).
+        ends = {
+            (tp.topic, tp.partition): off
+            for tp, off in (await consumer.end_offsets(partitions)).items()
         }
+        if committed is None:
+            offsets = await admin.list_consumer_group_offsets(group)
+            committed = {
+                (tp.topic, tp.partition): meta.offset
+                for tp, meta in offsets.items()
+                if meta.offset >= 0
+            }
+        [response] = await admin.describe_consumer_groups([group])
+        members: frozenset[str] = frozenset()
+        for described in response.to_object()["groups"]:
+            if described["state"] == "Stable":
+                members = frozenset(m["member_id"] for m in described["members"])
+        consumed = sum(min(committed.get(tp, 0), end) for tp, end in ends.items())
+        return Position(consumed, sum(ends.values()), members)
 
-    def members(self, component: str) -> frozenset[str]:
-        [future] = self.admin.describe_consumer_groups(
-            [group_of(self.settings, component)], request_timeout=5
-        ).values()
-        group = future.result(10)
-        return frozenset(m.member_id for m in group.members if m.assignment.topic_partitions)
+    def _stored_offsets(self) -> dict[tuple[str, int], int]:
+        """The read models keep their position in PostgreSQL, beside their rows."""
+        with psycopg.connect(self.db_url, connect_timeout=3) as conn:
+            rows = conn.execute(
+                "SELECT topic, partition, next_offset FROM projection_offsets WHERE consumer = %s",
+                (f"projection.{READ_MODELS}",),
+            ).fetchall()
+        return {(t, p): o for t, p, o in rows}
 
-    def inputs(self, component: str) -> tuple[str, ...]:
+    def _inputs(self, component: str) -> tuple[str, ...]:
         if component == READ_MODELS:
             return tuple(t.name for t in TOPICS)
         return PROCESSOR_INPUTS[component]
-
-    def position(self, component: str) -> Position | None:
-        try:
-            ends = self.ends(self.inputs(component))
-            committed = self.committed(component)
-            members = self.members(component)
-        except (KafkaException, psycopg.Error, OSError, KeyError) as exc:
-            log.debug("no position for %s yet: %s", component, exc)
-            if not isinstance(exc, psycopg.Error):
-                self.admin = self._admin()
-            return None
-        consumed = sum(min(committed.get(tp, 0), end) for tp, end in ends.items())
-        return Position(consumed, sum(ends.values()), members)
 
 
 @dataclass
@@ -285,24 +332,65 @@ def recovered(before: Position | None, now: Position | None, new_member: bool) -
 def restart_kafka(base: Settings) -> float:
     """Stop the local broker (SIGTERM, as an operator or a rolling upgrade would) and start
     it on the same data and ports; the seconds it was unavailable."""
-    from infra.kafka_local import LocalKafka
-
-    kafka = LocalKafka(base)
-    started = time.monotonic()
-    kafka.down()
-    kafka.up()
-    return time.monotonic() - started
+    return _restart_in_child(base, "kafka")
 
 
 def restart_postgres(base: Settings) -> float:
     """`pg_ctl stop -m fast` (open connections are cut) and start again; seconds down."""
+    return _restart_in_child(base, "postgresql")
+
+
+def _restart_in_child(base: Settings, service: str, timeout_s: float = 900.0) -> float:
+    """Restart `service` from a child process (`python -m bench.faults SERVICE`).
+
+    The start-up probes of the local broker create Kafka clients against a broker that is
+    still loading, and the harness once died inside librdkafka right then; in a child, a
+    crash there fails the restart, not the whole run and its evidence.
+    """
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.faults", service],
+        env={**child_env(base), **_service_env(base)},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"restarting {service} failed (exit {done.returncode}): "
+            f"{(done.stdout + done.stderr)[-2000:]}"
+        )
+    return time.monotonic() - started
+
+
+def _service_env(base: Settings) -> dict[str, str]:
+    """The local services' own settings, which child_env leaves to the defaults."""
+    return {
+        "CASEGATE_HOME": str(base.home),
+        "CASEGATE_KAFKA_PORT": str(base.kafka_port),
+        "CASEGATE_KAFKA_CONTROLLER_PORT": str(base.kafka_controller_port),
+        "CASEGATE_PG_PORT": str(base.pg_port),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m bench.faults kafka|postgresql`: restart that local service (the chaos
+    harness runs it as a child process)."""
+    from infra.kafka_local import LocalKafka
     from infra.postgres_local import LocalPostgres
 
-    pg = LocalPostgres(base)
-    started = time.monotonic()
-    pg.down()
-    pg.up()
-    return time.monotonic() - started
+    args = sys.argv[1:] if argv is None else argv
+    if args not in (["kafka"], ["postgresql"]):
+        sys.exit("usage: python -m bench.faults kafka|postgresql")
+    settings = Settings()
+    # The broker restarts on its own data and ports; the environment's names of the
+    # services would point elsewhere, and these are the project's local ones.
+    local = settings.model_copy(update={"kafka_bootstrap_servers": None, "database_url": None})
+    service = LocalKafka(local) if args == ["kafka"] else LocalPostgres(local)
+    service.down()
+    # A broker with many partitions on a busy machine loads them for minutes.
+    print(service.up(wait_s=600.0) if isinstance(service, LocalKafka) else service.up())
 
 
 def can_restart_services(base: Settings) -> bool:
@@ -314,3 +402,7 @@ def can_restart_services(base: Settings) -> bool:
     from infra.postgres_local import LocalPostgres
 
     return LocalKafka(base).running_pid() is not None and LocalPostgres(base).running()
+
+
+if __name__ == "__main__":
+    main()
