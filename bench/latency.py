@@ -53,6 +53,7 @@ class Listener:
 
     def __init__(self, settings: Settings) -> None:
         self.seen: dict[str, float] = {}
+        self.error: Exception | None = None  # why listening stopped, if it did
         self._conn = psycopg.connect(database_urls(settings).app, autocommit=True)
         self._conn.execute("LISTEN bench_queued")
         self._stop = threading.Event()
@@ -60,13 +61,18 @@ class Listener:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            for note in self._conn.notifies(timeout=0.2):
-                self.seen.setdefault(note.payload, time.perf_counter())
+        try:
+            while not self._stop.is_set():
+                for note in self._conn.notifies(timeout=0.2):
+                    self.seen.setdefault(note.payload, time.perf_counter())
+        except Exception as exc:  # PostgreSQL went away: the run's latencies are void
+            self.error = exc
 
     def wait(self, case_ids: Sequence[str], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if self.error is not None:
+                raise RuntimeError(f"stopped listening for approval_queue rows: {self.error}")
             if all(c in self.seen for c in case_ids):
                 return
             time.sleep(0.05)
@@ -74,7 +80,8 @@ class Listener:
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
-        self._conn.close()
+        with contextlib.suppress(Exception):
+            self._conn.close()
 
 
 @dataclass
@@ -121,8 +128,13 @@ class Sender:
         self.producer.flush(30)
 
 
-def paced(sender: Sender, listener: Listener, records: Sequence[Encoded], rate: float,
-          settle_s: float = 30.0) -> Latencies:
+def paced(
+    sender: Sender,
+    listener: Listener,
+    records: Sequence[Encoded],
+    rate: float,
+    settle_s: float = 30.0,
+) -> Latencies:
     """Send ``records`` (CaseOpened) at ``rate`` per second, open loop: each at its own
     scheduled time, whether or not the system kept up, so queueing shows in the figures."""
     producer, settings = sender.producer, sender.settings

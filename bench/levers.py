@@ -63,31 +63,52 @@ def main() -> None:
             for kind in kinds:
                 s = fresh()
                 for name, output in (("recommend", "recommendations"), ("guard", "decisions")):
-                    component = {"plain": f"plain-{name}",
-                                 "plain-flush": f"plain-{name}:flush-each"}.get(kind,
-                                                                                kind + name)
+                    component = {
+                        "plain": f"plain-{name}",
+                        "plain-flush": f"plain-{name}:flush-each",
+                    }.get(kind, kind + name)
                     try:
                         r = stage(s, component, output, expect, 60 + expect / 10)
                     except (RuntimeError, TimeoutError) as exc:  # a variant may not start
                         out.print(f"{component}: {exc}")
                         rows.append({"lever": component, "run": run, "error": str(exc)})
                         break
-                    rows.append({"lever": component, "run": run, "rate": r.rate,
-                                 "cpu_ms_per_event": r.cpu_ms_per_record()})
-                    out.print(f"{component:28s} run {run}: {r.rate:8.0f} events/s, "
-                              f"{r.cpu_ms_per_record():.2f} ms CPU/event")
+                    rows.append(
+                        {
+                            "lever": component,
+                            "run": run,
+                            "rate": r.rate,
+                            "cpu_ms_per_event": r.cpu_ms_per_record(),
+                        }
+                    )
+                    out.print(
+                        f"{component:28s} run {run}: {r.rate:8.0f} events/s, "
+                        f"{r.cpu_ms_per_record():.2f} ms CPU/event"
+                    )
         for run in range(args.runs):
             for readmodels in ("readmodels", "oldpoll:readmodels"):
-                rows.append(_latency(fresh_pipeline(base, admin, made, preamble), codec,
-                                     readmodels, expect - args.events, args, run))
+                rows.append(
+                    _latency(
+                        fresh_pipeline(base, admin, made, preamble),
+                        codec,
+                        readmodels,
+                        expect - args.events,
+                        args,
+                        run,
+                    )
+                )
     finally:
         sandbox.destroy(base, admin, made)
 
     table = Table("lever", "run", "events/s", "ms CPU/event", "latency p50 / p99 ms")
     for row in rows:
-        table.add_row(str(row["lever"]), str(row["run"]), f"{row.get('rate', 0):,.0f}",
-                      f"{row.get('cpu_ms_per_event', 0):.2f}",
-                      str(row.get("latency", row.get("error", ""))))
+        table.add_row(
+            str(row["lever"]),
+            str(row["run"]),
+            f"{row.get('rate', 0):,.0f}",
+            f"{row.get('cpu_ms_per_event', 0):.2f}",
+            str(row.get("latency", row.get("error", ""))),
+        )
     out.print(table)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"levers-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
@@ -95,8 +116,9 @@ def main() -> None:
     out.print(f"results written to {path}")
 
 
-def fresh_pipeline(base: Settings, admin: str, made: list[Settings],
-                   preamble: list[workload.Encoded]) -> Settings:
+def fresh_pipeline(
+    base: Settings, admin: str, made: list[Settings], preamble: list[workload.Encoded]
+) -> Settings:
     """A sandbox holding only the policy and the history, with the latency trigger."""
     s = sandbox.create(base, admin, "lever")
     made.append(s)
@@ -105,12 +127,19 @@ def fresh_pipeline(base: Settings, admin: str, made: list[Settings],
     return s
 
 
-def _latency(settings: Settings, codec: Codec, readmodels: str, history_opened: int,
-             args: argparse.Namespace, run: int) -> dict[str, object]:
+def _latency(
+    settings: Settings,
+    codec: Codec,
+    readmodels: str,
+    history_opened: int,
+    args: argparse.Namespace,
+    run: int,
+) -> dict[str, object]:
     """Whole pipeline at a fixed low rate; what the read models' hop costs."""
     n = int(args.latency_rate * args.latency_s)
     billing = workload.encode(
-        codec, workload.case_events(n, seed=200 + run, queues=(workload.BILLING,)))
+        codec, workload.case_events(n, seed=200 + run, queues=(workload.BILLING,))
+    )
     listener = Listener(settings)
     decided = ProjectedCounter(settings, "decisions")
     try:
@@ -125,13 +154,16 @@ def _latency(settings: Settings, codec: Codec, readmodels: str, history_opened: 
         listener.close()
     hop = latency.Latencies(0, latency.hops(settings, measured)["readmodels"])
     row: dict[str, object] = {
-        "lever": readmodels, "run": run,
+        "lever": readmodels,
+        "run": run,
         "latency": f"{measured.percentile(50):.0f} / {measured.percentile(99):.0f}",
         "readmodels_hop_ms": {"p50": hop.percentile(50), "p99": hop.percentile(99)},
         "total_ms": {"p50": measured.percentile(50), "p99": measured.percentile(99)},
     }
-    out.print(f"{readmodels:28s} run {run}: end-to-end p50/p99 {row['latency']} ms, "
-              f"read-model hop p50/p99 {hop.percentile(50):.0f} / {hop.percentile(99):.0f} ms")
+    out.print(
+        f"{readmodels:28s} run {run}: end-to-end p50/p99 {row['latency']} ms, "
+        f"read-model hop p50/p99 {hop.percentile(50):.0f} / {hop.percentile(99):.0f} ms"
+    )
     return row
 
 

@@ -69,8 +69,14 @@ def latest_policy(settings: Settings, codec: Codec) -> LoadedPolicy:
 class Loop:
     """consume → handle → produce (events + changelog) → flush → commit, per batch."""
 
-    def __init__(self, settings: Settings, codec: Codec, name: str, topics: list[str],
-                 flush_each: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        codec: Codec,
+        name: str,
+        topics: list[str],
+        flush_each: bool = False,
+    ) -> None:
         self.settings = settings
         # The per-message flush lever: wait for each record's outputs before the next.
         self.flush_each = flush_each
@@ -125,9 +131,7 @@ class Loop:
         if self.flush_each and self.producer.flush(60):
             raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT))
 
-    def _produce(
-        self, topic: str, key: bytes, value: bytes, headers: WireHeaders | None
-    ) -> None:
+    def _produce(self, topic: str, key: bytes, value: bytes, headers: WireHeaders | None) -> None:
         while True:
             try:
                 self.producer.produce(topic, key=key, value=value, headers=headers)
@@ -154,8 +158,9 @@ def _create_changelog(settings: Settings, name: str) -> None:
                 raise
 
 
-def run_recommend(settings: Settings, codec: Codec, stop: threading.Event,
-                  flush_each: bool = False) -> None:
+def run_recommend(
+    settings: Settings, codec: Codec, stop: threading.Event, flush_each: bool = False
+) -> None:
     """processors.recommend.processor, CaseOpened only (the bench sends no updates)."""
     policy = latest_policy(settings, codec)
     index = BaselineIndex(Visibility.from_policy(policy.policy.model_visibility), max_cases=20_000)
@@ -187,8 +192,9 @@ def run_recommend(settings: Settings, codec: Codec, stop: threading.Event,
     loop.run(handle, stop)
 
 
-def run_guard(settings: Settings, codec: Codec, stop: threading.Event,
-              flush_each: bool = False) -> None:
+def run_guard(
+    settings: Settings, codec: Codec, stop: threading.Event, flush_each: bool = False
+) -> None:
     """processors.guard: decide each recommendation once its CaseOpened is known."""
     policy = latest_policy(settings, codec)
     facts: dict[str, CaseFacts] = {}

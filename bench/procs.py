@@ -26,6 +26,7 @@ COMMANDS: dict[str, list[str]] = {
     "readmodels": ["-m", "projections.worker", "readmodels"],
     "plain-recommend": ["-m", "bench.plain", "recommend"],
     "plain-guard": ["-m", "bench.plain", "guard"],
+    "replay": ["-m", "bench.replayer"],
 }
 
 
@@ -147,12 +148,14 @@ class Sampler:
 
 
 @contextlib.contextmanager
-def running(settings: Settings, *names: str) -> Iterator[list[Child]]:
+def running(
+    settings: Settings, *names: str, env: dict[str, str] | None = None
+) -> Iterator[list[Child]]:
     """Start the named components; stop every one of them on the way out, whatever happens."""
     children: list[Child] = []
     try:
         for name in names:
-            children.append(start(settings, name))
+            children.append(start(settings, name, env))
         yield children
     finally:
         # All at once: each clean stop takes a few seconds, and they do not depend on

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from typing import cast
 
 from confluent_kafka import (
@@ -86,22 +87,46 @@ def _records(batch: list[Message]) -> list[Message]:
     return out
 
 
+@dataclass(frozen=True)
+class Speed:
+    """One raw run: records/s, and CPU the bench process spent per record (librdkafka's
+    threads included) over the same span."""
+
+    rate: float
+    cpu_ms: float
+
+
 class _Clock:
     """Rate from the end of the first batch to the last record: the group join and the
-    first fetch are not the loop's speed, so the first batch only starts the clock."""
+    first fetch are not the loop's speed, so the first batch only starts the clock.
+    (A run so small that one batch held everything is timed from the subscription.)"""
 
     def __init__(self) -> None:
+        self.subscribed = time.perf_counter()
+        self.subscribed_cpu = time.process_time()
         self.started = 0.0
+        self.started_cpu = 0.0
+        self.first = 0
         self.counted = 0
 
     def tick(self, n: int) -> None:
         if not self.started:
-            self.started = time.perf_counter()
+            self.started, self.started_cpu = time.perf_counter(), time.process_time()
+            self.first = n
         else:
             self.counted += n
 
-    def rate(self) -> float:
-        return self.counted / (time.perf_counter() - self.started)
+    def speed(self) -> Speed:
+        wall, cpu = time.perf_counter(), time.process_time()
+        if not self.counted:
+            return Speed(
+                self.first / (wall - self.subscribed),
+                (cpu - self.subscribed_cpu) * 1000 / max(1, self.first),
+            )
+        return Speed(
+            self.counted / (wall - self.started),
+            (cpu - self.started_cpu) * 1000 / self.counted,
+        )
 
 
 def _until(timeout_s: float) -> float:
@@ -113,7 +138,7 @@ def _check(deadline: float, seen: int, expect: int) -> None:
         raise TimeoutError(f"{seen} of {expect} records read before the deadline")
 
 
-def raw_consume(settings: Settings, expect: int, timeout_s: float = 300) -> float:
+def raw_consume(settings: Settings, expect: int, timeout_s: float = 300) -> Speed:
     """Consume-only rate of ``cases``, records/s."""
     consumer = _consumer(settings, settings.topic("cases"))
     seen, clock, deadline = 0, _Clock(), _until(timeout_s)
@@ -126,11 +151,12 @@ def raw_consume(settings: Settings, expect: int, timeout_s: float = 300) -> floa
                 seen += len(batch)
     finally:
         consumer.close()
-    return clock.rate()
+    return clock.speed()
 
 
-def raw_passthrough(settings: Settings, expect: int, out_topic: str,
-                    timeout_s: float = 300) -> float:
+def raw_passthrough(
+    settings: Settings, expect: int, out_topic: str, timeout_s: float = 300
+) -> Speed:
     """consume → produce → flush → commit per batch, records/s.
 
     The flush before the (asynchronous) commit makes it at-least-once, as the processors
@@ -167,4 +193,4 @@ def raw_passthrough(settings: Settings, expect: int, out_topic: str,
             clock.tick(len(batch))
     finally:
         consumer.close()
-    return clock.rate()
+    return clock.speed()

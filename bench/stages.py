@@ -58,8 +58,9 @@ def _run(
         progress = wait_for(count, expect, timeout_s, interval_s=0.1, alive=alive)
         if then is not None:
             then(children, progress.sustained_rate())
-    return Run(progress.sustained_rate(), progress, children,
-               {c.name: began - c.started for c in children})
+    return Run(
+        progress.sustained_rate(), progress, children, {c.name: began - c.started for c in children}
+    )
 
 
 def stage(settings: Settings, component: str, output: str, expect: int, timeout_s: float) -> Run:

@@ -57,8 +57,7 @@ def _no_ack_wait() -> None:
     async def emit(self: emitter_module.Emitter, events: Sequence[Any]) -> None:
         for e in events:
             value, headers = self._codec.encode(e)
-            await self._topics[e.topic].send(key=e.case_id.encode(), value=value,
-                                             headers=headers)
+            await self._topics[e.topic].send(key=e.case_id.encode(), value=value, headers=headers)
 
     emitter_module.Emitter.emit = emit  # type: ignore[method-assign]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 
 import psycopg
@@ -50,11 +51,16 @@ def create(base: Settings, admin_url: str, label: str, **overrides: object) -> S
 
 
 def destroy(base: Settings, admin_url: str, sandboxes: list[Settings]) -> None:
-    """Drop the sandboxes' databases and delete their topics (faust's internal ones too)."""
+    """Drop the sandboxes' databases, delete their topics (faust's internal ones too) and
+    the data folders their faust workers left."""
+    for s in sandboxes:
+        for folder in (s.home / "faust").glob(f"{s.topic_prefix}*-data"):
+            shutil.rmtree(folder, ignore_errors=True)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         for s in sandboxes:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(s.db_name)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(s.db_name))
+            )
     admin = AdminClient(common_config(base))
     prefixes = tuple(s.topic_prefix for s in sandboxes)
     doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefixes)]

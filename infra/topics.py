@@ -94,7 +94,7 @@ def describe_topics(
     names = [settings.topic(s.name) for s in TOPICS if settings.topic(s.name) in meta]
     resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
     configs: dict[str, dict[str, str]] = {}
-    for resource, future in (admin.describe_configs(resources).items() if resources else ()):
+    for resource, future in admin.describe_configs(resources).items() if resources else ():
         entries = future.result(timeout=timeout_s)
         configs[resource.name] = {
             k: v.value for k, v in entries.items() if not v.is_default and v.value is not None

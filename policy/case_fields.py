@@ -12,8 +12,16 @@ import re
 
 # CaseOpened fields; the two maps take a sub-key ("attributes.product").
 CASE_FIELDS = (
-    "source", "channel", "queue", "team", "issue_class", "subject", "description",
-    "priority", "customer", "attributes",
+    "source",
+    "channel",
+    "queue",
+    "team",
+    "issue_class",
+    "subject",
+    "description",
+    "priority",
+    "customer",
+    "attributes",
 )
 MAP_FIELDS = ("customer", "attributes")
 # Written by the customer: a parameter bound to them would let case text choose its

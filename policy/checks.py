@@ -51,11 +51,16 @@ def action_findings(
         return [Finding(UNKNOWN_ACTION, f"{action.name!r} is not in the action catalog")]
     rule = workflow.actions.get(action.name)
     if rule is None:
-        return [Finding(ACTION_NOT_IN_WORKFLOW,
-                        f"{action.name} is not an action of workflow {workflow.name}")]
+        return [
+            Finding(
+                ACTION_NOT_IN_WORKFLOW,
+                f"{action.name} is not an action of workflow {workflow.name}",
+            )
+        ]
     if rule.mode == "prohibited":
-        return [Finding(ACTION_PROHIBITED,
-                        f"{action.name} is prohibited in workflow {workflow.name}")]
+        return [
+            Finding(ACTION_PROHIBITED, f"{action.name} is prohibited in workflow {workflow.name}")
+        ]
     return param_findings(action, entry, rule.bounds)
 
 
@@ -104,25 +109,43 @@ def _value_findings(
     findings = []
     if isinstance(value, int | float):  # numeric, bool excluded by _format_problem
         if spec.min is not None and value < spec.min:
-            findings.append(Finding(PARAM_OUT_OF_BOUNDS,
-                                    f"{name} {value:g} is below the catalog min {spec.min:g}"))
+            findings.append(
+                Finding(
+                    PARAM_OUT_OF_BOUNDS, f"{name} {value:g} is below the catalog min {spec.min:g}"
+                )
+            )
         if spec.max is not None and value > spec.max:
-            findings.append(Finding(PARAM_OUT_OF_BOUNDS,
-                                    f"{name} {value:g} is above the catalog max {spec.max:g}"))
+            findings.append(
+                Finding(
+                    PARAM_OUT_OF_BOUNDS, f"{name} {value:g} is above the catalog max {spec.max:g}"
+                )
+            )
     if bound is None or findings:
         return findings
     if isinstance(value, int | float) and bound.min is not None and value < bound.min:
-        findings.append(Finding(PARAM_OUT_OF_BOUNDS,
-                                f"{name} {value:g} is below the workflow min {bound.min:g}",
-                                negotiable=True))
+        findings.append(
+            Finding(
+                PARAM_OUT_OF_BOUNDS,
+                f"{name} {value:g} is below the workflow min {bound.min:g}",
+                negotiable=True,
+            )
+        )
     if isinstance(value, int | float) and bound.max is not None and value > bound.max:
-        findings.append(Finding(PARAM_OUT_OF_BOUNDS,
-                                f"{name} {value:g} is above the workflow max {bound.max:g}",
-                                negotiable=True))
+        findings.append(
+            Finding(
+                PARAM_OUT_OF_BOUNDS,
+                f"{name} {value:g} is above the workflow max {bound.max:g}",
+                negotiable=True,
+            )
+        )
     if isinstance(value, str) and bound.values is not None and value not in bound.values:
-        findings.append(Finding(PARAM_OUT_OF_BOUNDS,
-                                f"{name} {value!r} is not among the workflow's "
-                                f"{', '.join(bound.values)}", negotiable=True))
+        findings.append(
+            Finding(
+                PARAM_OUT_OF_BOUNDS,
+                f"{name} {value!r} is not among the workflow's {', '.join(bound.values)}",
+                negotiable=True,
+            )
+        )
     return findings
 
 

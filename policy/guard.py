@@ -95,7 +95,11 @@ def decide_guard(
 
 
 def _envelope(
-    action: ActionSpec, workflow: Workflow, policy: Policy, phase: str, auto_runs: int,
+    action: ActionSpec,
+    workflow: Workflow,
+    policy: Policy,
+    phase: str,
+    auto_runs: int,
     limit: int,
 ) -> _Verdict:
     """The outcome for an action in `phase` (assisted or bounded) of `workflow`."""

@@ -160,7 +160,8 @@ def _diff(path: str, old: Any, new: Any, out: list[str]) -> None:
         removed = [v for v in old if v not in new]
         if added or removed:
             parts = ([f"added {', '.join(map(_show, added))}"] if added else []) + (
-                [f"removed {', '.join(map(_show, removed))}"] if removed else [])
+                [f"removed {', '.join(map(_show, removed))}"] if removed else []
+            )
             out.append(f"{path}: {'; '.join(parts)}")
         else:
             out.append(f"{path}: reordered {_show(old)} -> {_show(new)}")

@@ -53,11 +53,33 @@ from policy.workflow import (
 )
 
 __all__ = [
-    "BUILTIN_PATTERNS", "CASE_FIELDS", "MATCH_FIELDS", "Action", "ActionRule", "AdapterSpec",
-    "Approvals", "Audit", "BaselineRecommender", "BlastRadius", "Effects", "LlmRecommender",
-    "Mode", "ModelVisibility", "ParamBound", "ParamSpec", "ParamType", "Phase", "Policy",
-    "PolicyConsistencyError", "Promotion", "Recommender", "Redaction", "Risk", "Role",
-    "RollbackSpec", "Workflow",
+    "BUILTIN_PATTERNS",
+    "CASE_FIELDS",
+    "MATCH_FIELDS",
+    "Action",
+    "ActionRule",
+    "AdapterSpec",
+    "Approvals",
+    "Audit",
+    "BaselineRecommender",
+    "BlastRadius",
+    "Effects",
+    "LlmRecommender",
+    "Mode",
+    "ModelVisibility",
+    "ParamBound",
+    "ParamSpec",
+    "ParamType",
+    "Phase",
+    "Policy",
+    "PolicyConsistencyError",
+    "Promotion",
+    "Recommender",
+    "Redaction",
+    "Risk",
+    "Role",
+    "RollbackSpec",
+    "Workflow",
 ]
 
 _NAMED_SECTIONS = ("roles", "catalog", "workflows")
@@ -101,9 +123,7 @@ class Policy(Frozen):
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
-        problems = (
-            self._name_problems() + self._catalog_problems() + self._workflow_problems()
-        )
+        problems = self._name_problems() + self._catalog_problems() + self._workflow_problems()
         if problems:
             raise PolicyConsistencyError(problems)
         return self
@@ -134,7 +154,9 @@ class Policy(Frozen):
 
     def _name_problems(self) -> list[tuple[str, str]]:
         sections: dict[str, Mapping[str, Role | Action | Workflow]] = {
-            "roles": self.roles, "catalog": self.catalog, "workflows": self.workflows,
+            "roles": self.roles,
+            "catalog": self.catalog,
+            "workflows": self.workflows,
         }
         return [
             (f"{section}.{key}.name", f"must equal its key {key!r}, got {entry.name!r}")
@@ -149,15 +171,20 @@ class Policy(Frozen):
             at = f"catalog.{name}"
             holders = self.roles_with(action.permission)
             if not holders:
-                problems.append((f"{at}.permission",
-                                 f"no role holds permission {action.permission!r}"))
+                problems.append(
+                    (f"{at}.permission", f"no role holds permission {action.permission!r}")
+                )
             for role in action.approvals.roles:
                 if role not in self.roles:
                     problems.append((f"{at}.approvals.roles", f"unknown role {role!r}"))
                 elif role not in holders:
-                    problems.append((f"{at}.approvals.roles",
-                                     f"role {role!r} lacks permission {action.permission!r}, "
-                                     "so it cannot approve this action"))
+                    problems.append(
+                        (
+                            f"{at}.approvals.roles",
+                            f"role {role!r} lacks permission {action.permission!r}, "
+                            "so it cannot approve this action",
+                        )
+                    )
             if action.rollback is not None:
                 problems += self._rollback_problems(at, action, action.rollback)
         return problems
@@ -171,12 +198,20 @@ class Policy(Frozen):
         problems = []
         for param, source in rollback.params.items():
             if param not in target.params:
-                problems.append((f"{at}.rollback.params.{param}",
-                                 f"{rollback.action} has no parameter {param!r}"))
+                problems.append(
+                    (
+                        f"{at}.rollback.params.{param}",
+                        f"{rollback.action} has no parameter {param!r}",
+                    )
+                )
             kind, _, field_name = source.partition(".")
             if kind == "params" and field_name not in action.params:
-                problems.append((f"{at}.rollback.params.{param}",
-                                 f"{action.name} has no parameter {field_name!r}"))
+                problems.append(
+                    (
+                        f"{at}.rollback.params.{param}",
+                        f"{action.name} has no parameter {field_name!r}",
+                    )
+                )
         return problems
 
     def _workflow_problems(self) -> list[tuple[str, str]]:
@@ -189,14 +224,19 @@ class Policy(Frozen):
                     problems.append((at, f"unknown catalog action {action_name!r}"))
                     continue
                 if rule.mode == "auto" and action.approvals.count > 0:
-                    problems.append((f"{at}.mode",
-                                     f"auto needs a catalog action with approvals.count 0; "
-                                     f"{action_name} requires {action.approvals.count}"))
+                    problems.append(
+                        (
+                            f"{at}.mode",
+                            f"auto needs a catalog action with approvals.count 0; "
+                            f"{action_name} requires {action.approvals.count}",
+                        )
+                    )
                 for param, bound in rule.bounds.items():
                     problems += _bound_problems(f"{at}.bounds.{param}", action, param, bound)
             if wf.blast_radius is None and any(r.mode == "auto" for r in wf.actions.values()):
-                problems.append((f"workflows.{wf_name}.blast_radius",
-                                 "required when an action is auto"))
+                problems.append(
+                    (f"workflows.{wf_name}.blast_radius", "required when an action is auto")
+                )
         return problems
 
 
@@ -220,7 +260,10 @@ def _bound_problems(
     if bound.values is not None and spec.values is not None:
         extra = [v for v in bound.values if v not in spec.values]
         if extra:
-            problems.append((f"{at}.values",
-                             f"{', '.join(extra)} not among the catalog values "
-                             f"{', '.join(spec.values)}"))
+            problems.append(
+                (
+                    f"{at}.values",
+                    f"{', '.join(extra)} not among the catalog values {', '.join(spec.values)}",
+                )
+            )
     return problems

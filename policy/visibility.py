@@ -13,8 +13,15 @@ from schemas.events import EVENT_TYPES
 
 # CASE_FIELDS moved to policy.case_fields (parameter binding names case fields too);
 # it stays importable from here, where policy.model and older callers look for it.
-__all__ = ["BUILTIN_PATTERNS", "CASE_FIELDS", "KNOWN_OUTCOMES", "Audit", "BuiltinPattern",
-           "ModelVisibility", "Redaction"]
+__all__ = [
+    "BUILTIN_PATTERNS",
+    "CASE_FIELDS",
+    "KNOWN_OUTCOMES",
+    "Audit",
+    "BuiltinPattern",
+    "ModelVisibility",
+    "Redaction",
+]
 
 BuiltinPattern = Literal["email", "phone", "card"]
 
@@ -77,8 +84,9 @@ class ModelVisibility(Frozen):
         for path in fields:
             root, _, sub = path.partition(".")
             if root not in CASE_FIELDS:
-                raise ValueError(f"{path!r}: unknown case field {root!r}; "
-                                 f"allowed: {', '.join(CASE_FIELDS)}")
+                raise ValueError(
+                    f"{path!r}: unknown case field {root!r}; allowed: {', '.join(CASE_FIELDS)}"
+                )
             if sub and (root not in MAP_FIELDS or "." in sub or not sub):
                 raise ValueError(f"{path!r}: only {' and '.join(MAP_FIELDS)} take a sub-key")
         if len(set(fields)) != len(fields):
@@ -89,7 +97,11 @@ class ModelVisibility(Frozen):
 # Outcome-like field values an audit requirement may name, as "<EventType>:<value>".
 KNOWN_OUTCOMES: dict[str, tuple[str, ...]] = {
     "GuardrailDecided": (
-        "shadowed", "approval_required", "auto_authorized", "denied", "out_of_scope",
+        "shadowed",
+        "approval_required",
+        "auto_authorized",
+        "denied",
+        "out_of_scope",
     ),
     "ApprovalCompleted": ("approved", "rejected"),
     "ReviewRecorded": ("approve", "reject", "override"),
@@ -113,6 +125,7 @@ class Audit(Frozen):
                 raise ValueError(f"{entry!r}: unknown event type {event_type!r}")
             if sep and outcome not in KNOWN_OUTCOMES.get(event_type, ()):
                 known = ", ".join(KNOWN_OUTCOMES.get(event_type, ())) or "none"
-                raise ValueError(f"{entry!r}: unknown outcome {outcome!r} "
-                                 f"for {event_type} (known: {known})")
+                raise ValueError(
+                    f"{entry!r}: unknown outcome {outcome!r} for {event_type} (known: {known})"
+                )
         return entries

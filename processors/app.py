@@ -51,6 +51,9 @@ def create_app(settings: Settings, component: str) -> faust.App:
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
         web_enabled=False,
+        # faust keeps a small data folder per app (its default is the working directory,
+        # where every test sandbox would leave one).
+        datadir=str(settings.home / "faust" / "{conf.name}-data"),
     )
     # Idempotent acks=all producer, read-committed consumer, and offsets committed only
     # past records an agent was handed: see processors/transport.py.
@@ -119,11 +122,17 @@ def ensure_changelogs(settings: Settings, app: faust.App, timeout_s: float = 30.
     names = [table.changelog_topic.get_topic_name() for table in app.tables.values()]
     existing = admin.list_topics(timeout=timeout_s).topics
     wanted = [
-        NewTopic(name, num_partitions=settings.partitions,
-                 replication_factor=settings.replication_factor,
-                 config={"cleanup.policy": "compact",
-                         "min.insync.replicas": str(settings.min_insync_replicas)})
-        for name in names if name not in existing
+        NewTopic(
+            name,
+            num_partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            config={
+                "cleanup.policy": "compact",
+                "min.insync.replicas": str(settings.min_insync_replicas),
+            },
+        )
+        for name in names
+        if name not in existing
     ]
     for future in (admin.create_topics(wanted) if wanted else {}).values():
         try:
@@ -132,8 +141,11 @@ def ensure_changelogs(settings: Settings, app: faust.App, timeout_s: float = 30.
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # another worker won
                 raise
     deadline = time.monotonic() + timeout_s
-    while any(len(getattr(admin.list_topics(timeout=timeout_s).topics.get(n), "partitions", {}))
-              != settings.partitions for n in names):
+    while any(
+        len(getattr(admin.list_topics(timeout=timeout_s).topics.get(n), "partitions", {}))
+        != settings.partitions
+        for n in names
+    ):
         if time.monotonic() > deadline:
             raise RuntimeError(f"changelog topics {names} not ready within {timeout_s:g}s")
         time.sleep(0.2)

@@ -140,18 +140,29 @@ def build(settings: Settings, codec: Codec) -> faust.App:
         if not isinstance(event, ReviewSubmitted):
             raise InvalidEvent(f"{type(event).__name__} does not belong on the reviews topic")
         if record_key(msg) != event.case_id:
-            raise InvalidEvent(f"record key {record_key(msg)!r} differs from case_id "
-                               f"{event.case_id!r}; reviews are keyed by case_id")
+            raise InvalidEvent(
+                f"record key {record_key(msg)!r} differs from case_id "
+                f"{event.case_id!r}; reviews are keyed by case_id"
+            )
         if event.recommendation_id in items:
             await apply_review(event, msg.timestamp, msg.partition)
             return
         entries = list(waiting.get(event.recommendation_id) or ())
         if event.event_id not in {e["event_id"] for e in entries}:
-            log.debug("%s: review %s waits for the decision on recommendation %s",
-                     where(msg), event.review_id, event.recommendation_id)
+            log.debug(
+                "%s: review %s waits for the decision on recommendation %s",
+                where(msg),
+                event.review_id,
+                event.recommendation_id,
+            )
             record = HeldRecord.of(msg, held_at=time.time())
-            entries.append({"event_id": event.event_id, "review_id": event.review_id,
-                            "record": record.to_json()})
+            entries.append(
+                {
+                    "event_id": event.event_id,
+                    "review_id": event.review_id,
+                    "record": record.to_json(),
+                }
+            )
             waiting[event.recommendation_id] = entries
 
     @app.agent(inputs, supervisor_strategy=CRASH)
@@ -175,8 +186,12 @@ def build(settings: Settings, codec: Codec) -> faust.App:
         events: list[Event] = []
         for raw in list(items.values()):
             item = item_from_json(raw)
-            if item is not None and item.status == PENDING and now >= item.expires_at \
-                    and TP(decisions_topic, raw["partition"]) in actives:
+            if (
+                item is not None
+                and item.status == PENDING
+                and now >= item.expires_at
+                and TP(decisions_topic, raw["partition"]) in actives
+            ):
                 # At its expiry instant, so every tick that sees it produces the same event.
                 events += on_tick(item, item.expires_at)[1]
         policy = policies.latest
@@ -188,8 +203,7 @@ def build(settings: Settings, codec: Codec) -> faust.App:
                 if TP(record.topic, record.partition) in actives and waited_out(record):
                     review = codec.decode(record.value)
                     if isinstance(review, ReviewSubmitted):
-                        events += on_review(None, review, policy,
-                                            record_time(record.timestamp))[1]
+                        events += on_review(None, review, policy, record_time(record.timestamp))[1]
         await emitter.emit(events)
 
     return app

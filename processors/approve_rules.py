@@ -75,15 +75,27 @@ def on_decision(
     if decision.action is None:
         return existing, []
     if decision.outcome == "auto_authorized":
-        return existing, [_execution(
-            decision.event_id, decision.case_id, decision.correlation_id,
-            decision.recommendation_id, decision.action, "auto", "policy",
-            decision.policy_version, decision.workflow, now)]
+        return existing, [
+            _execution(
+                decision.event_id,
+                decision.case_id,
+                decision.correlation_id,
+                decision.recommendation_id,
+                decision.action,
+                "auto",
+                "policy",
+                decision.policy_version,
+                decision.workflow,
+                now,
+            )
+        ]
     if decision.outcome != "approval_required":
         return existing, []
     if decision.expires_at is None or decision.workflow is None:
-        raise ValueError(f"decision {decision.event_id} needs approval but has no "
-                         "expiry or workflow; the guard always sets both")
+        raise ValueError(
+            f"decision {decision.event_id} needs approval but has no "
+            "expiry or workflow; the guard always sets both"
+        )
     item = Pending(
         recommendation_id=decision.recommendation_id,
         case_id=decision.case_id,
@@ -111,16 +123,28 @@ def on_review(
     quorum (or on reject, or a one-approval override) the item completes.
     """
     if pending is None or pending.case_id != review.case_id:
-        return pending, [_denied(review, now, "unknown_item",
-                                 f"no approval item for recommendation {review.recommendation_id} "
-                                 f"of case {review.case_id}")]
+        return pending, [
+            _denied(
+                review,
+                now,
+                "unknown_item",
+                f"no approval item for recommendation {review.recommendation_id} "
+                f"of case {review.case_id}",
+            )
+        ]
     if review.review_id in pending.reviews_seen:
         taken = _taken_as(pending, review.review_id)
         if taken in ("", review.event_id):
             return pending, []  # redelivery: its events were produced the first time
-        return pending, [_denied(review, now, "duplicate_review",
-                                 f"review {review.review_id} was already taken as event {taken}; "
-                                 "sent again under another event id it changes nothing")]
+        return pending, [
+            _denied(
+                review,
+                now,
+                "duplicate_review",
+                f"review {review.review_id} was already taken as event {taken}; "
+                "sent again under another event id it changes nothing",
+            )
+        ]
     try:
         _check_review(pending, review, now)
         if review.verdict == "approve":
@@ -144,9 +168,12 @@ def on_tick(pending: Pending | None, now: datetime) -> tuple[Pending | None, lis
     expired = ApprovalExpired(
         # Derived from the decision, so a tick and a late review expire it with one id.
         event_id=derived_event_id(pending.decision_event_id, "ApprovalExpired"),
-        case_id=pending.case_id, occurred_at=now,
-        causation_id=pending.decision_event_id, correlation_id=pending.correlation_id,
-        recommendation_id=pending.recommendation_id, expired_at=pending.expires_at,
+        case_id=pending.case_id,
+        occurred_at=now,
+        causation_id=pending.decision_event_id,
+        correlation_id=pending.correlation_id,
+        recommendation_id=pending.recommendation_id,
+        expired_at=pending.expires_at,
         approvals_received=len(pending.approvers),
     )
     return replace(pending, status=EXPIRED), [expired]
@@ -171,23 +198,30 @@ def on_expired(pending: Pending | None, expired: ApprovalExpired) -> Pending | N
 def _check_review(pending: Pending, review: ReviewSubmitted, now: datetime) -> None:
     """Checks common to every verdict, in the order the decision table lists them."""
     if review.verdict not in VERDICTS:
-        raise _Refusal("invalid_verdict", f"verdict {review.verdict!r} is not one of "
-                                          f"{', '.join(VERDICTS)}")
+        raise _Refusal(
+            "invalid_verdict", f"verdict {review.verdict!r} is not one of {', '.join(VERDICTS)}"
+        )
     if (review.verdict == "override") != (review.override_action is not None):
-        raise _Refusal("invalid_verdict",
-                       "an override carries the operator's action; approve and reject do not")
+        raise _Refusal(
+            "invalid_verdict",
+            "an override carries the operator's action; approve and reject do not",
+        )
     if pending.status != PENDING:
-        raise _Refusal("item_closed", f"recommendation {pending.recommendation_id} "
-                                      f"is already {pending.status}")
+        raise _Refusal(
+            "item_closed", f"recommendation {pending.recommendation_id} is already {pending.status}"
+        )
     if now >= pending.expires_at:
         raise _Refusal("expired", f"approval expired at {pending.expires_at.isoformat()}")
     if not set(review.roles) & set(pending.eligible_roles):
-        raise _Refusal("role_not_eligible",
-                       f"{review.actor} holds {', '.join(review.roles) or 'no role'}; "
-                       f"eligible: {', '.join(pending.eligible_roles)}")
+        raise _Refusal(
+            "role_not_eligible",
+            f"{review.actor} holds {', '.join(review.roles) or 'no role'}; "
+            f"eligible: {', '.join(pending.eligible_roles)}",
+        )
     if review.actor in pending.approvers:
-        raise _Refusal("duplicate_approver",
-                       f"{review.actor} already approved; one operator counts once")
+        raise _Refusal(
+            "duplicate_approver", f"{review.actor} already approved; one operator counts once"
+        )
 
 
 def _approve(
@@ -219,8 +253,9 @@ def _override(
         raise _Refusal("invalid_verdict", "an override carries the operator's action")
     workflow = policy.policy.workflows.get(pending.workflow)
     if workflow is None:
-        raise _Refusal("unknown_workflow", f"workflow {pending.workflow} is not in "
-                                           f"policy {policy.version}")
+        raise _Refusal(
+            "unknown_workflow", f"workflow {pending.workflow} is not in policy {policy.version}"
+        )
     findings = action_findings(action, workflow, policy)
     rule = workflow.actions.get(action.name)
     if rule is None or is_denied(findings, rule.on_out_of_bounds):
@@ -230,15 +265,20 @@ def _override(
         raise _Refusal("unknown_action", f"{action.name!r} is not in the action catalog")
     roles = policy.policy.approver_roles(entry)
     if not set(review.roles) & set(roles):
-        raise _Refusal("role_not_eligible",
-                       f"{review.actor} may not approve {action.name}; eligible: "
-                       f"{', '.join(roles)}")
+        raise _Refusal(
+            "role_not_eligible",
+            f"{review.actor} may not approve {action.name}; eligible: {', '.join(roles)}",
+        )
     # The override is a new proposal: approvals given to the old action do not carry over,
     # and the overriding operator is its first approver.
     item = replace(
-        _taken(pending, review), action=action, approvers=(review.actor,),
-        approvals_required=max(1, entry.approvals.count), eligible_roles=roles,
-        suggest_only=rule.mode == "suggest", policy_version=policy.version,
+        _taken(pending, review),
+        action=action,
+        approvers=(review.actor,),
+        approvals_required=max(1, entry.approvals.count),
+        eligible_roles=roles,
+        suggest_only=rule.mode == "suggest",
+        policy_version=policy.version,
     )
     events: list[Event] = [_recorded(item, review, now)]
     if item.approvals_required > 1:
@@ -253,10 +293,20 @@ def _complete(
     completed = _completed(item, review, now, APPROVED, approvers=item.approvers)
     events.append(completed)
     if not item.suggest_only:  # suggest: the operator acts by hand; casegate runs nothing
-        events.append(_execution(
-            completed.event_id, item.case_id, item.correlation_id, item.recommendation_id,
-            item.action, "approved", ",".join(item.approvers), item.policy_version,
-            item.workflow, now))
+        events.append(
+            _execution(
+                completed.event_id,
+                item.case_id,
+                item.correlation_id,
+                item.recommendation_id,
+                item.action,
+                "approved",
+                ",".join(item.approvers),
+                item.policy_version,
+                item.workflow,
+                now,
+            )
+        )
     return item, events
 
 
@@ -266,8 +316,11 @@ def _complete(
 def _taken(pending: Pending, review: ReviewSubmitted) -> Pending:
     """The item with `review` in its redelivery guard."""
     missing = len(pending.reviews_seen) - len(pending.review_events)
-    return replace(pending, reviews_seen=(*pending.reviews_seen, review.review_id),
-                   review_events=(*pending.review_events, *("",) * missing, review.event_id))
+    return replace(
+        pending,
+        reviews_seen=(*pending.reviews_seen, review.review_id),
+        review_events=(*pending.review_events, *("",) * missing, review.event_id),
+    )
 
 
 def _taken_as(pending: Pending, review_id: str) -> str:
@@ -279,41 +332,66 @@ def _taken_as(pending: Pending, review_id: str) -> str:
 def _recorded(item: Pending, review: ReviewSubmitted, now: datetime) -> ReviewRecorded:
     return ReviewRecorded(
         event_id=derived_event_id(review.event_id, "ReviewRecorded"),
-        case_id=item.case_id, occurred_at=now,
-        causation_id=review.event_id, correlation_id=item.correlation_id,
-        review_id=review.review_id, recommendation_id=item.recommendation_id,
-        actor=review.actor, roles=review.roles, verdict=review.verdict,
-        approvals_received=len(item.approvers), approvals_required=item.approvals_required,
+        case_id=item.case_id,
+        occurred_at=now,
+        causation_id=review.event_id,
+        correlation_id=item.correlation_id,
+        review_id=review.review_id,
+        recommendation_id=item.recommendation_id,
+        actor=review.actor,
+        roles=review.roles,
+        verdict=review.verdict,
+        approvals_received=len(item.approvers),
+        approvals_required=item.approvals_required,
     )
 
 
 def _completed(
-    item: Pending, review: ReviewSubmitted, now: datetime, outcome: str,
+    item: Pending,
+    review: ReviewSubmitted,
+    now: datetime,
+    outcome: str,
     approvers: tuple[str, ...],
 ) -> ApprovalCompleted:
     return ApprovalCompleted(
         event_id=derived_event_id(review.event_id, "ApprovalCompleted"),
-        case_id=item.case_id, occurred_at=now,
-        causation_id=review.event_id, correlation_id=item.correlation_id,
-        recommendation_id=item.recommendation_id, outcome=outcome, approvers=approvers,
+        case_id=item.case_id,
+        occurred_at=now,
+        causation_id=review.event_id,
+        correlation_id=item.correlation_id,
+        recommendation_id=item.recommendation_id,
+        outcome=outcome,
+        approvers=approvers,
         action=item.action,
     )
 
 
 def _execution(
-    cause_event_id: str, case_id: str, correlation_id: str | None, recommendation_id: str,
-    action: ActionSpec, mode: str, requested_by: str, policy_version: str,
-    workflow: str | None, now: datetime,
+    cause_event_id: str,
+    case_id: str,
+    correlation_id: str | None,
+    recommendation_id: str,
+    action: ActionSpec,
+    mode: str,
+    requested_by: str,
+    policy_version: str,
+    workflow: str | None,
+    now: datetime,
 ) -> ExecutionRequested:
     return ExecutionRequested(
         event_id=derived_event_id(cause_event_id, "ExecutionRequested"),
-        case_id=case_id, occurred_at=now,
-        causation_id=cause_event_id, correlation_id=correlation_id,
+        case_id=case_id,
+        occurred_at=now,
+        causation_id=cause_event_id,
+        correlation_id=correlation_id,
         # From the authorizing event (decision or ApprovalCompleted): a redelivered cause
         # yields the same execution id, which the adapter receives as its idempotency key.
         execution_id=derived_event_id(cause_event_id, "execution"),
-        recommendation_id=recommendation_id, action=action, mode=mode,
-        requested_by=requested_by, policy_version=policy_version,
+        recommendation_id=recommendation_id,
+        action=action,
+        mode=mode,
+        requested_by=requested_by,
+        policy_version=policy_version,
         # The executor re-checks the action against this workflow in the current policy.
         workflow=workflow,
     )
@@ -322,8 +400,13 @@ def _execution(
 def _denied(review: ReviewSubmitted, now: datetime, reason: str, detail: str) -> ReviewDenied:
     return ReviewDenied(
         event_id=derived_event_id(review.event_id, "ReviewDenied"),
-        case_id=review.case_id, occurred_at=now,
-        causation_id=review.event_id, correlation_id=review.correlation_id,
-        review_id=review.review_id, recommendation_id=review.recommendation_id,
-        actor=review.actor, reason=reason, detail=detail,
+        case_id=review.case_id,
+        occurred_at=now,
+        causation_id=review.event_id,
+        correlation_id=review.correlation_id,
+        review_id=review.review_id,
+        recommendation_id=review.recommendation_id,
+        actor=review.actor,
+        reason=reason,
+        detail=detail,
     )

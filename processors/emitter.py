@@ -36,8 +36,9 @@ class Emitter:
         All are encoded first: an event that breaks its schema raises InvalidEvent before
         anything is sent, so the caller can dead-letter the input cleanly.
         """
-        encoded = [(self._topics[e.topic], e.case_id.encode(), *self._codec.encode(e))
-                   for e in events]
+        encoded = [
+            (self._topics[e.topic], e.case_id.encode(), *self._codec.encode(e)) for e in events
+        ]
         pending = [
             await topic.send(key=key, value=value, headers=headers)
             for topic, key, value, headers in encoded

@@ -52,16 +52,21 @@ OUTCOMES = (ExecutionSucceeded, ExecutionFailed, ExecutionRolledBack)
 
 
 async def run_action(
-    adapters: dict[str, Adapter], execution_id: str, case_id: str, spec: ActionSpec,
+    adapters: dict[str, Adapter],
+    execution_id: str,
+    case_id: str,
+    spec: ActionSpec,
     action: Action,
 ) -> AdapterResult:
     """Run `spec` through the adapter its catalog entry names, under its timeout."""
     adapter = adapters.get(action.adapter.kind)
     if adapter is None:
-        return AdapterResult(ok=False, error_class="UnknownAdapter",
-                             message=f"no adapter of kind {action.adapter.kind!r}")
-    call = AdapterCall(execution_id=execution_id, case_id=case_id, action=spec,
-                       spec=action.adapter)
+        return AdapterResult(
+            ok=False,
+            error_class="UnknownAdapter",
+            message=f"no adapter of kind {action.adapter.kind!r}",
+        )
+    call = AdapterCall(execution_id=execution_id, case_id=case_id, action=spec, spec=action.adapter)
     return await run_with_timeout(adapter, call, action.timeout_s)
 
 
@@ -83,8 +88,12 @@ async def execute_request(
         rollback_result = (
             await run_action(adapters, rollback_execution_id(req), req.case_id, rollback, undo)
             if undo is not None
-            else AdapterResult(ok=False, error_class="UnknownAction",
-                               message=f"rollback action {rollback.name} not in the catalog"))
+            else AdapterResult(
+                ok=False,
+                error_class="UnknownAction",
+                message=f"rollback action {rollback.name} not in the catalog",
+            )
+        )
     return outcome_events(req, result, action, utc_now(), rollback_result)
 
 
@@ -106,11 +115,16 @@ def build(settings: Settings, codec: Codec) -> faust.App:
                 if isinstance(req, OUTCOMES):
                     continue  # our own answers share the topic
                 if not isinstance(req, ExecutionRequested):
-                    raise InvalidEvent(f"{type(req).__name__} does not belong on the "
-                                       "executions topic")
+                    raise InvalidEvent(
+                        f"{type(req).__name__} does not belong on the executions topic"
+                    )
                 if req.execution_id in finished:
-                    log.info("%s: execution %s already finished (%s)", where(msg),
-                             req.execution_id, finished[req.execution_id])
+                    log.info(
+                        "%s: execution %s already finished (%s)",
+                        where(msg),
+                        req.execution_id,
+                        finished[req.execution_id],
+                    )
                     continue
                 events = await execute_request(req, await policies.current(), adapters)
                 await emitter.emit(events)

@@ -47,8 +47,14 @@ class AdapterResult:
     def timeout(cls, timeout_s: float, duration_ms: float) -> AdapterResult:
         """No answer within the action's timeout. Retriable: the idempotency key makes a
         second attempt safe even if the first one did land."""
-        return cls(ok=False, timed_out=True, error_class="Timeout", retriable=True,
-                   message=f"no answer within {timeout_s:g}s", duration_ms=duration_ms)
+        return cls(
+            ok=False,
+            timed_out=True,
+            error_class="Timeout",
+            retriable=True,
+            message=f"no answer within {timeout_s:g}s",
+            duration_ms=duration_ms,
+        )
 
 
 def authorize_execution(
@@ -85,8 +91,10 @@ def authorize_execution(
         return f"suggest_only: {req.action.name} is suggest-only in workflow {workflow}"
     if req.mode == "auto" and (wf.phase != "bounded" or rule.mode != "auto" or findings):
         # Nobody approved this run: it needs the whole envelope, exactly as the guard did.
-        return (f"not_auto: {req.action.name} is {rule.mode} in workflow {workflow} "
-                f"({wf.phase} phase){_details(findings)}")
+        return (
+            f"not_auto: {req.action.name} is {rule.mode} in workflow {workflow} "
+            f"({wf.phase} phase){_details(findings)}"
+        )
     return None
 
 
@@ -143,33 +151,59 @@ def outcome_events(
         "action_name": req.action.name,
     }
     if result.ok and post_condition_met(action, result):
-        return [ExecutionSucceeded(
-            event_id=derived_event_id(req.event_id, f"ExecutionSucceeded{kind}"),
-            result=dict(result.result), duration_ms=result.duration_ms, **common)]
+        return [
+            ExecutionSucceeded(
+                event_id=derived_event_id(req.event_id, f"ExecutionSucceeded{kind}"),
+                result=dict(result.result),
+                duration_ms=result.duration_ms,
+                **common,
+            )
+        ]
     failed_id = derived_event_id(req.event_id, f"ExecutionFailed{kind}")
     if not result.ok:
-        return [ExecutionFailed(
-            event_id=failed_id,
-            error_class=result.error_class or ("Timeout" if result.timed_out else "AdapterError"),
-            retriable=result.retriable, timed_out=result.timed_out, message=result.message,
-            duration_ms=result.duration_ms, **common)]
+        return [
+            ExecutionFailed(
+                event_id=failed_id,
+                error_class=result.error_class
+                or ("Timeout" if result.timed_out else "AdapterError"),
+                retriable=result.retriable,
+                timed_out=result.timed_out,
+                message=result.message,
+                duration_ms=result.duration_ms,
+                **common,
+            )
+        ]
     # It ran, but the world is not in the promised state: not retriable, since running
     # it again would not explain why the first run did not hold.
     condition = action.adapter.post_condition
-    events: list[Event] = [ExecutionFailed(
-        event_id=failed_id, error_class=POST_CONDITION_FAILED, retriable=False,
-        timed_out=False, message=f"post-condition {condition!r} not met by the result",
-        duration_ms=result.duration_ms, **common)]
+    events: list[Event] = [
+        ExecutionFailed(
+            event_id=failed_id,
+            error_class=POST_CONDITION_FAILED,
+            retriable=False,
+            timed_out=False,
+            message=f"post-condition {condition!r} not met by the result",
+            duration_ms=result.duration_ms,
+            **common,
+        )
+    ]
     rollback = rollback_request(req, result, action)
     if rollback is None:
         return events
     if rollback_result is None:
-        raise ValueError(f"execution {req.execution_id} needs its rollback run first: "
-                         "run rollback_request(...) and pass rollback_result")
-    events.append(ExecutionRolledBack(
-        event_id=derived_event_id(req.event_id, f"ExecutionRolledBack{kind}"),
-        rollback_action=rollback.name, reason=f"post_condition_failed: {condition}",
-        succeeded=rollback_result.ok, **common))
+        raise ValueError(
+            f"execution {req.execution_id} needs its rollback run first: "
+            "run rollback_request(...) and pass rollback_result"
+        )
+    events.append(
+        ExecutionRolledBack(
+            event_id=derived_event_id(req.event_id, f"ExecutionRolledBack{kind}"),
+            rollback_action=rollback.name,
+            reason=f"post_condition_failed: {condition}",
+            succeeded=rollback_result.ok,
+            **common,
+        )
+    )
     return events
 
 
@@ -177,10 +211,17 @@ def refused_event(req: ExecutionRequested, reason: str, now: datetime) -> Execut
     """The ExecutionFailed for a run `authorize_execution` refused (nothing was run)."""
     return ExecutionFailed(
         event_id=derived_event_id(req.event_id, "ExecutionFailed"),
-        case_id=req.case_id, occurred_at=now, causation_id=req.event_id,
-        correlation_id=req.correlation_id, execution_id=req.execution_id,
-        action_name=req.action.name, error_class=POLICY_REFUSED, retriable=False,
-        timed_out=False, message=reason, duration_ms=0.0,
+        case_id=req.case_id,
+        occurred_at=now,
+        causation_id=req.event_id,
+        correlation_id=req.correlation_id,
+        execution_id=req.execution_id,
+        action_name=req.action.name,
+        error_class=POLICY_REFUSED,
+        retriable=False,
+        timed_out=False,
+        message=reason,
+        duration_ms=0.0,
     )
 
 

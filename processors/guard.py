@@ -49,8 +49,9 @@ def build(settings: Settings, codec: Codec) -> faust.App:
     decided = app.Table("decided", default=None, key_type=str)
     auto_runs = app.Table("auto_runs", default=None, key_type=str)
 
-    async def decide(record: SourceRecord, at: float, rec: RecommendationProduced,
-                     case: CaseFacts) -> None:
+    async def decide(
+        record: SourceRecord, at: float, rec: RecommendationProduced, case: CaseFacts
+    ) -> None:
         """Decide `rec` once: produce the decision, then record the run and the decision."""
         if rec.event_id in decided:
             log.info("%s: recommendation %s already decided", where(record), rec.event_id)
@@ -61,8 +62,14 @@ def build(settings: Settings, codec: Codec) -> faust.App:
         key = runs_key(workflow.name, record.partition) if workflow else None
         runs = AutoRuns.from_json(auto_runs.get(key) if key else None)
         try:
-            decision = decide_guard(rec, case, policy, runs.times(excluding=rec.event_id), now,
-                                    shards=settings.partitions)
+            decision = decide_guard(
+                rec,
+                case,
+                policy,
+                runs.times(excluding=rec.event_id),
+                now,
+                shards=settings.partitions,
+            )
             await emitter.emit([decision])
         except (ValueError, CodecError) as exc:
             await dead_letters.reject(record, exc, rec.case_id)
@@ -94,19 +101,26 @@ def build(settings: Settings, codec: Codec) -> faust.App:
         if isinstance(event, ModelOutputRejected):
             return
         if not isinstance(event, RecommendationProduced):
-            raise InvalidEvent(f"{type(event).__name__} does not belong on the recommendations "
-                               "topic")
+            raise InvalidEvent(
+                f"{type(event).__name__} does not belong on the recommendations topic"
+            )
         if record_key(msg) != event.case_id:
-            raise InvalidEvent(f"record key {record_key(msg)!r} differs from case_id "
-                               f"{event.case_id!r}; recommendations are keyed by case_id")
+            raise InvalidEvent(
+                f"record key {record_key(msg)!r} differs from case_id "
+                f"{event.case_id!r}; recommendations are keyed by case_id"
+            )
         raw = facts.get(event.case_id)
         if raw is not None:
             await decide(msg, msg.timestamp, event, facts_from_json(raw))
             return
         waiting = list(held.get(event.case_id) or ())
         if event.event_id not in {entry["event_id"] for entry in waiting}:
-            log.debug("%s: holding recommendation %s until CaseOpened of %s arrives",
-                     where(msg), event.event_id, event.case_id)
+            log.debug(
+                "%s: holding recommendation %s until CaseOpened of %s arrives",
+                where(msg),
+                event.event_id,
+                event.case_id,
+            )
             record = HeldRecord.of(msg, held_at=time.time())
             waiting.append({"event_id": event.event_id, "record": record.to_json()})
             held[event.case_id] = waiting

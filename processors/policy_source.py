@@ -74,8 +74,11 @@ class PolicySource:
                 if not self._caught_up and await consumer.position(tp) >= end_at_start:
                     self._caught_up = True
                     if self._latest is None:
-                        log.warning("no policy published on %s yet: nothing is decided "
-                                    "until one is (`casegate policy publish FILE`)", tp.topic)
+                        log.warning(
+                            "no policy published on %s yet: nothing is decided "
+                            "until one is (`casegate policy publish FILE`)",
+                            tp.topic,
+                        )
                 self._maybe_ready()
         finally:
             await consumer.stop()
@@ -90,13 +93,19 @@ class PolicySource:
             if (loaded.sha256, loaded.version) != (event.sha256, event.version):
                 raise InvalidEvent(
                     f"document has sha256 {loaded.sha256} and version {loaded.version}; "
-                    f"the event says {event.sha256} and {event.version}")
+                    f"the event says {event.sha256} and {event.version}"
+                )
         except (CodecError, PolicyInvalid) as exc:
             await self._dead_letters.reject(record, exc)
             return
         self._latest = loaded
-        log.info("%s: policy %s (sha256 %.12s) by %s is in force",
-                 where(record), loaded.version, loaded.sha256, event.author)
+        log.info(
+            "%s: policy %s (sha256 %.12s) by %s is in force",
+            where(record),
+            loaded.version,
+            loaded.sha256,
+            event.author,
+        )
 
     def _maybe_ready(self) -> None:
         if self._caught_up and self._latest is not None and not self._ready.is_set():

@@ -67,22 +67,38 @@ class HeldRecord:
 
     @classmethod
     def of(cls, message: Message, held_at: float) -> HeldRecord:
-        return cls(topic=message.topic, partition=message.partition, offset=message.offset,
-                   timestamp=message.timestamp, key=message.key, value=message.value,
-                   held_at=held_at)
+        return cls(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            timestamp=message.timestamp,
+            key=message.key,
+            value=message.value,
+            held_at=held_at,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "topic": self.topic, "partition": self.partition, "offset": self.offset,
-            "timestamp": self.timestamp, "held_at": self.held_at,
-            "key": _b64(self.key), "value": _b64(self.value),
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "timestamp": self.timestamp,
+            "held_at": self.held_at,
+            "key": _b64(self.key),
+            "value": _b64(self.value),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HeldRecord:
-        return cls(topic=data["topic"], partition=data["partition"], offset=data["offset"],
-                   timestamp=data["timestamp"], held_at=data["held_at"],
-                   key=_unb64(data["key"]), value=_unb64(data["value"]))
+        return cls(
+            topic=data["topic"],
+            partition=data["partition"],
+            offset=data["offset"],
+            timestamp=data["timestamp"],
+            held_at=data["held_at"],
+            key=_unb64(data["key"]),
+            value=_unb64(data["value"]),
+        )
 
 
 def _b64(raw: bytes | None) -> str | None:

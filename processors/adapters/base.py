@@ -41,9 +41,13 @@ async def run_with_timeout(adapter: Adapter, call: AdapterCall, timeout_s: float
     except TimeoutError:
         return AdapterResult.timeout(timeout_s, _ms_since(started))
     except Exception as exc:  # an adapter bug must become an ExecutionFailed, not a crash
-        return AdapterResult(ok=False, error_class=type(exc).__name__, retriable=False,
-                             message=str(exc) or type(exc).__name__,
-                             duration_ms=_ms_since(started))
+        return AdapterResult(
+            ok=False,
+            error_class=type(exc).__name__,
+            retriable=False,
+            message=str(exc) or type(exc).__name__,
+            duration_ms=_ms_since(started),
+        )
     return replace(result, duration_ms=_ms_since(started))
 
 

@@ -29,10 +29,17 @@ class HttpAdapter:
 
     async def run(self, call: AdapterCall) -> AdapterResult:
         if not call.spec.url:
-            return AdapterResult(ok=False, error_class="AdapterMisconfigured",
-                                 message=f"{call.action.name}: http adapter without a url")
-        body = {"execution_id": call.execution_id, "case_id": call.case_id,
-                "action": call.action.name, "params": dict(call.action.params)}
+            return AdapterResult(
+                ok=False,
+                error_class="AdapterMisconfigured",
+                message=f"{call.action.name}: http adapter without a url",
+            )
+        body = {
+            "execution_id": call.execution_id,
+            "case_id": call.case_id,
+            "action": call.action.name,
+            "params": dict(call.action.params),
+        }
         try:
             async with self._session().post(
                 call.spec.url, json=body, headers={"Idempotency-Key": call.execution_id}
@@ -40,14 +47,20 @@ class HttpAdapter:
                 text = await response.text()
                 if not 200 <= response.status < 300:
                     return AdapterResult(
-                        ok=False, error_class="HttpError",
+                        ok=False,
+                        error_class="HttpError",
                         retriable=response.status >= 500 or response.status in RETRIABLE_STATUSES,
-                        message=f"HTTP {response.status}: {text[:MESSAGE_CHARS]}")
+                        message=f"HTTP {response.status}: {text[:MESSAGE_CHARS]}",
+                    )
         except aiohttp.ClientError as exc:
             # Connection refused, reset, DNS…: the request may not have arrived; the
             # idempotency key makes another attempt safe.
-            return AdapterResult(ok=False, error_class=type(exc).__name__, retriable=True,
-                                 message=str(exc) or type(exc).__name__)
+            return AdapterResult(
+                ok=False,
+                error_class=type(exc).__name__,
+                retriable=True,
+                message=str(exc) or type(exc).__name__,
+            )
         return AdapterResult(ok=True, result=_result_fields(text))
 
 

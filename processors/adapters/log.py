@@ -13,8 +13,13 @@ log = logging.getLogger(__name__)
 
 class LogAdapter:
     async def run(self, call: AdapterCall) -> AdapterResult:
-        log.info("run %s %s for case %s (idempotency key %s)", call.action.name,
-                 dict(call.action.params), call.case_id, call.execution_id)
+        log.info(
+            "run %s %s for case %s (idempotency key %s)",
+            call.action.name,
+            dict(call.action.params),
+            call.case_id,
+            call.execution_id,
+        )
         # It plays a downstream that did what was asked, so it confirms the action's
         # post-condition field (a real adapter reads that from the system it called).
         result: dict[str, Scalar] = {"logged": True}

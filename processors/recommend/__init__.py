@@ -21,7 +21,24 @@ from processors.recommend.service import (
 from processors.recommend.visibility import ModelInput, Visibility, model_input
 
 __all__ = [
-    "BASELINE_MODEL", "Answer", "BaselineIndex", "CaseView", "Endpoint", "Exchange",
-    "ModelInput", "Neighbor", "Plan", "Visibility", "apply_update", "conclude", "model_input",
-    "open_view", "plan", "preload", "recommend", "recommend_async", "route", "text_changed",
+    "BASELINE_MODEL",
+    "Answer",
+    "BaselineIndex",
+    "CaseView",
+    "Endpoint",
+    "Exchange",
+    "ModelInput",
+    "Neighbor",
+    "Plan",
+    "Visibility",
+    "apply_update",
+    "conclude",
+    "model_input",
+    "open_view",
+    "plan",
+    "preload",
+    "recommend",
+    "recommend_async",
+    "route",
+    "text_changed",
 ]

@@ -58,17 +58,26 @@ class Resolved:
 class BaselineIndex:
     """Resolved-case history for the baseline; feed it every `cases` event in order."""
 
-    def __init__(self, visibility: Visibility, *, max_cases: int = 20_000,
-                 max_open: int = 50_000, k: int = 10, max_candidates: int = 64,
-                 walk_budget: int = 1_000, max_query_terms: int = 24) -> None:
+    def __init__(
+        self,
+        visibility: Visibility,
+        *,
+        max_cases: int = 20_000,
+        max_open: int = 50_000,
+        k: int = 10,
+        max_candidates: int = 64,
+        walk_budget: int = 1_000,
+        max_query_terms: int = 24,
+    ) -> None:
         """`max_cases`/`max_open` bound memory; `k` neighbours vote; the last three trade
         accuracy for speed (see `TfIdfIndex`)."""
         self.visibility = visibility
         self.k = k
         self.max_open = max_open
         self._open: OrderedDict[str, CaseView] = OrderedDict()
-        self._index: TfIdfIndex[Resolved] = TfIdfIndex(max_cases, max_candidates,
-                                                        walk_budget, max_query_terms)
+        self._index: TfIdfIndex[Resolved] = TfIdfIndex(
+            max_cases, max_candidates, walk_budget, max_query_terms
+        )
         self._categories: Counter[str] = Counter()
         self._actions: Counter[str] = Counter()
         # The recommender asks twice for the same case's neighbours (`route` picks the
@@ -119,8 +128,9 @@ class BaselineIndex:
             count += 1
         return count
 
-    def neighbors(self, inp: ModelInput, *,
-                  exclude_case: str | None = None) -> tuple[Neighbor, ...]:
+    def neighbors(
+        self, inp: ModelInput, *, exclude_case: str | None = None
+    ) -> tuple[Neighbor, ...]:
         """The `k` most similar resolved cases (cosine >= MIN_SIMILARITY), best first."""
         query = (inp.sha256, exclude_case, self._changes)
         if self._last is not None and self._last[0] == query:

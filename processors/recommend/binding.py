@@ -27,8 +27,11 @@ _FALSE = frozenset({"false", "no", "0"})
 
 def bound_params(catalog_action: Action) -> Mapping[str, str]:
     """Parameter name -> case path, for the parameters of `catalog_action` bound to the case."""
-    return {name: spec.from_case for name, spec in catalog_action.params.items()
-            if spec.from_case is not None}
+    return {
+        name: spec.from_case
+        for name, spec in catalog_action.params.items()
+        if spec.from_case is not None
+    }
 
 
 def without_bound(action: ActionSpec, catalog_action: Action) -> ActionSpec:
@@ -40,8 +43,9 @@ def without_bound(action: ActionSpec, catalog_action: Action) -> ActionSpec:
     bound = bound_params(catalog_action)
     if not any(name in bound for name in action.params):
         return action
-    return ActionSpec(name=action.name,
-                      params={k: v for k, v in action.params.items() if k not in bound})
+    return ActionSpec(
+        name=action.name, params={k: v for k, v in action.params.items() if k not in bound}
+    )
 
 
 def bind_case_params(action: ActionSpec, catalog_action: Action, case: CaseView) -> ActionSpec:

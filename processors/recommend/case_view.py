@@ -12,11 +12,11 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TypeVar
 
+from policy.case_fields import CASE_FIELDS
 from schemas.events import CaseOpened, CaseUpdated, Scalar
 
-# Top-level string fields a CaseUpdated may change by name.
-TOP_LEVEL_FIELDS = ("source", "channel", "queue", "team", "issue_class", "subject",
-                    "description", "priority")
+# Top-level string fields a CaseUpdated may change by name (the case's fields but its maps).
+TOP_LEVEL_FIELDS = tuple(f for f in CASE_FIELDS if f not in ("customer", "attributes"))
 # A new recommendation is due only when the text the model reads changes.
 TEXT_FIELDS = ("subject", "description")
 
@@ -49,18 +49,31 @@ class CaseView:
     @property
     def match_fields(self) -> dict[str, str | None]:
         """The fields a workflow's `match` may test (see policy.workflow.MATCH_FIELDS)."""
-        return {"channel": self.channel, "queue": self.queue, "team": self.team,
-                "issue_class": self.issue_class, "priority": self.priority,
-                "source": self.source}
+        return {
+            "channel": self.channel,
+            "queue": self.queue,
+            "team": self.team,
+            "issue_class": self.issue_class,
+            "priority": self.priority,
+            "source": self.source,
+        }
 
 
 def open_view(event: CaseOpened) -> CaseView:
     """The view of a case right after it was opened."""
     return CaseView(
-        case_id=event.case_id, opened_event_id=event.event_id, last_event_id=event.event_id,
-        source=event.source, channel=event.channel, queue=event.queue, team=event.team,
-        issue_class=event.issue_class, subject=event.subject, description=event.description,
-        priority=event.priority, customer=_frozen(event.customer),
+        case_id=event.case_id,
+        opened_event_id=event.event_id,
+        last_event_id=event.event_id,
+        source=event.source,
+        channel=event.channel,
+        queue=event.queue,
+        team=event.team,
+        issue_class=event.issue_class,
+        subject=event.subject,
+        description=event.description,
+        priority=event.priority,
+        customer=_frozen(event.customer),
         attributes=_frozen(event.attributes),
     )
 
@@ -84,8 +97,13 @@ def apply_update(view: CaseView, event: CaseUpdated) -> CaseView:
             _set(customer, key.removeprefix("customer."), None if value is None else str(value))
         else:
             _set(attributes, key.removeprefix("attributes."), value)
-    return replace(view, **top, attributes=_frozen(attributes),  # type: ignore[arg-type]
-                   customer=_frozen(customer), last_event_id=event.event_id)
+    return replace(
+        view,
+        **top,  # type: ignore[arg-type]
+        attributes=_frozen(attributes),
+        customer=_frozen(customer),
+        last_event_id=event.event_id,
+    )
 
 
 def _set(target: dict[str, V], key: str, value: V | None) -> None:

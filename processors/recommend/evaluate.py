@@ -63,12 +63,18 @@ class EvalReport:
     per_category: dict[str, Score]  # by true category, sorted by name
 
 
-def evaluate(history_events: Iterable[Event], case_events: Iterable[Event], *,
-             policy: LoadedPolicy | None = None, max_cases: int = 20_000) -> EvalReport:
+def evaluate(
+    history_events: Iterable[Event],
+    case_events: Iterable[Event],
+    *,
+    policy: LoadedPolicy | None = None,
+    max_cases: int = 20_000,
+) -> EvalReport:
     """Replay history, recommend for each labelled case, score against the majority class."""
     loaded = policy or load_policy_file(default_policy_path())
-    index = BaselineIndex(Visibility.from_policy(loaded.policy.model_visibility),
-                          max_cases=max_cases)
+    index = BaselineIndex(
+        Visibility.from_policy(loaded.policy.model_visibility), max_cases=max_cases
+    )
     index.replay(history_events)
     majority_category = _most_common(index.categories)
     majority_action = _most_common(index.actions)
@@ -83,15 +89,23 @@ def evaluate(history_events: Iterable[Event], case_events: Iterable[Event], *,
             view = views.pop(event.case_id)
             answer = plan(view, route(view, loaded, index), loaded, index).baseline
             taken = {a.name for a in event.actions_taken}
-            rows.setdefault(event.category, []).append((
-                answer.category == event.category,
-                majority_category == event.category,
-                (answer.action is not None and answer.action.name in taken) if taken else None,
-                (majority_action in taken) if taken else None,
-            ))
+            rows.setdefault(event.category, []).append(
+                (
+                    answer.category == event.category,
+                    majority_category == event.category,
+                    (answer.action is not None and answer.action.name in taken) if taken else None,
+                    (majority_action in taken) if taken else None,
+                )
+            )
     per_category = {cat: _score(r) for cat, r in sorted(rows.items())}
-    return EvalReport(index.resolved_count, len(views), majority_category, majority_action,
-                      _score([row for r in rows.values() for row in r]), per_category)
+    return EvalReport(
+        index.resolved_count,
+        len(views),
+        majority_category,
+        majority_action,
+        _score([row for r in rows.values() for row in r]),
+        per_category,
+    )
 
 
 def _most_common(counts: Counter[str]) -> str | None:
@@ -101,21 +115,32 @@ def _most_common(counts: Counter[str]) -> str | None:
 
 def _score(rows: list[tuple[bool, bool, bool | None, bool | None]]) -> Score:
     with_actions = [r for r in rows if r[2] is not None]
-    return Score(cases=len(rows), correct=sum(r[0] for r in rows),
-                 majority_correct=sum(r[1] for r in rows), action_cases=len(with_actions),
-                 hits=sum(bool(r[2]) for r in with_actions),
-                 majority_hits=sum(bool(r[3]) for r in with_actions))
+    return Score(
+        cases=len(rows),
+        correct=sum(r[0] for r in rows),
+        majority_correct=sum(r[1] for r in rows),
+        action_cases=len(with_actions),
+        hits=sum(bool(r[2]) for r in with_actions),
+        majority_hits=sum(bool(r[3]) for r in with_actions),
+    )
 
 
 def render(report: EvalReport) -> str:
     """The report as a plain-text table, one row per true category and one overall."""
-    head = (f"history: {report.history_cases} resolved cases; majority category "
-            f"{report.majority_category}, majority action {report.majority_action}; "
-            f"unlabelled (not scored): {report.unlabelled}")
-    lines = [head, f"{'category':<24}{'cases':>6}{'accuracy':>10}{'majority':>10}"
-                   f"{'w/ action':>10}{'hit rate':>10}{'majority':>10}"]
+    head = (
+        f"history: {report.history_cases} resolved cases; majority category "
+        f"{report.majority_category}, majority action {report.majority_action}; "
+        f"unlabelled (not scored): {report.unlabelled}"
+    )
+    lines = [
+        head,
+        f"{'category':<24}{'cases':>6}{'accuracy':>10}{'majority':>10}"
+        f"{'w/ action':>10}{'hit rate':>10}{'majority':>10}",
+    ]
     rows = [*report.per_category.items(), ("ALL", report.overall)]
     for name, s in rows:
-        lines.append(f"{name:<24}{s.cases:>6}{s.accuracy:>10.3f}{s.majority_accuracy:>10.3f}"
-                     f"{s.action_cases:>10}{s.hit_rate:>10.3f}{s.majority_hit_rate:>10.3f}")
+        lines.append(
+            f"{name:<24}{s.cases:>6}{s.accuracy:>10.3f}{s.majority_accuracy:>10.3f}"
+            f"{s.action_cases:>10}{s.hit_rate:>10.3f}{s.majority_hit_rate:>10.3f}"
+        )
     return "\n".join(lines)

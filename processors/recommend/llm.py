@@ -65,24 +65,33 @@ def preload() -> None:
     _litellm()
 
 
-def _arguments(cfg: LlmRecommender, messages: list[dict[str, str]],
-               endpoint: Endpoint) -> dict[str, Any]:
+def _arguments(
+    cfg: LlmRecommender, messages: list[dict[str, str]], endpoint: Endpoint
+) -> dict[str, Any]:
     return {
-        "model": cfg.model, "messages": messages, "temperature": cfg.temperature,
+        "model": cfg.model,
+        "messages": messages,
+        "temperature": cfg.temperature,
         "timeout": cfg.timeout_s,
         # Retries are ours (counted, bounded, logged); the SDK's own would multiply them.
         "max_retries": 0,
         "response_format": {"type": "json_object"},
         "drop_params": True,  # providers without JSON mode still get the request
-        "api_base": endpoint.api_base, "api_key": endpoint.api_key,
+        "api_base": endpoint.api_base,
+        "api_key": endpoint.api_key,
     }
 
 
 def _retriable(exc: Exception) -> bool:
     """Timeouts, connection trouble, rate limits and 5xx may pass; the rest will not."""
     lib = _litellm()
-    kinds = (lib.Timeout, lib.APIConnectionError, lib.RateLimitError,
-             lib.ServiceUnavailableError, lib.InternalServerError)
+    kinds = (
+        lib.Timeout,
+        lib.APIConnectionError,
+        lib.RateLimitError,
+        lib.ServiceUnavailableError,
+        lib.InternalServerError,
+    )
     return isinstance(exc, kinds)
 
 
@@ -103,21 +112,25 @@ def _answered(response: Any, attempts: int, started: float) -> Exchange:
     except Exception:  # a model missing from the local cost map has no price: not an error
         cost = None
     content = response.choices[0].message.content if response.choices else None
-    return Exchange(raw=content if isinstance(content, str) else "", failure=None,
-                    attempts=attempts, latency_ms=round(latency, 3),
-                    prompt_tokens=getattr(usage, "prompt_tokens", None),
-                    completion_tokens=getattr(usage, "completion_tokens", None),
-                    cost_usd=cost)
+    return Exchange(
+        raw=content if isinstance(content, str) else "",
+        failure=None,
+        attempts=attempts,
+        latency_ms=round(latency, 3),
+        prompt_tokens=getattr(usage, "prompt_tokens", None),
+        completion_tokens=getattr(usage, "completion_tokens", None),
+        cost_usd=cost,
+    )
 
 
 def _failed(exc: Exception, attempts: int, started: float) -> Exchange:
     latency = round((time.perf_counter() - started) * 1000, 3)
-    return Exchange(raw=None, failure=_failure(exc, attempts), attempts=attempts,
-                    latency_ms=latency)
+    return Exchange(
+        raw=None, failure=_failure(exc, attempts), attempts=attempts, latency_ms=latency
+    )
 
 
-def complete(cfg: LlmRecommender, messages: list[dict[str, str]],
-             endpoint: Endpoint) -> Exchange:
+def complete(cfg: LlmRecommender, messages: list[dict[str, str]], endpoint: Endpoint) -> Exchange:
     """Rule: at most 1 + max_retries attempts of at most timeout_s each, never raising."""
     started = time.perf_counter()
     lib = _litellm()
@@ -135,8 +148,9 @@ def complete(cfg: LlmRecommender, messages: list[dict[str, str]],
         return _answered(response, attempt, started)
 
 
-async def acomplete(cfg: LlmRecommender, messages: list[dict[str, str]],
-                    endpoint: Endpoint) -> Exchange:
+async def acomplete(
+    cfg: LlmRecommender, messages: list[dict[str, str]], endpoint: Endpoint
+) -> Exchange:
     """`complete` for async callers (faust agents): same bounds, no blocking calls."""
     started = time.perf_counter()
     lib = _litellm()

@@ -55,15 +55,22 @@ def suggestible(workflow: Workflow) -> list[str]:
     return [name for name, rule in workflow.actions.items() if rule.mode != "prohibited"]
 
 
-def render_messages(version: str, inp: ModelInput, workflow: Workflow, policy: Policy,
-                    categories: Collection[str],
-                    neighbors: tuple[Neighbor, ...]) -> list[dict[str, str]]:
+def render_messages(
+    version: str,
+    inp: ModelInput,
+    workflow: Workflow,
+    policy: Policy,
+    categories: Collection[str],
+    neighbors: tuple[Neighbor, ...],
+) -> list[dict[str, str]]:
     """The chat messages for one case: rules and catalog as system, case data as user."""
     system, user = load_prompt(version)
     names = sorted(categories)
-    system = (system.replace("{{categories}}", ", ".join(f'"{c}"' for c in names) or "(none yet)")
-              .replace("{{actions}}", _catalog(workflow, policy, mark_bound=False))
-              .replace("{{actions_marking_bound}}", _catalog(workflow, policy, mark_bound=True)))
+    system = (
+        system.replace("{{categories}}", ", ".join(f'"{c}"' for c in names) or "(none yet)")
+        .replace("{{actions}}", _catalog(workflow, policy, mark_bound=False))
+        .replace("{{actions_marking_bound}}", _catalog(workflow, policy, mark_bound=True))
+    )
     user = user.replace("{{history}}", _history(neighbors)).replace("{{case}}", case_json(inp))
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
@@ -97,13 +104,15 @@ def _catalog(workflow: Workflow, policy: Policy, *, mark_bound: bool) -> str:
             limits += [f"matching {spec.pattern}"] if spec.pattern else []
             limits += [f"at most {spec.max_length} characters"] if spec.max_length else []
             params.append(f"{pname} ({', '.join(limits)})")
-        lines.append(f"- {name}: {action.description or name}; "
-                     f"parameters: {'; '.join(params) or 'none'}")
+        lines.append(
+            f"- {name}: {action.description or name}; parameters: {'; '.join(params) or 'none'}"
+        )
     return "\n".join(lines) or "(no actions: answer with action null)"
 
 
-def _narrowest(catalog: float | None, workflow: float | None,
-               pick: Callable[[list[float]], float]) -> float | None:
+def _narrowest(
+    catalog: float | None, workflow: float | None, pick: Callable[[list[float]], float]
+) -> float | None:
     present = [v for v in (catalog, workflow) if v is not None]
     return pick(present) if present else None
 
@@ -111,8 +120,11 @@ def _narrowest(catalog: float | None, workflow: float | None,
 def _history(neighbors: tuple[Neighbor, ...]) -> str:
     # Categories and action names only: past cases' text and parameters belong to
     # other customers and must not reach the model.
-    rows = [f"- similarity {n.similarity:.2f}: category {n.category}; actions taken: "
-            f"{', '.join(a.name for a in n.actions) or 'none'}" for n in neighbors]
+    rows = [
+        f"- similarity {n.similarity:.2f}: category {n.category}; actions taken: "
+        f"{', '.join(a.name for a in n.actions) or 'none'}"
+        for n in neighbors
+    ]
     return "\n".join(rows) or "(no similar resolved cases yet)"
 
 
@@ -133,8 +145,9 @@ class ModelOutput(BaseModel):
     rationale: str = Field(min_length=1, max_length=4_000)
 
 
-def validate_output(raw: str, workflow: Workflow, policy: Policy,
-                    categories: Collection[str]) -> tuple[ModelOutput | None, list[str]]:
+def validate_output(
+    raw: str, workflow: Workflow, policy: Policy, categories: Collection[str]
+) -> tuple[ModelOutput | None, list[str]]:
     """The parsed answer, or None and every reason it is unacceptable.
 
     Rules: one JSON object of the ModelOutput shape; a known category or "unknown"; an
@@ -152,8 +165,10 @@ def validate_output(raw: str, workflow: Workflow, policy: Policy,
     except json.JSONDecodeError as exc:
         return None, [f"invalid_json: {exc}"]
     except ValidationError as exc:
-        return None, [f"invalid_shape: {'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}"
-                      for e in exc.errors()]
+        return None, [
+            f"invalid_shape: {'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}"
+            for e in exc.errors()
+        ]
     errors = []
     if output.category != UNKNOWN and output.category not in categories:
         errors.append(f"unknown_category: {output.category!r} is not a known category")
@@ -177,12 +192,18 @@ def action_errors(action: ActionSpec, workflow: Workflow, policy: Policy) -> lis
     if entry is not None:
         action = without_bound(action, entry)
     declared = entry.params.items() if entry is not None else ()
-    missing = {f"{name} is required" for name, spec in declared
-               if spec.required and action.params.get(name) is None}
+    missing = {
+        f"{name} is required"
+        for name, spec in declared
+        if spec.required and action.params.get(name) is None
+    }
     # policy.checks reports a missing parameter as PARAM_INVALID "<name> is required";
     # matching its detail text is the only way to tell it apart today.
-    return [f"{f.code}: {f.detail}" for f in action_findings(action, workflow, policy)
-            if not f.negotiable and not (f.code == PARAM_INVALID and f.detail in missing)]
+    return [
+        f"{f.code}: {f.detail}"
+        for f in action_findings(action, workflow, policy)
+        if not f.negotiable and not (f.code == PARAM_INVALID and f.detail in missing)
+    ]
 
 
 def known_categories(policy: Policy, learned: Mapping[str, int]) -> frozenset[str]:

@@ -74,8 +74,9 @@ def route(case: CaseView, policy: LoadedPolicy, index: BaselineIndex) -> Workflo
     return policy.policy.workflow_for(case.match_fields, answer.category)
 
 
-def plan(case: CaseView, workflow: Workflow | None, policy: LoadedPolicy,
-         index: BaselineIndex) -> Plan:
+def plan(
+    case: CaseView, workflow: Workflow | None, policy: LoadedPolicy, index: BaselineIndex
+) -> Plan:
     """The baseline's answer and, when the workflow asks for an LLM, its messages."""
     inp = model_input(case, _visibility(policy, index))
     allowed = suggestible(workflow) if workflow is not None else list(policy.policy.catalog)
@@ -89,8 +90,9 @@ def plan(case: CaseView, workflow: Workflow | None, policy: LoadedPolicy,
     if workflow is None or not isinstance(recommender, LlmRecommender):
         return Plan(case, workflow, policy, inp, baseline, frozenset())
     categories = known_categories(policy.policy, index.categories)
-    messages = render_messages(recommender.prompt_version, inp, workflow, policy.policy,
-                               categories, baseline.similar)
+    messages = render_messages(
+        recommender.prompt_version, inp, workflow, policy.policy, categories, baseline.similar
+    )
     return Plan(case, workflow, policy, inp, baseline, categories, recommender, messages)
 
 
@@ -106,27 +108,44 @@ def conclude(p: Plan, exchange: Exchange | None, now: datetime) -> list[Event]:
     if output is None:
         rejected = ModelOutputRejected(
             event_id=derived_event_id(p.case.last_event_id, "ModelOutputRejected"),
-            case_id=p.case.case_id, occurred_at=now, causation_id=p.case.last_event_id,
-            correlation_id=p.case.opened_event_id, recommendation_id=_recommendation_id(p),
-            model=p.llm.model, raw_output=exchange.raw[:RAW_OUTPUT_CHARS],
-            errors=tuple(errors))
+            case_id=p.case.case_id,
+            occurred_at=now,
+            causation_id=p.case.last_event_id,
+            correlation_id=p.case.opened_event_id,
+            recommendation_id=_recommendation_id(p),
+            model=p.llm.model,
+            raw_output=exchange.raw[:RAW_OUTPUT_CHARS],
+            errors=tuple(errors),
+        )
         reason = f"llm_output_rejected: {len(errors)} error(s), see ModelOutputRejected"
         provenance = _baseline_provenance(p, exchange, reason)
         return [rejected, _produced(p, p.baseline, provenance, now)]
     provenance = Provenance(
-        recommender="llm", model=p.llm.model, prompt_version=p.llm.prompt_version,
-        policy_version=p.policy.version, fields_seen=p.inp.fields_seen,
+        recommender="llm",
+        model=p.llm.model,
+        prompt_version=p.llm.prompt_version,
+        policy_version=p.policy.version,
+        fields_seen=p.inp.fields_seen,
         # The exact input of an LLM is the rendered messages, not only the fields.
-        input_sha256=sha256_json(p.messages), prompt_tokens=exchange.prompt_tokens,
-        completion_tokens=exchange.completion_tokens, latency_ms=exchange.latency_ms,
-        cost_usd=exchange.cost_usd)
+        input_sha256=sha256_json(p.messages),
+        prompt_tokens=exchange.prompt_tokens,
+        completion_tokens=exchange.completion_tokens,
+        latency_ms=exchange.latency_ms,
+        cost_usd=exchange.cost_usd,
+    )
     answer = _bound(_llm_answer(output, p.baseline), p.case, p.policy.policy)
     return [_produced(p, answer, provenance, now)]
 
 
-def recommend(case: CaseView, workflow: Workflow | None, policy: LoadedPolicy,
-              index: BaselineIndex, now: datetime, *,
-              endpoint: Endpoint | None = None) -> list[Event]:
+def recommend(
+    case: CaseView,
+    workflow: Workflow | None,
+    policy: LoadedPolicy,
+    index: BaselineIndex,
+    now: datetime,
+    *,
+    endpoint: Endpoint | None = None,
+) -> list[Event]:
     """Plan, call the LLM if the workflow wants one (blocking, bounded), conclude."""
     p = plan(case, workflow, policy, index)
     exchange = None
@@ -135,9 +154,15 @@ def recommend(case: CaseView, workflow: Workflow | None, policy: LoadedPolicy,
     return conclude(p, exchange, now)
 
 
-async def recommend_async(case: CaseView, workflow: Workflow | None, policy: LoadedPolicy,
-                          index: BaselineIndex, now: datetime, *,
-                          endpoint: Endpoint | None = None) -> list[Event]:
+async def recommend_async(
+    case: CaseView,
+    workflow: Workflow | None,
+    policy: LoadedPolicy,
+    index: BaselineIndex,
+    now: datetime,
+    *,
+    endpoint: Endpoint | None = None,
+) -> list[Event]:
     """`recommend` for async callers: the LLM call does not block the event loop."""
     p = plan(case, workflow, policy, index)
     return conclude(p, await ask_async(p, endpoint), now)
@@ -154,8 +179,10 @@ def _visibility(policy: LoadedPolicy, index: BaselineIndex) -> Visibility:
     """The policy's allowlist; the index must have learned under the very same one."""
     visibility = Visibility.from_policy(policy.policy.model_visibility)
     if visibility != index.visibility:
-        raise ValueError("the baseline index was built under another model_visibility; "
-                         "rebuild it for policy " + policy.version)
+        raise ValueError(
+            "the baseline index was built under another model_visibility; "
+            "rebuild it for policy " + policy.version
+        )
     return visibility
 
 
@@ -168,8 +195,10 @@ def _vetted(answer: Answer, workflow: Workflow, policy: Policy) -> Answer:
     if answer.action is None or answer.action.name not in policy.catalog:
         return answer
     declared = policy.catalog[answer.action.name].params
-    action = ActionSpec(name=answer.action.name,
-                        params={k: v for k, v in answer.action.params.items() if k in declared})
+    action = ActionSpec(
+        name=answer.action.name,
+        params={k: v for k, v in answer.action.params.items() if k in declared},
+    )
     errors = action_errors(action, workflow, policy)
     if not errors:
         return replace(answer, action=action)
@@ -192,39 +221,60 @@ def _recommendation_id(p: Plan) -> str:
 def _llm_answer(output: ModelOutput, baseline: Answer) -> Answer:
     action = None
     if output.action is not None:
-        params: dict[str, Scalar] = {k: v for k, v in output.action.params.items()
-                                     if v is not None}
+        params: dict[str, Scalar] = {k: v for k, v in output.action.params.items() if v is not None}
         action = ActionSpec(name=output.action.name, params=params)
     category = None if output.category == UNKNOWN else output.category
-    return Answer(output.summary, category, round(output.confidence, 3), baseline.similar,
-                  action, output.rationale)
+    return Answer(
+        output.summary,
+        category,
+        round(output.confidence, 3),
+        baseline.similar,
+        action,
+        output.rationale,
+    )
 
 
-def _baseline_provenance(p: Plan, exchange: Exchange | None = None,
-                         reason: str | None = None) -> Provenance:
+def _baseline_provenance(
+    p: Plan, exchange: Exchange | None = None, reason: str | None = None
+) -> Provenance:
     """Baseline provenance; after an LLM attempt it names the fallback and what it cost."""
     fallback = None
     if p.llm is not None and exchange is not None:
         why = reason or exchange.failure or "llm_error: no answer"
         fallback = f"{why} (model {p.llm.model}, prompt {p.llm.prompt_version})"
     return Provenance(
-        recommender="baseline", model=BASELINE_MODEL, policy_version=p.policy.version,
-        fields_seen=p.inp.fields_seen, input_sha256=p.inp.sha256, fallback_reason=fallback,
+        recommender="baseline",
+        model=BASELINE_MODEL,
+        policy_version=p.policy.version,
+        fields_seen=p.inp.fields_seen,
+        input_sha256=p.inp.sha256,
+        fallback_reason=fallback,
         prompt_tokens=exchange.prompt_tokens if exchange else None,
         completion_tokens=exchange.completion_tokens if exchange else None,
         latency_ms=exchange.latency_ms if exchange else None,
-        cost_usd=exchange.cost_usd if exchange else None)
+        cost_usd=exchange.cost_usd if exchange else None,
+    )
 
 
-def _produced(p: Plan, answer: Answer, provenance: Provenance,
-              now: datetime) -> RecommendationProduced:
+def _produced(
+    p: Plan, answer: Answer, provenance: Provenance, now: datetime
+) -> RecommendationProduced:
     cause = p.case.last_event_id
     return RecommendationProduced(
-        event_id=derived_event_id(cause, "RecommendationProduced"), case_id=p.case.case_id,
-        occurred_at=now, causation_id=cause, correlation_id=p.case.opened_event_id,
+        event_id=derived_event_id(cause, "RecommendationProduced"),
+        case_id=p.case.case_id,
+        occurred_at=now,
+        causation_id=cause,
+        correlation_id=p.case.opened_event_id,
         recommendation_id=_recommendation_id(p),
         workflow=p.workflow.name if p.workflow is not None else None,
-        summary=answer.summary, category=answer.category, confidence=answer.confidence,
-        similar_cases=tuple(SimilarCase(case_id=n.case_id, similarity=n.similarity)
-                            for n in answer.similar),
-        action=answer.action, rationale=answer.rationale, provenance=provenance)
+        summary=answer.summary,
+        category=answer.category,
+        confidence=answer.confidence,
+        similar_cases=tuple(
+            SimilarCase(case_id=n.case_id, similarity=n.similarity) for n in answer.similar
+        ),
+        action=answer.action,
+        rationale=answer.rationale,
+        provenance=provenance,
+    )

@@ -65,11 +65,17 @@ class _Doc(Generic[P]):
 class TfIdfIndex(Generic[P]):
     """Keyed documents with payloads; the oldest is evicted beyond `max_docs`."""
 
-    def __init__(self, max_docs: int, max_candidates: int = 64,
-                 walk_budget: int = 1_000, max_query_terms: int = 24) -> None:
+    def __init__(
+        self,
+        max_docs: int,
+        max_candidates: int = 64,
+        walk_budget: int = 1_000,
+        max_query_terms: int = 24,
+    ) -> None:
         if min(max_docs, max_candidates, walk_budget, max_query_terms) < 1:
-            raise ValueError("max_docs, max_candidates, walk_budget and max_query_terms "
-                             "must be positive")
+            raise ValueError(
+                "max_docs, max_candidates, walk_budget and max_query_terms must be positive"
+            )
         self.max_query_terms = max_query_terms
         self.max_docs = max_docs
         self.max_candidates = max_candidates
@@ -142,8 +148,9 @@ class TfIdfIndex(Generic[P]):
                 self._idf[term] = value
         return value
 
-    def search(self, weights: Mapping[str, float], k: int,
-               exclude: Hashable | None = None) -> list[tuple[Hashable, float, P]]:
+    def search(
+        self, weights: Mapping[str, float], k: int, exclude: Hashable | None = None
+    ) -> list[tuple[Hashable, float, P]]:
         """The `k` most cosine-similar documents among the candidates, best first.
 
         Equal similarities keep a deterministic order (by key within the top `k`).
@@ -155,8 +162,9 @@ class TfIdfIndex(Generic[P]):
         idf = self.idf
         # Only the most informative query terms take part: a long description then costs
         # no more than a short one, and the terms dropped are the ones weighing least.
-        scaled = sorted(((w * idf(t), t) for t, w in weights.items()),
-                        reverse=True)[: self.max_query_terms]
+        scaled = sorted(((w * idf(t), t) for t, w in weights.items()), reverse=True)[
+            : self.max_query_terms
+        ]
         # cosine = sum_t (q_t idf_t)(d_t idf_t) / (|q| |d|): fold both idfs into the query.
         factors = {t: qw * idf(t) for qw, t in scaled}
         qnorm = math.sqrt(sum(qw * qw for qw, _ in scaled))

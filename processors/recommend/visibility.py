@@ -23,8 +23,9 @@ from processors.recommend.case_view import CaseView
 from schemas.events import Scalar
 
 _MAPS = ("attributes", "customer")
-_TOP_LEVEL = frozenset({"source", "channel", "queue", "team", "issue_class", "subject",
-                        "description", "priority"})
+_TOP_LEVEL = frozenset(
+    {"source", "channel", "queue", "team", "issue_class", "subject", "description", "priority"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +75,9 @@ def model_input(case: CaseView, visibility: Visibility) -> ModelInput:
     for path in visibility.fields:
         for dotted, value in _entries(case, path):
             seen[dotted] = visibility.redact(value) if isinstance(value, str) else value
-    return ModelInput(fields=MappingProxyType(seen), fields_seen=tuple(seen),
-                      sha256=sha256_json(seen))
+    return ModelInput(
+        fields=MappingProxyType(seen), fields_seen=tuple(seen), sha256=sha256_json(seen)
+    )
 
 
 def restrict(case: CaseView, visibility: Visibility) -> CaseView:
@@ -96,9 +98,15 @@ def restrict(case: CaseView, visibility: Visibility) -> CaseView:
         return "" if value is None else str(value)
 
     return replace(
-        case, source=text("source"), channel=text("channel"), queue=text("queue"),
-        team=text("team"), subject=text("subject"), description=text("description"),
-        priority=text("priority"), issue_class=text("issue_class") or None,
+        case,
+        source=text("source"),
+        channel=text("channel"),
+        queue=text("queue"),
+        team=text("team"),
+        subject=text("subject"),
+        description=text("description"),
+        priority=text("priority"),
+        issue_class=text("issue_class") or None,
         customer=MappingProxyType({k: str(v) for k, v in maps["customer"].items()}),
         attributes=MappingProxyType(maps["attributes"]),
     )

@@ -27,22 +27,38 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _PLACEHOLDER = re.compile(r"\[[a-z_]+\]")
 
 
-def baseline_answer(inp: ModelInput, index: BaselineIndex, *, case_id: str,
-                    allowed_actions: Collection[str] | None) -> Answer:
+def baseline_answer(
+    inp: ModelInput, index: BaselineIndex, *, case_id: str, allowed_actions: Collection[str] | None
+) -> Answer:
     """Rule: no similar history means no category, zero confidence and no action."""
     neighbors = index.neighbors(inp, exclude_case=case_id)
     summary = extractive_summary(inp)
     if not neighbors:
-        return Answer(summary, None, 0.0, (), None,
-                      f"Insufficient history: {index.resolved_count} resolved case(s) "
-                      "indexed and none is similar enough to vote. No action recommended.")
+        return Answer(
+            summary,
+            None,
+            0.0,
+            (),
+            None,
+            f"Insufficient history: {index.resolved_count} resolved case(s) "
+            "indexed and none is similar enough to vote. No action recommended.",
+        )
     category, cat_weight, total = _winner((n.category, n.similarity) for n in neighbors)
     confidence = round(cat_weight / total * min(1.0, neighbors[0].similarity / FULL_SIMILARITY), 3)
     action, act_weight, _ = _winner(_action_votes(neighbors, allowed_actions))
-    spec = None if action is None else ActionSpec(
-        name=action, params=_params(action, neighbors, inp.fields))
-    return Answer(summary, category, confidence, neighbors, spec,
-                  _rationale(neighbors, category, cat_weight, total, action, act_weight))
+    spec = (
+        None
+        if action is None
+        else ActionSpec(name=action, params=_params(action, neighbors, inp.fields))
+    )
+    return Answer(
+        summary,
+        category,
+        confidence,
+        neighbors,
+        spec,
+        _rationale(neighbors, category, cat_weight, total, action, act_weight),
+    )
 
 
 def _winner(votes: Iterable[tuple[str | None, float]]) -> tuple[str | None, float, float]:
@@ -54,8 +70,9 @@ def _winner(votes: Iterable[tuple[str | None, float]]) -> tuple[str | None, floa
     return best, weights[best], sum(weights.values())
 
 
-def _action_votes(neighbors: tuple[Neighbor, ...],
-                  allowed: Collection[str] | None) -> Iterator[tuple[str | None, float]]:
+def _action_votes(
+    neighbors: tuple[Neighbor, ...], allowed: Collection[str] | None
+) -> Iterator[tuple[str | None, float]]:
     """Each neighbour's weight for each allowed action it took, or for "no action" (None)."""
     for n in neighbors:
         names = sorted({a.name for a in n.actions if allowed is None or a.name in allowed})
@@ -65,8 +82,9 @@ def _action_votes(neighbors: tuple[Neighbor, ...],
             yield name, n.similarity
 
 
-def _params(action: str, neighbors: tuple[Neighbor, ...],
-            visible: Mapping[str, Scalar]) -> dict[str, Scalar]:
+def _params(
+    action: str, neighbors: tuple[Neighbor, ...], visible: Mapping[str, Scalar]
+) -> dict[str, Scalar]:
     """Parameters for `action`: the case's own visible attribute, else a majority value.
 
     A value proposed from history needs at least two voters holding more than half of
@@ -103,16 +121,26 @@ def extractive_summary(inp: ModelInput) -> str:
     return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 1].rstrip() + "…"
 
 
-def _rationale(neighbors: tuple[Neighbor, ...], category: str | None, cat_weight: float,
-               total: float, action: str | None, act_weight: float) -> str:
-    listed = ", ".join(f"{n.case_id} ({n.category}, similarity {n.similarity:.2f})"
-                       for n in neighbors)
+def _rationale(
+    neighbors: tuple[Neighbor, ...],
+    category: str | None,
+    cat_weight: float,
+    total: float,
+    action: str | None,
+    act_weight: float,
+) -> str:
+    listed = ", ".join(
+        f"{n.case_id} ({n.category}, similarity {n.similarity:.2f})" for n in neighbors
+    )
     agreeing = sum(1 for n in neighbors if n.category == category)
-    text = (f"The {len(neighbors)} most similar resolved cases are {listed}. "
-            f"{agreeing} of them were {category} (weighted vote {cat_weight:.2f} of "
-            f"{total:.2f}).")
+    text = (
+        f"The {len(neighbors)} most similar resolved cases are {listed}. "
+        f"{agreeing} of them were {category} (weighted vote {cat_weight:.2f} of "
+        f"{total:.2f})."
+    )
     if action is None:
         return text + " Most of the vote went to taking no catalog action, so none is recommended."
     took = sum(1 for n in neighbors if any(a.name == action for a in n.actions))
-    return text + (f" Humans took {action} in {took} of them (weighted vote "
-                   f"{act_weight:.2f} of {total:.2f}).")
+    return text + (
+        f" Humans took {action} in {took} of them (weighted vote {act_weight:.2f} of {total:.2f})."
+    )

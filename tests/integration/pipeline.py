@@ -44,9 +44,17 @@ T = TypeVar("T")
 
 def case_opened(case_id: str, queue: str) -> CaseOpened:
     return CaseOpened(
-        event_id=f"opened-{case_id}", case_id=case_id, occurred_at=datetime.now(UTC),
-        source="crm", channel="email", queue=queue, team="tier1", subject=f"case {case_id}",
-        description="hand-made for a processor test", priority="normal", customer={},
+        event_id=f"opened-{case_id}",
+        case_id=case_id,
+        occurred_at=datetime.now(UTC),
+        source="crm",
+        channel="email",
+        queue=queue,
+        team="tier1",
+        subject=f"case {case_id}",
+        description="hand-made for a processor test",
+        priority="normal",
+        customer={},
         attributes={},
     )
 
@@ -54,24 +62,42 @@ def case_opened(case_id: str, queue: str) -> CaseOpened:
 def recommendation(case_id: str, action: ActionSpec | None, n: int = 1) -> RecommendationProduced:
     """The `n`th recommendation for a case, as the recommender would make it."""
     return RecommendationProduced(
-        event_id=f"rec-event-{case_id}-{n}", case_id=case_id, occurred_at=datetime.now(UTC),
-        causation_id=f"opened-{case_id}", correlation_id=f"opened-{case_id}",
-        recommendation_id=f"rec-{case_id}-{n}", summary="hand-made", category=None,
-        confidence=0.9, similar_cases=(), action=action, rationale="test",
-        provenance=Provenance(recommender="baseline", fields_seen=("subject",),
-                              input_sha256="0" * 64),
+        event_id=f"rec-event-{case_id}-{n}",
+        case_id=case_id,
+        occurred_at=datetime.now(UTC),
+        causation_id=f"opened-{case_id}",
+        correlation_id=f"opened-{case_id}",
+        recommendation_id=f"rec-{case_id}-{n}",
+        summary="hand-made",
+        category=None,
+        confidence=0.9,
+        similar_cases=(),
+        action=action,
+        rationale="test",
+        provenance=Provenance(
+            recommender="baseline", fields_seen=("subject",), input_sha256="0" * 64
+        ),
     )
 
 
 def review(
-    rec: RecommendationProduced, actor: str, roles: tuple[str, ...], verdict: str = "approve",
+    rec: RecommendationProduced,
+    actor: str,
+    roles: tuple[str, ...],
+    verdict: str = "approve",
     n: int = 1,
 ) -> ReviewSubmitted:
     review_id = f"review-{rec.recommendation_id}-{actor}-{n}"
     return ReviewSubmitted(
-        event_id=f"event-{review_id}", case_id=rec.case_id, occurred_at=datetime.now(UTC),
-        correlation_id=rec.correlation_id, review_id=review_id,
-        recommendation_id=rec.recommendation_id, actor=actor, roles=roles, verdict=verdict,
+        event_id=f"event-{review_id}",
+        case_id=rec.case_id,
+        occurred_at=datetime.now(UTC),
+        correlation_id=rec.correlation_id,
+        review_id=review_id,
+        recommendation_id=rec.recommendation_id,
+        actor=actor,
+        roles=roles,
+        verdict=verdict,
     )
 
 
@@ -79,8 +105,13 @@ def decision_id_of(rec: RecommendationProduced) -> str:
     return derived_event_id(rec.event_id, "GuardrailDecided")
 
 
-def send(settings: Settings, codec: Codec, events: list[Event], partition: int | None = None,
-         producer: Producer | None = None) -> None:
+def send(
+    settings: Settings,
+    codec: Codec,
+    events: list[Event],
+    partition: int | None = None,
+    producer: Producer | None = None,
+) -> None:
     """Produce events to their topics, keyed by case_id (optionally to one partition)."""
     own = producer is None
     producer = producer or Producer(producer_config(settings))
@@ -89,8 +120,13 @@ def send(settings: Settings, codec: Codec, events: list[Event], partition: int |
         extra = {} if partition is None else {"partition": partition}
         while True:
             try:
-                producer.produce(settings.topic(event.topic), key=event.case_id.encode(),
-                                 value=value, headers=headers, **extra)
+                producer.produce(
+                    settings.topic(event.topic),
+                    key=event.case_id.encode(),
+                    value=value,
+                    headers=headers,
+                    **extra,
+                )
                 break
             except BufferError:
                 producer.poll(0.1)
@@ -120,27 +156,44 @@ class Tail:
     records: list[Record] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._consumer = Consumer(consumer_config(
-            self.settings, f"test-tail-{uuid.uuid4()}", **{"enable.partition.eof": False}))
+        self._consumer = Consumer(
+            consumer_config(
+                self.settings, f"test-tail-{uuid.uuid4()}", **{"enable.partition.eof": False}
+            )
+        )
         names = [self.settings.topic(t) for t in self.topics]
         meta = self._consumer.list_topics(timeout=10).topics
-        self._consumer.assign([TopicPartition(n, p, OFFSET_BEGINNING)
-                               for n in names for p in meta[n].partitions])
+        self._consumer.assign(
+            [TopicPartition(n, p, OFFSET_BEGINNING) for n in names for p in meta[n].partitions]
+        )
 
     def poll(self, seconds: float = 0.2) -> None:
         for msg in self._consumer.consume(1000, seconds):
             if msg.error() is None:
                 value = msg.value() or b""
-                self.records.append(Record(msg.topic() or "", msg.partition() or 0,
-                                           msg.offset() or 0, value,
-                                           self.codec.decode(value, msg.headers())))
+                self.records.append(
+                    Record(
+                        msg.topic() or "",
+                        msg.partition() or 0,
+                        msg.offset() or 0,
+                        value,
+                        self.codec.decode(value, msg.headers()),
+                    )
+                )
 
     def events(self, kind: type[T], **match: object) -> list[T]:
-        return [r.event for r in self.records if isinstance(r.event, kind)
-                and all(getattr(r.event, k) == v for k, v in match.items())]
+        return [
+            r.event
+            for r in self.records
+            if isinstance(r.event, kind) and all(getattr(r.event, k) == v for k, v in match.items())
+        ]
 
-    def wait(self, probe: Callable[[], T | None], timeout_s: float = 60.0,
-             what: str | Callable[[], str] = "condition") -> T:
+    def wait(
+        self,
+        probe: Callable[[], T | None],
+        timeout_s: float = 60.0,
+        what: str | Callable[[], str] = "condition",
+    ) -> T:
         """Poll until `probe` returns something truthy; fail naming `what` otherwise
         (a callable `what` is asked at the time, to say how far things got)."""
         deadline = time.monotonic() + timeout_s
@@ -175,15 +228,17 @@ def caught_up(settings: Settings, component: str, topics: tuple[str, ...]) -> bo
     return True
 
 
-def wait_caught_up(settings: Settings, component: str, topics: tuple[str, ...],
-                   timeout_s: float = 30.0) -> None:
+def wait_caught_up(
+    settings: Settings, component: str, topics: tuple[str, ...], timeout_s: float = 30.0
+) -> None:
     """Wait until `component` has read (and committed) all of `topics`: nothing it could
     still produce from them is pending."""
     deadline = time.monotonic() + timeout_s
     while not caught_up(settings, component, topics):
         if time.monotonic() > deadline:
-            raise AssertionError(f"{component} did not catch up with {topics} "
-                                 f"within {timeout_s:.0f}s")
+            raise AssertionError(
+                f"{component} did not catch up with {topics} within {timeout_s:.0f}s"
+            )
         time.sleep(0.5)
 
 
@@ -296,10 +351,19 @@ audit:
 """
 
 
-def policy_text(url: str, version: str = "test.1", bounded_limit: int = 6,
-                assisted_phase: str = "assisted", assisted_reset_mode: str = "approve") -> str:
+def policy_text(
+    url: str,
+    version: str = "test.1",
+    bounded_limit: int = 6,
+    assisted_phase: str = "assisted",
+    assisted_reset_mode: str = "approve",
+) -> str:
     """The test policy text; `bounded_limit` is bounded_wf's max_auto_runs (with 6
     partitions, 6 lets each partition run one automatically per hour)."""
-    return POLICY_TEMPLATE.format(url=url, version=version, bounded_limit=bounded_limit,
-                                  assisted_phase=assisted_phase,
-                                  assisted_reset_mode=assisted_reset_mode)
+    return POLICY_TEMPLATE.format(
+        url=url,
+        version=version,
+        bounded_limit=bounded_limit,
+        assisted_phase=assisted_phase,
+        assisted_reset_mode=assisted_reset_mode,
+    )

@@ -51,8 +51,11 @@ from tests.integration.pipeline import (
 )
 from tests.stack import Stack, env_for
 
-PROCESSORS = (("processors.worker", "guard"), ("processors.worker", "approve"),
-              ("processors.worker", "execute"))
+PROCESSORS = (
+    ("processors.worker", "guard"),
+    ("processors.worker", "approve"),
+    ("processors.worker", "execute"),
+)
 RESET = ActionSpec(name="reset_password", params={"method": "email_link"})
 RESET_SMS = ActionSpec(name="reset_password", params={"method": "sms_code"})
 
@@ -70,13 +73,16 @@ class Pipeline:
     def decision(self, rec: RecommendationProduced) -> GuardrailDecided:
         [decided] = self.out.wait(
             lambda: self.out.events(GuardrailDecided, recommendation_id=rec.recommendation_id),
-            what=f"the decision on {rec.recommendation_id}")
+            what=f"the decision on {rec.recommendation_id}",
+        )
         return decided
 
     def nothing_pending(self) -> None:
         """Approve and execute have read everything there is: nothing more will come."""
-        for component, topics in (("approve", ("decisions", "reviews")),
-                                  ("execute", ("executions",))):
+        for component, topics in (
+            ("approve", ("decisions", "reviews")),
+            ("execute", ("executions",)),
+        ):
             wait_caught_up(self.settings, component, topics)
         self.out.poll(1.0)
 
@@ -101,8 +107,7 @@ def test_a_shadow_workflow_is_shadowed_and_nothing_executes(pipeline: Pipeline) 
     pipeline.submit(case_opened("shadow-1", "shadowq"), rec)
 
     decided = pipeline.decision(rec)
-    assert (decided.outcome, decided.workflow, decided.phase) == ("shadowed", "shadow_wf",
-                                                                  "shadow")
+    assert (decided.outcome, decided.workflow, decided.phase) == ("shadowed", "shadow_wf", "shadow")
     assert decided.reasons == ("phase_shadow", "would_require_approval")
     assert decided.policy_version == "test.1"
     pipeline.nothing_pending()
@@ -119,18 +124,27 @@ def test_b_assisted_approval_by_an_eligible_operator_runs_the_action(pipeline: P
 
     pipeline.submit(review(rec, "sam", ("supervisor",)))
     out = pipeline.out
-    [done] = out.wait(lambda: out.events(ExecutionSucceeded, case_id="assisted-1"),
-                      what="the approved plan change to run")
+    [done] = out.wait(
+        lambda: out.events(ExecutionSucceeded, case_id="assisted-1"),
+        what="the approved plan change to run",
+    )
     [request] = out.events(ExecutionRequested, case_id="assisted-1")
     [completed] = out.events(ApprovalCompleted, case_id="assisted-1")
     assert (completed.outcome, completed.approvers) == ("approved", ("sam",))
-    assert (request.mode, request.requested_by, request.workflow) == ("approved", "sam",
-                                                                      "assisted_wf")
+    assert (request.mode, request.requested_by, request.workflow) == (
+        "approved",
+        "sam",
+        "assisted_wf",
+    )
     assert done.execution_id == request.execution_id and done.result["plan_active"] is True
     [call] = pipeline.downstream.calls_for("assisted-1")
     assert call.key == request.execution_id  # the idempotency key reached the downstream
-    assert call.body == {"execution_id": request.execution_id, "case_id": "assisted-1",
-                         "action": "change_plan", "params": {"plan": "pro"}}
+    assert call.body == {
+        "execution_id": request.execution_id,
+        "case_id": "assisted-1",
+        "action": "change_plan",
+        "params": {"plan": "pro"},
+    }
 
 
 def test_c_sensitive_action_needs_two_distinct_eligible_approvers(pipeline: Pipeline) -> None:
@@ -140,16 +154,22 @@ def test_c_sensitive_action_needs_two_distinct_eligible_approvers(pipeline: Pipe
     assert pipeline.decision(rec).approvals_required == 2
 
     # Same partition (keyed by case): approve reads them in this order.
-    pipeline.submit(review(rec, "alice", ("supervisor",)),
-                    review(rec, "alice", ("supervisor",), n=2),
-                    review(rec, "carol", ("agent",)),
-                    review(rec, "bob", ("finance_lead",)))
+    pipeline.submit(
+        review(rec, "alice", ("supervisor",)),
+        review(rec, "alice", ("supervisor",), n=2),
+        review(rec, "carol", ("agent",)),
+        review(rec, "bob", ("finance_lead",)),
+    )
     out = pipeline.out
-    [done] = out.wait(lambda: out.events(ExecutionSucceeded, case_id="refund-1"),
-                      what="the refund to run after the second approval")
+    [done] = out.wait(
+        lambda: out.events(ExecutionSucceeded, case_id="refund-1"),
+        what="the refund to run after the second approval",
+    )
     recorded = out.events(ReviewRecorded, case_id="refund-1")
     assert [(r.actor, r.approvals_received, r.approvals_required) for r in recorded] == [
-        ("alice", 1, 2), ("bob", 2, 2)]
+        ("alice", 1, 2),
+        ("bob", 2, 2),
+    ]
     denied = {d.actor: d.reason for d in out.events(ReviewDenied, case_id="refund-1")}
     assert denied == {"alice": "duplicate_approver", "carol": "role_not_eligible"}
     [request] = out.events(ExecutionRequested, case_id="refund-1")
@@ -166,8 +186,10 @@ def test_d_prohibited_action_is_denied_and_never_executed(pipeline: Pipeline) ->
     # An operator trying to approve it anyway is refused: there is nothing to approve.
     pipeline.submit(review(rec, "root", ("admin",)))
     out = pipeline.out
-    [denied] = out.wait(lambda: out.events(ReviewDenied, case_id="prohibited-1"),
-                        what="the review of a denied action to be refused")
+    [denied] = out.wait(
+        lambda: out.events(ReviewDenied, case_id="prohibited-1"),
+        what="the review of a denied action to be refused",
+    )
     assert denied.reason == "unknown_item"
     pipeline.nothing_pending()
     assert out.events(ExecutionRequested, case_id="prohibited-1") == []
@@ -182,23 +204,39 @@ def test_e_bounded_auto_runs_alone_within_its_envelope(pipeline: Pipeline) -> No
     # All in partition 0, so the second run meets the first in the same counter.
     pipeline.submit(case_opened("bounded-1", "identity"), first, partition=0)
     assert pipeline.decision(first).outcome == "auto_authorized"
-    pipeline.submit(case_opened("bounded-2", "identity"), second,
-                    case_opened("bounded-3", "identity"), outside, partition=0)
+    pipeline.submit(
+        case_opened("bounded-2", "identity"),
+        second,
+        case_opened("bounded-3", "identity"),
+        outside,
+        partition=0,
+    )
     pipeline.submit(case_opened("lenient-1", "identity2"), lenient)
 
     over = pipeline.decision(second)
-    assert (over.outcome, over.reasons) == ("approval_required",
-                                            ("blast_radius_exceeded", "needs_approval"))
+    assert (over.outcome, over.reasons) == (
+        "approval_required",
+        ("blast_radius_exceeded", "needs_approval"),
+    )
     assert (pipeline.decision(outside).outcome, pipeline.decision(outside).reasons) == (
-        "denied", ("param_out_of_bounds",))
+        "denied",
+        ("param_out_of_bounds",),
+    )
     assert (pipeline.decision(lenient).outcome, pipeline.decision(lenient).reasons) == (
-        "approval_required", ("param_out_of_bounds", "needs_approval"))
+        "approval_required",
+        ("param_out_of_bounds", "needs_approval"),
+    )
     out = pipeline.out
-    [done] = out.wait(lambda: out.events(ExecutionSucceeded, case_id="bounded-1"),
-                      what="the automatic reset to run")
+    [done] = out.wait(
+        lambda: out.events(ExecutionSucceeded, case_id="bounded-1"),
+        what="the automatic reset to run",
+    )
     [request] = out.events(ExecutionRequested, case_id="bounded-1")
-    assert (request.mode, request.requested_by, request.workflow) == ("auto", "policy",
-                                                                      "bounded_wf")
+    assert (request.mode, request.requested_by, request.workflow) == (
+        "auto",
+        "policy",
+        "bounded_wf",
+    )
     assert [c.key for c in pipeline.downstream.calls_for("bounded-1")] == [done.execution_id]
     pipeline.nothing_pending()
     for case_id in ("bounded-2", "bounded-3", "lenient-1"):
@@ -207,20 +245,26 @@ def test_e_bounded_auto_runs_alone_within_its_envelope(pipeline: Pipeline) -> No
 
 def test_f_timeout_fails_and_a_missed_post_condition_rolls_back(pipeline: Pipeline) -> None:
     slow = recommendation("ops-slow", ActionSpec(name="sync_profile"))
-    switch = recommendation("ops-switch",
-                            ActionSpec(name="switch_plan", params={"plan": "enterprise"}))
-    pipeline.submit(case_opened("ops-slow", "ops"), slow, case_opened("ops-switch", "ops"),
-                    switch)
+    switch = recommendation(
+        "ops-switch", ActionSpec(name="switch_plan", params={"plan": "enterprise"})
+    )
+    pipeline.submit(case_opened("ops-slow", "ops"), slow, case_opened("ops-switch", "ops"), switch)
     out = pipeline.out
 
-    [timed_out] = out.wait(lambda: out.events(ExecutionFailed, case_id="ops-slow"),
-                           what="the slow action to time out")
+    [timed_out] = out.wait(
+        lambda: out.events(ExecutionFailed, case_id="ops-slow"), what="the slow action to time out"
+    )
     assert (timed_out.error_class, timed_out.timed_out, timed_out.retriable) == (
-        "Timeout", True, True)
+        "Timeout",
+        True,
+        True,
+    )
     assert 900 <= timed_out.duration_ms < 2500  # the catalog's 1 s timeout, not the 3 s answer
 
-    [rolled] = out.wait(lambda: out.events(ExecutionRolledBack, case_id="ops-switch"),
-                        what="the plan switch to be rolled back")
+    [rolled] = out.wait(
+        lambda: out.events(ExecutionRolledBack, case_id="ops-switch"),
+        what="the plan switch to be rolled back",
+    )
     [failed] = out.events(ExecutionFailed, case_id="ops-switch")
     [request] = out.events(ExecutionRequested, case_id="ops-switch")
     assert (failed.error_class, failed.retriable) == ("PostConditionFailed", False)
@@ -240,13 +284,18 @@ def test_a_pending_approval_past_its_expiry_leaves_the_queue(pipeline: Pipeline)
     decided = pipeline.decision(rec)
     out = pipeline.out
 
-    [expired] = out.wait(lambda: out.events(ApprovalExpired, case_id="expiring-1"),
-                         timeout_s=30, what="the 2 s approval to expire")
+    [expired] = out.wait(
+        lambda: out.events(ApprovalExpired, case_id="expiring-1"),
+        timeout_s=30,
+        what="the 2 s approval to expire",
+    )
     assert expired.expired_at == decided.expires_at == expired.occurred_at
     assert expired.causation_id == decided.event_id
     pipeline.submit(review(rec, "sam", ("supervisor",)))
-    [denied] = out.wait(lambda: out.events(ReviewDenied, case_id="expiring-1"),
-                        what="a review after expiry to be refused")
+    [denied] = out.wait(
+        lambda: out.events(ReviewDenied, case_id="expiring-1"),
+        what="a review after expiry to be refused",
+    )
     assert denied.reason == "item_closed"
     pipeline.nothing_pending()
     assert out.events(ExecutionRequested, case_id="expiring-1") == []
@@ -255,19 +304,27 @@ def test_a_pending_approval_past_its_expiry_leaves_the_queue(pipeline: Pipeline)
 def test_bad_records_are_dead_lettered_and_processing_goes_on(pipeline: Pipeline) -> None:
     settings, out = pipeline.settings, pipeline.out
     producer = Producer(producer_config(settings))
-    producer.produce(settings.topic("recommendations"), key=b"junk-1", value=b"not avro",
-                     partition=1)
+    producer.produce(
+        settings.topic("recommendations"), key=b"junk-1", value=b"not avro", partition=1
+    )
     miskeyed = recommendation("miskeyed-1", RESET)
     value, headers = pipeline.codec.encode(miskeyed)
-    producer.produce(settings.topic("recommendations"), key=b"someone-else", value=value,
-                     headers=headers, partition=1)
+    producer.produce(
+        settings.topic("recommendations"),
+        key=b"someone-else",
+        value=value,
+        headers=headers,
+        partition=1,
+    )
     producer.flush(10)
     after = recommendation("after-junk", RESET)
     pipeline.submit(case_opened("after-junk", "identity2"), after, partition=1)
 
     assert pipeline.decision(after).outcome == "auto_authorized"
-    letters = out.wait(lambda: len(found := out.events(DeadLettered)) >= 2 and found,
-                       what="both bad recommendations to be dead-lettered")
+    letters = out.wait(
+        lambda: len(found := out.events(DeadLettered)) >= 2 and found,
+        what="both bad recommendations to be dead-lettered",
+    )
     guard = f"{settings.topic_prefix}guard"
     by_class = {d.error_class: d for d in letters if d.consumer == guard}
     assert by_class["UndecodableRecord"].raw == b"not avro"
@@ -285,32 +342,38 @@ def test_g_a_policy_published_mid_run_changes_the_next_decisions(
     def publish(text: str) -> str:
         path = tmp_path / f"policy-{len(list(tmp_path.iterdir()))}.yaml"
         path.write_text(text)
-        result = cli.invoke(cli_app, ["policy", "publish", str(path), "--author", "tester"],
-                            env=env)
+        result = cli.invoke(
+            cli_app, ["policy", "publish", str(path), "--author", "tester"], env=env
+        )
         assert result.exit_code == 0, result.output
         return result.output
 
     with Downstream() as downstream, running(settings, *PROCESSORS) as logs:
         out = Tail(settings, ("decisions", "executions"))
         v1 = policy_text(downstream.url, version="test.1")
-        v2 = policy_text(downstream.url, version="test.2", assisted_phase="bounded",
-                         assisted_reset_mode="auto")
+        v2 = policy_text(
+            downstream.url, version="test.2", assisted_phase="bounded", assisted_reset_mode="auto"
+        )
         v3 = v2.replace('version: "test.2"', 'version: "test.3"').replace(
             "change_plan: {mode: approve}\n      reset_password",
-            "change_plan: {mode: prohibited}\n      reset_password")
+            "change_plan: {mode: prohibited}\n      reset_password",
+        )
 
         # No policy yet: the guard waits rather than deciding with one it made up.
         first = recommendation("g-1", RESET)
         send(settings, codec, [case_opened("g-1", "billing"), first])
-        eventually(lambda: "a record waits for a policy" in logs[0].read_text(),
-                   what="the guard to hold the recommendation until a policy is published")
+        eventually(
+            lambda: "a record waits for a policy" in logs[0].read_text(),
+            what="the guard to hold the recommendation until a policy is published",
+        )
         out.poll(1.0)
         assert out.events(GuardrailDecided) == []
         assert "published policy test.1" in publish(v1)
-        decided = out.wait(lambda: out.events(GuardrailDecided, case_id="g-1"),
-                           what="the waiting recommendation to be decided under test.1")
-        assert [(d.outcome, d.policy_version) for d in decided] == [
-            ("approval_required", "test.1")]
+        decided = out.wait(
+            lambda: out.events(GuardrailDecided, case_id="g-1"),
+            what="the waiting recommendation to be decided under test.1",
+        )
+        assert [(d.outcome, d.policy_version) for d in decided] == [("approval_required", "test.1")]
 
         # test.2 turns the billing workflow bounded with reset_password auto.
         publish(v2)
@@ -319,28 +382,41 @@ def test_g_a_policy_published_mid_run_changes_the_next_decisions(
         later = [recommendation(f"g-2-{i}", RESET) for i in range(3)]
         send(settings, codec, [e for r in later for e in (case_opened(r.case_id, "billing"), r)])
         for r in later:
-            [d] = out.wait(lambda r=r: out.events(GuardrailDecided, case_id=r.case_id),
-                           what=f"the decision on {r.case_id}")
+            [d] = out.wait(
+                lambda r=r: out.events(GuardrailDecided, case_id=r.case_id),
+                what=f"the decision on {r.case_id}",
+            )
             assert (d.outcome, d.policy_version) == ("auto_authorized", "test.2")
-        out.wait(lambda: len(out.events(ExecutionSucceeded)) >= 4,
-                 what="the automatic resets under test.2 to run")
+        out.wait(
+            lambda: len(out.events(ExecutionSucceeded)) >= 4,
+            what="the automatic resets under test.2 to run",
+        )
         plan = recommendation("g-plan", ActionSpec(name="change_plan", params={"plan": "pro"}))
         send(settings, codec, [case_opened("g-plan", "billing"), plan])
-        [pending] = out.wait(lambda: out.events(GuardrailDecided, case_id="g-plan"),
-                             what="the plan change to await approval")
+        [pending] = out.wait(
+            lambda: out.events(GuardrailDecided, case_id="g-plan"),
+            what="the plan change to await approval",
+        )
         assert (pending.outcome, pending.policy_version) == ("approval_required", "test.2")
 
         # test.3 prohibits plan changes: the guard denies new ones, and the executor
         # refuses the one approved under test.2.
         publish(v3)
-        plan_probe = probe_guard(settings, codec, out, "g-probe3",
-                                 ActionSpec(name="change_plan", params={"plan": "pro"}),
-                                 "test.3")
+        plan_probe = probe_guard(
+            settings,
+            codec,
+            out,
+            "g-probe3",
+            ActionSpec(name="change_plan", params={"plan": "pro"}),
+            "test.3",
+        )
         assert (plan_probe.outcome, plan_probe.reasons) == ("denied", ("action_prohibited",))
         probe_executor(settings, codec, out, "test.3")
         send(settings, codec, [review(plan, "sam", ("supervisor",))])
-        [refused] = out.wait(lambda: out.events(ExecutionFailed, case_id="g-plan"),
-                             what="the executor to refuse the plan change")
+        [refused] = out.wait(
+            lambda: out.events(ExecutionFailed, case_id="g-plan"),
+            what="the executor to refuse the plan change",
+        )
         [request] = out.events(ExecutionRequested, case_id="g-plan")
         assert request.policy_version == "test.2"
         assert refused.error_class == "PolicyRefused"
@@ -349,15 +425,18 @@ def test_g_a_policy_published_mid_run_changes_the_next_decisions(
         out.close()
 
 
-def probe_guard(settings: Settings, codec: Codec, out: Tail, name: str, action: ActionSpec,
-                version: str) -> GuardrailDecided:
+def probe_guard(
+    settings: Settings, codec: Codec, out: Tail, name: str, action: ActionSpec, version: str
+) -> GuardrailDecided:
     """Send probe recommendations until one is decided under `version` (each is decided
     with the newest policy the guard has read; publishing does not wait for readers)."""
     for i in range(40):
         rec = recommendation(f"{name}-{i}", action)
         send(settings, codec, [case_opened(rec.case_id, "billing"), rec])
-        [d] = out.wait(lambda rec=rec: out.events(GuardrailDecided, case_id=rec.case_id),
-                       what=f"the decision on probe {rec.case_id}")
+        [d] = out.wait(
+            lambda rec=rec: out.events(GuardrailDecided, case_id=rec.case_id),
+            what=f"the decision on probe {rec.case_id}",
+        )
         if d.policy_version == version:
             return d
     raise AssertionError(f"the guard never decided under {version}")
@@ -367,17 +446,26 @@ def probe_executor(settings: Settings, codec: Codec, out: Tail, version: str) ->
     """Hand-made plan-change requests until the executor refuses one under `version`."""
     for i in range(40):
         req = ExecutionRequested(
-            event_id=f"probe-req-{version}-{i}", case_id=f"probe-exec-{i}",
-            occurred_at=datetime.now(UTC), execution_id=f"probe-exec-{version}-{i}",
-            recommendation_id="probe", action=ActionSpec(name="change_plan",
-                                                         params={"plan": "basic"}),
-            mode="approved", requested_by="probe", policy_version="probe",
-            workflow="assisted_wf")
+            event_id=f"probe-req-{version}-{i}",
+            case_id=f"probe-exec-{i}",
+            occurred_at=datetime.now(UTC),
+            execution_id=f"probe-exec-{version}-{i}",
+            recommendation_id="probe",
+            action=ActionSpec(name="change_plan", params={"plan": "basic"}),
+            mode="approved",
+            requested_by="probe",
+            policy_version="probe",
+            workflow="assisted_wf",
+        )
         send(settings, codec, [req])
         outcome = out.wait(
-            lambda req=req: [e for e in out.events(ExecutionFailed) + out.events(
-                ExecutionSucceeded) if e.execution_id == req.execution_id],
-            what=f"the outcome of probe {req.execution_id}")
+            lambda req=req: [
+                e
+                for e in out.events(ExecutionFailed) + out.events(ExecutionSucceeded)
+                if e.execution_id == req.execution_id
+            ],
+            what=f"the outcome of probe {req.execution_id}",
+        )
         if isinstance(outcome[0], ExecutionFailed) and outcome[0].error_class == "PolicyRefused":
             return
     raise AssertionError(f"the executor never refused under {version}")
@@ -391,8 +479,11 @@ def test_a_review_of_a_recommendation_never_decided_is_refused_after_waiting(
     pipeline.submit(review(ghost, "sam", ("supervisor",)))
     out = pipeline.out
 
-    [denied] = out.wait(lambda: out.events(ReviewDenied, case_id="ghost-1"), timeout_s=30,
-                        what="the review to give up waiting (review_wait_s is 3 s here)")
+    [denied] = out.wait(
+        lambda: out.events(ReviewDenied, case_id="ghost-1"),
+        timeout_s=30,
+        what="the review to give up waiting (review_wait_s is 3 s here)",
+    )
     assert (denied.reason, denied.recommendation_id) == ("unknown_item", ghost.recommendation_id)
     pipeline.nothing_pending()
     assert len(out.events(ReviewDenied, case_id="ghost-1")) >= 1

@@ -56,14 +56,25 @@ from tests.integration.pipeline import (
 CASES = 2400
 # Case i's scenario by i % 4: queue, action, expected outcome, approvers.
 SCENARIOS: tuple[tuple[str, ActionSpec | None, str, tuple[tuple[str, str], ...]], ...] = (
-    ("identity", ActionSpec(name="reset_password", params={"method": "email_link"}),
-     "auto_authorized", ()),
-    ("billing", ActionSpec(name="change_plan", params={"plan": "pro"}), "approval_required",
-     (("sam", "supervisor"),)),
-    ("billing", ActionSpec(name="refund_payment", params={"amount": 20.0, "order_id": "ORD-1"}),
-     "approval_required", (("alice", "supervisor"), ("bob", "finance_lead"))),
-    ("shadowq", ActionSpec(name="reset_password", params={"method": "email_link"}), "shadowed",
-     ()),
+    (
+        "identity",
+        ActionSpec(name="reset_password", params={"method": "email_link"}),
+        "auto_authorized",
+        (),
+    ),
+    (
+        "billing",
+        ActionSpec(name="change_plan", params={"plan": "pro"}),
+        "approval_required",
+        (("sam", "supervisor"),),
+    ),
+    (
+        "billing",
+        ActionSpec(name="refund_payment", params={"amount": 20.0, "order_id": "ORD-1"}),
+        "approval_required",
+        (("alice", "supervisor"), ("bob", "finance_lead")),
+    ),
+    ("shadowq", ActionSpec(name="reset_password", params={"method": "email_link"}), "shadowed", ()),
 )
 EXECUTED = sum(1 for i in range(CASES) if SCENARIOS[i % 4][2] != "shadowed")
 
@@ -129,8 +140,10 @@ class Operators(threading.Thread):
                         continue
                     self.reviewed.add(d.recommendation_id)
                     rec = recommendation(d.case_id, d.action)
-                    reviews = [review(rec, actor, (role,)) for actor, role in
-                               scenario(d.recommendation_id)[3]]
+                    reviews = [
+                        review(rec, actor, (role,))
+                        for actor, role in scenario(d.recommendation_id)[3]
+                    ]
                     send(self.settings, self.codec, list(reviews), producer=producer)
                 producer.poll(0)
                 tail.records.clear()
@@ -151,8 +164,9 @@ def workers(settings: Settings) -> Iterator[dict[str, Worker]]:
             w.stop()
 
 
-def by_id(records: list[Record], kind: type[Event], key: Callable[[Event], str]
-          ) -> dict[str, dict[str, set[bytes]]]:
+def by_id(
+    records: list[Record], kind: type[Event], key: Callable[[Event], str]
+) -> dict[str, dict[str, set[bytes]]]:
     """key -> event_id -> the distinct encodings seen of it."""
     out: dict[str, dict[str, set[bytes]]] = defaultdict(lambda: defaultdict(set))
     for r in records:
@@ -167,9 +181,12 @@ def test_h_sigkill_of_each_processor_loses_and_doubles_nothing(
     codec = Codec.load()
     started = time.monotonic()
     with Downstream() as downstream:
-        publish_policy(settings, codec,
-                       load_policy_text(policy_text(downstream.url, bounded_limit=600_000)),
-                       "tests")
+        publish_policy(
+            settings,
+            codec,
+            load_policy_text(policy_text(downstream.url, bounded_limit=600_000)),
+            "tests",
+        )
         recs: list[RecommendationProduced] = []
         producer = Producer(producer_config(settings))
         for i in range(CASES):
@@ -192,32 +209,45 @@ def test_h_sigkill_of_each_processor_loses_and_doubles_nothing(
 
         # Each kill must land mid-stream: some of its outputs out, not all.
         kills: dict[str, int] = {}
-        for name, kind, total in (("guard", GuardrailDecided, CASES),
-                                  ("approve", ExecutionRequested, EXECUTED),
-                                  ("execute", ExecutionSucceeded, EXECUTED)):
-            out.wait(lambda kind=kind, total=total: distinct(kind) >= total // 4, timeout_s=90,
-                     what=f"{name} to get a quarter through the stream")
+        for name, kind, total in (
+            ("guard", GuardrailDecided, CASES),
+            ("approve", ExecutionRequested, EXECUTED),
+            ("execute", ExecutionSucceeded, EXECUTED),
+        ):
+            out.wait(
+                lambda kind=kind, total=total: distinct(kind) >= total // 4,
+                timeout_s=90,
+                what=f"{name} to get a quarter through the stream",
+            )
             workers[name].kill()
             out.poll(0.5)
             kills[name] = distinct(kind)
             assert kills[name] < total, f"{name} finished before the kill; nothing was proven"
             workers[name].start()
 
-        out.wait(lambda: distinct(GuardrailDecided) >= CASES
-                 and distinct(ExecutionSucceeded) + distinct(ExecutionFailed) >= EXECUTED,
-                 timeout_s=150, what=lambda: (
-                     f"every decision and execution after the restarts; have "
-                     f"{distinct(GuardrailDecided)}/{CASES} decisions, "
-                     f"{distinct(ReviewRecorded)} reviews recorded of "
-                     f"{len(operators.reviewed)} items reviewed, "
-                     f"{distinct(ExecutionRequested)}/{EXECUTED} requests, "
-                     f"{distinct(ExecutionSucceeded)} succeeded, "
-                     f"{distinct(ExecutionFailed)} failed"))
+        out.wait(
+            lambda: (
+                distinct(GuardrailDecided) >= CASES
+                and distinct(ExecutionSucceeded) + distinct(ExecutionFailed) >= EXECUTED
+            ),
+            timeout_s=150,
+            what=lambda: (
+                f"every decision and execution after the restarts; have "
+                f"{distinct(GuardrailDecided)}/{CASES} decisions, "
+                f"{distinct(ReviewRecorded)} reviews recorded of "
+                f"{len(operators.reviewed)} items reviewed, "
+                f"{distinct(ExecutionRequested)}/{EXECUTED} requests, "
+                f"{distinct(ExecutionSucceeded)} succeeded, "
+                f"{distinct(ExecutionFailed)} failed"
+            ),
+        )
         operators.stop.set()
         operators.join(30)
         assert operators.error is None, operators.error
-        for component, topics in (("approve", ("decisions", "reviews")),
-                                  ("execute", ("executions",))):
+        for component, topics in (
+            ("approve", ("decisions", "reviews")),
+            ("execute", ("executions",)),
+        ):
             wait_caught_up(settings, component, topics, timeout_s=60)
         out.poll(1.0)
         calls = downstream.snapshot()
@@ -259,12 +289,17 @@ def test_h_sigkill_of_each_processor_loses_and_doubles_nothing(
     assert set(bodies) == execution_ids
     assert [k for k, b in bodies.items() if len(b) != 1] == []
 
-    repeats = {kind.__name__: sum(isinstance(r.event, kind) for r in records) - distinct(kind)
-               for kind in (GuardrailDecided, ExecutionRequested, ExecutionSucceeded)}
+    repeats = {
+        kind.__name__: sum(isinstance(r.event, kind) for r in records) - distinct(kind)
+        for kind in (GuardrailDecided, ExecutionRequested, ExecutionSucceeded)
+    }
     restarts = {name: w.crashes for name, w in workers.items()}
-    print(f"\n(h) {CASES} cases, {len(execution_ids)} executions in {elapsed:.0f}s; killed at "
-          f"{kills}; redelivered duplicates {repeats}; downstream calls {len(calls)} for "
-          f"{len(bodies)} keys; restarts after stopping by themselves {restarts}")
+    print(
+        f"\n(h) {CASES} cases, {len(execution_ids)} executions in {elapsed:.0f}s; killed at "
+        f"{kills}; redelivered duplicates {repeats}; downstream calls {len(calls)} for "
+        f"{len(bodies)} keys; restarts after stopping by themselves {restarts}"
+    )
     Path(OUTPUT / f"{settings.topic_prefix}sigkill-summary.txt").write_text(
         f"kills={kills} repeats={repeats} calls={len(calls)} keys={len(bodies)} "
-        f"self-stops={restarts}\n")
+        f"self-stops={restarts}\n"
+    )

@@ -61,8 +61,7 @@ def test_recommends_each_case_once_from_learned_history_and_survives_sigkill(
             lambda: len({r.event.event_id for r in tail.records}) >= expected,
             timeout_s=180,
             what=lambda: (
-                f"{expected} recommendations, have "
-                f"{len({r.event.event_id for r in tail.records})}"
+                f"{expected} recommendations, have {len({r.event.event_id for r in tail.records})}"
             ),
         )
     finally:

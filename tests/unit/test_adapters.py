@@ -15,9 +15,12 @@ from processors.adapters.log import LogAdapter
 from processors.execute_rules import AdapterResult
 from schemas.events import ActionSpec
 
-CALL = AdapterCall(execution_id="exec-1", case_id="c1",
-                   action=ActionSpec(name="reset_password", params={"method": "email_link"}),
-                   spec=AdapterSpec(kind="log", post_condition="reset_sent"))
+CALL = AdapterCall(
+    execution_id="exec-1",
+    case_id="c1",
+    action=ActionSpec(name="reset_password", params={"method": "email_link"}),
+    spec=AdapterSpec(kind="log", post_condition="reset_sent"),
+)
 
 
 class Hangs:
@@ -38,7 +41,11 @@ def test_no_answer_within_the_timeout_is_a_retriable_timeout() -> None:
 
     assert time.monotonic() - started < 2
     assert (result.ok, result.timed_out, result.retriable, result.error_class) == (
-        False, True, True, "Timeout")
+        False,
+        True,
+        True,
+        "Timeout",
+    )
     assert 150 <= result.duration_ms < 2000
 
 
@@ -46,7 +53,10 @@ def test_an_escaping_exception_is_a_failure_with_its_class() -> None:
     result = asyncio.run(run_with_timeout(Raises(), CALL, 1))
 
     assert (result.ok, result.error_class, result.retriable) == (
-        False, "ConnectionResetError", False)
+        False,
+        "ConnectionResetError",
+        False,
+    )
     assert result.message == "peer went away"
 
 
@@ -57,11 +67,18 @@ def test_the_log_adapter_reports_the_post_condition_it_was_asked_for() -> None:
     assert result.duration_ms >= 0
 
 
-@pytest.mark.parametrize(("text", "fields"), [
-    ('{"refund_id": "rf-1", "ok": true, "n": 2, "nested": {"a": 1}}',
-     {"refund_id": "rf-1", "ok": True, "n": 2, "nested": '{"a": 1}'}),
-    ("", {}), ("not json", {}), ("[1, 2]", {}),
-])
+@pytest.mark.parametrize(
+    ("text", "fields"),
+    [
+        (
+            '{"refund_id": "rf-1", "ok": true, "n": 2, "nested": {"a": 1}}',
+            {"refund_id": "rf-1", "ok": True, "n": 2, "nested": '{"a": 1}'},
+        ),
+        ("", {}),
+        ("not json", {}),
+        ("[1, 2]", {}),
+    ],
+)
 def test_http_answers_become_scalar_result_fields(text: str, fields: dict[str, object]) -> None:
     assert _result_fields(text) == fields
 

@@ -34,15 +34,26 @@ PLAN_BASIC = ActionSpec(name="change_plan", params={"plan": "basic"})
 
 
 def decision(
-    action: ActionSpec = REFUND, outcome: str = "approval_required", approvals: int = 2,
-    roles: tuple[str, ...] = ("supervisor", "finance_lead"), reasons: tuple[str, ...] = (
-        "needs_approval",),
+    action: ActionSpec = REFUND,
+    outcome: str = "approval_required",
+    approvals: int = 2,
+    roles: tuple[str, ...] = ("supervisor", "finance_lead"),
+    reasons: tuple[str, ...] = ("needs_approval",),
 ) -> GuardrailDecided:
     return GuardrailDecided(
-        event_id="decision-event-1", case_id="c1", occurred_at=NOW,
-        causation_id="rec-event-1", correlation_id="case-event-1", decision_id="d1",
-        recommendation_id="r1", workflow="billing", phase="assisted", outcome=outcome,
-        reasons=reasons, action=action, policy_version=POLICY.version,
+        event_id="decision-event-1",
+        case_id="c1",
+        occurred_at=NOW,
+        causation_id="rec-event-1",
+        correlation_id="case-event-1",
+        decision_id="d1",
+        recommendation_id="r1",
+        workflow="billing",
+        phase="assisted",
+        outcome=outcome,
+        reasons=reasons,
+        action=action,
+        policy_version=POLICY.version,
         approvals_required=approvals if outcome == "approval_required" else 0,
         eligible_roles=roles if outcome == "approval_required" else (),
         expires_at=EXPIRES if outcome == "approval_required" else None,
@@ -58,13 +69,24 @@ def pending(action: ActionSpec = REFUND, **overrides: object) -> Pending:
 
 
 def review(
-    actor: str = "alice", roles: tuple[str, ...] = ("supervisor",), verdict: str = "approve",
-    review_id: str | None = None, override: ActionSpec | None = None, case_id: str = "c1",
+    actor: str = "alice",
+    roles: tuple[str, ...] = ("supervisor",),
+    verdict: str = "approve",
+    review_id: str | None = None,
+    override: ActionSpec | None = None,
+    case_id: str = "c1",
 ) -> ReviewSubmitted:
     rid = review_id or f"rev-{actor}-{verdict}"
     return ReviewSubmitted(
-        event_id=f"event-{rid}", case_id=case_id, occurred_at=NOW, correlation_id="case-event-1",
-        review_id=rid, recommendation_id="r1", actor=actor, roles=roles, verdict=verdict,
+        event_id=f"event-{rid}",
+        case_id=case_id,
+        occurred_at=NOW,
+        correlation_id="case-event-1",
+        review_id=rid,
+        recommendation_id="r1",
+        actor=actor,
+        roles=roles,
+        verdict=verdict,
         override_action=override,
     )
 
@@ -87,10 +109,16 @@ def test_approval_required_opens_an_item_and_emits_nothing() -> None:
 
     assert events == []
     assert item == Pending(
-        recommendation_id="r1", case_id="c1", decision_event_id="decision-event-1",
-        correlation_id="case-event-1", workflow="billing", action=REFUND,
-        approvals_required=2, eligible_roles=("supervisor", "finance_lead"),
-        expires_at=EXPIRES, policy_version=POLICY.version,
+        recommendation_id="r1",
+        case_id="c1",
+        decision_event_id="decision-event-1",
+        correlation_id="case-event-1",
+        workflow="billing",
+        action=REFUND,
+        approvals_required=2,
+        eligible_roles=("supervisor", "finance_lead"),
+        expires_at=EXPIRES,
+        policy_version=POLICY.version,
     )
 
 
@@ -126,11 +154,16 @@ def test_one_eligible_approval_completes_a_one_approval_item() -> None:
     assert item is not None and item.status == "approved"
     assert kinds(events) == ["ReviewRecorded", "ApprovalCompleted", "ExecutionRequested"]
     recorded, completed, request = events
-    assert isinstance(recorded, ReviewRecorded) and (recorded.approvals_received,
-                                                     recorded.approvals_required) == (1, 1)
+    assert isinstance(recorded, ReviewRecorded) and (
+        recorded.approvals_received,
+        recorded.approvals_required,
+    ) == (1, 1)
     assert isinstance(completed, ApprovalCompleted)
     assert (completed.outcome, completed.approvers, completed.action) == (
-        "approved", ("alice",), PLAN_PRO)
+        "approved",
+        ("alice",),
+        PLAN_PRO,
+    )
     assert isinstance(request, ExecutionRequested)
     assert (request.mode, request.requested_by, request.action) == ("approved", "alice", PLAN_PRO)
     assert request.causation_id == completed.event_id
@@ -242,8 +275,9 @@ def test_one_eligible_rejection_closes_the_item() -> None:
 
 
 def test_a_valid_override_runs_the_operators_action() -> None:
-    after, events = on_review(pending(PLAN_PRO), review(verdict="override", override=PLAN_BASIC),
-                              POLICY, LATER)
+    after, events = on_review(
+        pending(PLAN_PRO), review(verdict="override", override=PLAN_BASIC), POLICY, LATER
+    )
 
     assert after is not None and (after.status, after.action) == ("approved", PLAN_BASIC)
     assert kinds(events) == ["ReviewRecorded", "ApprovalCompleted", "ExecutionRequested"]
@@ -256,18 +290,32 @@ def test_a_valid_override_runs_the_operators_action() -> None:
     ("override", "reason"),
     [
         (ActionSpec(name="close_account"), "action_prohibited"),
-        (ActionSpec(name="refund_payment", params={"amount": 350.0, "order_id": "ORD-1"}),
-         "param_out_of_bounds"),
-        (ActionSpec(name="refund_payment", params={"amount": 900.0, "order_id": "ORD-1"}),
-         "param_out_of_bounds"),
-        (ActionSpec(name="refund_payment", params={"amount": 10.0, "order_id": "nope"}),
-         "param_invalid"),
+        (
+            ActionSpec(name="refund_payment", params={"amount": 350.0, "order_id": "ORD-1"}),
+            "param_out_of_bounds",
+        ),
+        (
+            ActionSpec(name="refund_payment", params={"amount": 900.0, "order_id": "ORD-1"}),
+            "param_out_of_bounds",
+        ),
+        (
+            ActionSpec(name="refund_payment", params={"amount": 10.0, "order_id": "nope"}),
+            "param_invalid",
+        ),
         (ActionSpec(name="wire_money"), "unknown_action"),
-        (ActionSpec(name="reset_password", params={"method": "email_link"}),
-         "action_not_in_workflow"),
+        (
+            ActionSpec(name="reset_password", params={"method": "email_link"}),
+            "action_not_in_workflow",
+        ),
     ],
-    ids=["prohibited", "outside-workflow-bound", "outside-catalog-bound", "malformed-order-id",
-         "unknown-action", "not-in-workflow"],
+    ids=[
+        "prohibited",
+        "outside-workflow-bound",
+        "outside-catalog-bound",
+        "malformed-order-id",
+        "unknown-action",
+        "not-in-workflow",
+    ],
 )
 def test_an_override_passes_the_same_guardrails_as_a_model_action(
     override: ActionSpec, reason: str
@@ -283,14 +331,16 @@ def test_an_override_passes_the_same_guardrails_as_a_model_action(
 def test_an_override_needing_two_approvals_waits_with_the_operator_as_first_approver() -> None:
     refund = ActionSpec(name="refund_payment", params={"amount": 20.0, "order_id": "ORD-5"})
 
-    switched, events = on_review(pending(PLAN_PRO), review(verdict="override", override=refund),
-                                 POLICY, LATER)
+    switched, events = on_review(
+        pending(PLAN_PRO), review(verdict="override", override=refund), POLICY, LATER
+    )
 
     assert switched is not None
-    assert (switched.status, switched.action, switched.approvers) == (
-        "pending", refund, ("alice",))
+    assert (switched.status, switched.action, switched.approvers) == ("pending", refund, ("alice",))
     assert (switched.approvals_required, switched.eligible_roles) == (
-        2, ("supervisor", "finance_lead"))
+        2,
+        ("supervisor", "finance_lead"),
+    )
     assert kinds(events) == ["ReviewRecorded"]
 
     done, events = on_review(switched, review("bob", ("finance_lead",)), POLICY, LATER)
@@ -304,8 +354,9 @@ def test_an_override_needing_two_approvals_waits_with_the_operator_as_first_appr
 def test_an_override_with_a_suggest_only_action_is_recorded_but_not_run() -> None:
     escalate = ActionSpec(name="escalate_to_specialist", params={"team": "finance"})
 
-    after, events = on_review(pending(PLAN_PRO), review(verdict="override", override=escalate),
-                              POLICY, LATER)
+    after, events = on_review(
+        pending(PLAN_PRO), review(verdict="override", override=escalate), POLICY, LATER
+    )
 
     assert after is not None and after.status == "approved"
     assert kinds(events) == ["ReviewRecorded", "ApprovalCompleted"]
@@ -316,12 +367,16 @@ def test_an_override_by_someone_who_may_not_approve_the_new_action_is_refused() 
     # supervisor may approve refunds.
     item = pending(PLAN_PRO)
     refund = ActionSpec(name="refund_payment", params={"amount": 20.0, "order_id": "ORD-5"})
-    narrower = load_policy_text(POLICY.text.replace(
-        "approvals: {count: 2, roles: [supervisor, finance_lead]}",
-        "approvals: {count: 2, roles: [supervisor]}"))
+    narrower = load_policy_text(
+        POLICY.text.replace(
+            "approvals: {count: 2, roles: [supervisor, finance_lead]}",
+            "approvals: {count: 2, roles: [supervisor]}",
+        )
+    )
 
-    events = on_review(item, review("bob", ("finance_lead",), "override", override=refund),
-                       narrower, LATER)[1]
+    events = on_review(
+        item, review("bob", ("finance_lead",), "override", override=refund), narrower, LATER
+    )[1]
 
     assert denial(events) == "role_not_eligible"
 
@@ -422,7 +477,9 @@ def test_items_stored_before_event_ids_were_kept_treat_a_known_review_as_redeliv
     legacy = replace(first, review_events=())
 
     assert on_review(legacy, replace(review("alice"), event_id="other"), POLICY, LATER) == (
-        legacy, [])
+        legacy,
+        [],
+    )
     later, _ = on_review(legacy, review("bob", ("finance_lead",)), POLICY, LATER)
     assert later is not None and later.review_events == ("", "event-rev-bob-approve")
 

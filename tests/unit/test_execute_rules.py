@@ -37,9 +37,17 @@ RESET = ActionSpec(name="reset_password", params={"method": "email_link"})
 
 def request(action: ActionSpec = REFUND, mode: str = "approved") -> ExecutionRequested:
     return ExecutionRequested(
-        event_id="req-event-1", case_id="c1", occurred_at=NOW, causation_id="approval-1",
-        correlation_id="case-event-1", execution_id="exec-1", recommendation_id="r1",
-        action=action, mode=mode, requested_by="alice,bob", policy_version=POLICY.version,
+        event_id="req-event-1",
+        case_id="c1",
+        occurred_at=NOW,
+        causation_id="approval-1",
+        correlation_id="case-event-1",
+        execution_id="exec-1",
+        recommendation_id="r1",
+        action=action,
+        mode=mode,
+        requested_by="alice,bob",
+        policy_version=POLICY.version,
     )
 
 
@@ -62,8 +70,12 @@ def catalog(name: str) -> Action:
 
 @pytest.mark.parametrize(
     ("req", "workflow"),
-    [(request(), "billing"), (request(PLAN), "billing"),
-     (request(RESET, "auto"), "identity_access"), (request(), None)],
+    [
+        (request(), "billing"),
+        (request(PLAN), "billing"),
+        (request(RESET, "auto"), "identity_access"),
+        (request(), None),
+    ],
     ids=["approved-refund", "approved-plan-change", "auto-reset-in-bounded", "no-workflow"],
 )
 def test_requests_inside_the_current_policy_are_authorized(
@@ -74,8 +86,9 @@ def test_requests_inside_the_current_policy_are_authorized(
 
 def test_the_workflow_a_request_carries_is_checked_when_none_is_passed() -> None:
     carried = replace(request(), workflow="billing")
-    prohibited = edited("refund_payment:\n        mode: approve",
-                        "refund_payment:\n        mode: prohibited")
+    prohibited = edited(
+        "refund_payment:\n        mode: approve", "refund_payment:\n        mode: prohibited"
+    )
 
     assert authorize_execution(carried, POLICY) is None
     reason = authorize_execution(carried, prohibited)
@@ -86,31 +99,69 @@ def test_the_workflow_a_request_carries_is_checked_when_none_is_passed() -> None
 @pytest.mark.parametrize(
     ("req", "policy", "workflow", "code"),
     [
-        (request(), edited("      refund_payment:\n        mode: approve",
-                           "      refund_payment:\n        mode: prohibited"),
-         "billing", "action_prohibited"),
-        (request(), edited("bounds: {amount: {max: 200}}", "bounds: {amount: {max: 40}}"),
-         "billing", "param_out_of_bounds"),
+        (
+            request(),
+            edited(
+                "      refund_payment:\n        mode: approve",
+                "      refund_payment:\n        mode: prohibited",
+            ),
+            "billing",
+            "action_prohibited",
+        ),
+        (
+            request(),
+            edited("bounds: {amount: {max: 200}}", "bounds: {amount: {max: 40}}"),
+            "billing",
+            "param_out_of_bounds",
+        ),
         (request(), edited("phase: assisted", "phase: shadow"), "billing", "phase_shadow"),
         (request(), POLICY, "nonexistent", "unknown_workflow"),
-        (request(PLAN), edited("      change_plan: {mode: approve}\n      escalate_to_specialist",
-                               "      change_plan: {mode: suggest}\n      escalate_to_specialist"),
-         "billing", "suggest_only"),
-        (request(RESET, "auto"), edited("phase: bounded", "phase: assisted"),
-         "identity_access", "not_auto"),
-        (request(RESET, "auto"), edited("reset_password: {mode: auto}",
-                                        "reset_password: {mode: approve}"),
-         "identity_access", "not_auto"),
+        (
+            request(PLAN),
+            edited(
+                "      change_plan: {mode: approve}\n      escalate_to_specialist",
+                "      change_plan: {mode: suggest}\n      escalate_to_specialist",
+            ),
+            "billing",
+            "suggest_only",
+        ),
+        (
+            request(RESET, "auto"),
+            edited("phase: bounded", "phase: assisted"),
+            "identity_access",
+            "not_auto",
+        ),
+        (
+            request(RESET, "auto"),
+            edited("reset_password: {mode: auto}", "reset_password: {mode: approve}"),
+            "identity_access",
+            "not_auto",
+        ),
         (request(REFUND, "approved"), POLICY, "identity_access", "action_not_in_workflow"),
         (request(ActionSpec(name="teleport")), POLICY, "billing", "unknown_action"),
         (request(REFUND, "whenever"), POLICY, "billing", "invalid_mode"),
-        (request(ActionSpec(name="refund_payment", params={"amount": 900.0,
-                                                          "order_id": "ORD-1"})),
-         POLICY, None, "param_out_of_bounds"),
+        (
+            request(
+                ActionSpec(name="refund_payment", params={"amount": 900.0, "order_id": "ORD-1"})
+            ),
+            POLICY,
+            None,
+            "param_out_of_bounds",
+        ),
     ],
-    ids=["prohibited-since-request", "bound-narrowed-since", "workflow-back-in-shadow",
-         "workflow-removed", "now-suggest-only", "auto-but-phase-demoted", "auto-but-mode-changed",
-         "not-in-this-workflow", "unknown-action", "invalid-mode", "catalog-bound-no-workflow"],
+    ids=[
+        "prohibited-since-request",
+        "bound-narrowed-since",
+        "workflow-back-in-shadow",
+        "workflow-removed",
+        "now-suggest-only",
+        "auto-but-phase-demoted",
+        "auto-but-mode-changed",
+        "not-in-this-workflow",
+        "unknown-action",
+        "invalid-mode",
+        "catalog-bound-no-workflow",
+    ],
 )
 def test_requests_the_current_policy_no_longer_allows_are_refused(
     req: ExecutionRequested, policy: LoadedPolicy, workflow: str | None, code: str
@@ -124,7 +175,10 @@ def test_a_refused_request_becomes_a_non_retriable_failure() -> None:
     failed = refused_event(request(), "action_prohibited: no", NOW)
 
     assert (failed.error_class, failed.retriable, failed.timed_out) == (
-        "PolicyRefused", False, False)
+        "PolicyRefused",
+        False,
+        False,
+    )
     assert failed.message == "action_prohibited: no"
     assert failed.event_id == derived_event_id("req-event-1", "ExecutionFailed")
 
@@ -145,14 +199,23 @@ def test_a_successful_run_that_meets_its_post_condition_succeeds() -> None:
 
 
 def test_an_adapter_error_is_a_failure_with_its_class_and_retriability() -> None:
-    result = AdapterResult(ok=False, error_class="HTTPStatus503", retriable=True,
-                           message="upstream unavailable", duration_ms=40)
+    result = AdapterResult(
+        ok=False,
+        error_class="HTTPStatus503",
+        retriable=True,
+        message="upstream unavailable",
+        duration_ms=40,
+    )
 
     [failed] = outcome_events(request(), result, catalog("refund_payment"), NOW)
 
     assert isinstance(failed, ExecutionFailed)
     assert (failed.error_class, failed.retriable, failed.timed_out, failed.message) == (
-        "HTTPStatus503", True, False, "upstream unavailable")
+        "HTTPStatus503",
+        True,
+        False,
+        "upstream unavailable",
+    )
 
 
 def test_a_timeout_is_a_retriable_failure() -> None:
@@ -181,8 +244,13 @@ def test_a_missed_post_condition_on_a_reversible_action_is_rolled_back() -> None
     change_plan = catalog("change_plan")
 
     rollback = rollback_request(req, result, change_plan)
-    events = outcome_events(req, result, change_plan, NOW,
-                            rollback_result=AdapterResult(ok=True, result={"plan_active": True}))
+    events = outcome_events(
+        req,
+        result,
+        change_plan,
+        NOW,
+        rollback_result=AdapterResult(ok=True, result={"plan_active": True}),
+    )
 
     assert rollback == ActionSpec(name="change_plan", params={"plan": "basic"})
     failed, rolled_back = events
@@ -196,22 +264,29 @@ def test_a_failed_rollback_is_reported_as_such() -> None:
     req = request(PLAN)
     result = AdapterResult(ok=True, result={"plan_active": False, "previous_plan": "basic"})
 
-    events = outcome_events(req, result, catalog("change_plan"), NOW,
-                            rollback_result=AdapterResult(ok=False, error_class="Boom"))
+    events = outcome_events(
+        req,
+        result,
+        catalog("change_plan"),
+        NOW,
+        rollback_result=AdapterResult(ok=False, error_class="Boom"),
+    )
 
     rolled_back = events[-1]
     assert isinstance(rolled_back, ExecutionRolledBack) and rolled_back.succeeded is False
 
 
 def test_rollback_params_can_come_from_the_original_request() -> None:
-    req = request(ActionSpec(name="update_address",
-                             params={"order_id": "ORD-7", "postal_code": "10115"}))
+    req = request(
+        ActionSpec(name="update_address", params={"order_id": "ORD-7", "postal_code": "10115"})
+    )
     result = AdapterResult(ok=True, result={"previous_postal_code": "20095"})
 
     rollback = rollback_request(req, result, catalog("update_address"))
 
-    assert rollback == ActionSpec(name="update_address",
-                                  params={"order_id": "ORD-7", "postal_code": "20095"})
+    assert rollback == ActionSpec(
+        name="update_address", params={"order_id": "ORD-7", "postal_code": "20095"}
+    )
     assert rollback_execution_id(req) == derived_event_id("exec-1", "rollback")
 
 

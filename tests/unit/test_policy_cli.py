@@ -26,9 +26,9 @@ def test_a_valid_policy_is_reported_with_its_version_and_digest() -> None:
 
 
 def test_every_problem_is_listed_with_its_path_and_nothing_else_happens(tmp_path: Path) -> None:
-    broken = DEFAULT.replace("      change_plan: {mode: approve}",
-                             "      change_plan: {mode: sometimes}").replace(
-        "    timeout_s: 10\n", "    timeout_s: -1\n", 1)
+    broken = DEFAULT.replace(
+        "      change_plan: {mode: approve}", "      change_plan: {mode: sometimes}"
+    ).replace("    timeout_s: 10\n", "    timeout_s: -1\n", 1)
     path = tmp_path / "broken.yaml"
     path.write_text(broken)
 
@@ -51,8 +51,11 @@ def test_a_yaml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
 
 def test_diff_of_two_files_lists_each_change(tmp_path: Path) -> None:
     new = tmp_path / "new.yaml"
-    new.write_text(DEFAULT.replace('version: "2026.11.1"', 'version: "2026.11.2"').replace(
-        "    phase: assisted\n", "    phase: bounded\n"))
+    new.write_text(
+        DEFAULT.replace('version: "2026.11.1"', 'version: "2026.11.2"').replace(
+            "    phase: assisted\n", "    phase: bounded\n"
+        )
+    )
 
     code, out, _ = run("diff", str(default_policy_path()), str(new))
 

@@ -60,16 +60,19 @@ def test_default_policy_has_one_workflow_in_each_phase() -> None:
 def test_default_policy_prohibits_close_account_everywhere_and_hides_customer() -> None:
     policy = load_policy_file(default_policy_path()).policy
 
-    assert all(wf.actions["close_account"].mode == "prohibited"
-               for wf in policy.workflows.values())
+    assert all(wf.actions["close_account"].mode == "prohibited" for wf in policy.workflows.values())
     assert not any(f.startswith("customer") for f in policy.model_visibility.fields)
 
 
 def test_default_policy_binds_order_facts_to_the_case() -> None:
     catalog = load_policy_file(default_policy_path()).policy.catalog
 
-    bound = {(action.name, name): spec.from_case for action in catalog.values()
-             for name, spec in action.params.items() if spec.from_case is not None}
+    bound = {
+        (action.name, name): spec.from_case
+        for action in catalog.values()
+        for name, spec in action.params.items()
+        if spec.from_case is not None
+    }
 
     assert bound == {
         ("refund_payment", "amount"): "attributes.amount",
@@ -79,8 +82,9 @@ def test_default_policy_binds_order_facts_to_the_case() -> None:
     }
 
 
-@pytest.mark.parametrize("path", ["attributes.order_id", "customer.id", "queue", "issue_class",
-                                  "attributes.order-ref"])
+@pytest.mark.parametrize(
+    "path", ["attributes.order_id", "customer.id", "queue", "issue_class", "attributes.order-ref"]
+)
 def test_a_parameter_may_bind_a_map_entry_or_a_routing_field(path: str) -> None:
     text = mutated(_set("catalog.refund_payment.params.order_id.from_case", path))
 
@@ -120,8 +124,10 @@ def test_workflow_for_matches_on_case_fields(
 
 def test_workflow_for_takes_the_first_match_in_document_order_and_matches_category() -> None:
     def narrow_billing(doc: Doc) -> None:
-        refunds = {**doc["workflows"]["billing"], "match": {"queue": "billing",
-                                                             "category": ["refund_request"]}}
+        refunds = {
+            **doc["workflows"]["billing"],
+            "match": {"queue": "billing", "category": ["refund_request"]},
+        }
         doc["workflows"] = {"refunds": refunds, **doc["workflows"]}
 
     policy = load_policy_text(mutated(narrow_billing)).policy
@@ -139,12 +145,15 @@ def test_workflow_for_takes_the_first_match_in_document_order_and_matches_catego
 def test_redaction_removes_personal_data_from_free_text() -> None:
     redaction = load_policy_file(default_policy_path()).policy.model_visibility.redaction
 
-    text = ("Mail ann.lee@example.com, call +1 415 555 0100, card 4242 4242 4242 4242, "
-            "order ORD-88213, account ACC-991 on 2026-11-27.")
+    text = (
+        "Mail ann.lee@example.com, call +1 415 555 0100, card 4242 4242 4242 4242, "
+        "order ORD-88213, account ACC-991 on 2026-11-27."
+    )
 
     assert redaction.redact(text) == (
         "Mail [email], call [phone], card [card], order [order_id], account [account_id] "
-        "on 2026-11-27.")
+        "on 2026-11-27."
+    )
 
 
 # --- validation errors, each with its path -----------------------------------------------
@@ -156,6 +165,7 @@ def _set(path: str, value: object) -> Callable[[Doc], None]:
         for key in parents:
             doc = doc[key]
         doc[last] = value
+
     return change
 
 
@@ -165,88 +175,173 @@ def _delete(path: str) -> Callable[[Doc], None]:
         for key in parents:
             doc = doc[key]
         del doc[last]
+
     return change
 
 
 INVALID = [
-    pytest.param(_set("workflows.billing.actions.refund_payment.mode", "always"),
-                 "workflows.billing.actions.refund_payment.mode",
-                 "Input should be 'suggest', 'approve', 'auto' or 'prohibited'",
-                 id="unknown-mode"),
-    pytest.param(_set("workflows.shipping.phase", "live"), "workflows.shipping.phase",
-                 "Input should be 'shadow', 'assisted' or 'bounded'", id="unknown-phase"),
-    pytest.param(_delete("workflows.shipping.phase"), "workflows.shipping.phase",
-                 "Field required", id="missing-phase"),
-    pytest.param(_set("workflows.billing.approval_tll_s", 60), "workflows.billing.approval_tll_s",
-                 "Extra inputs are not permitted", id="misspelt-key"),
-    pytest.param(_set("workflows.billing.actions.teleport", {"mode": "approve"}),
-                 "workflows.billing.actions.teleport", "unknown catalog action 'teleport'",
-                 id="workflow-action-not-in-catalog"),
-    pytest.param(_set("workflows.billing.actions.refund_payment.mode", "auto"),
-                 "workflows.billing.actions.refund_payment.mode",
-                 "auto needs a catalog action with approvals.count 0", id="auto-needs-no-approval"),
-    pytest.param(_set("workflows.billing.actions.refund_payment.bounds", {"amount": {"max": 900}}),
-                 "workflows.billing.actions.refund_payment.bounds.amount.max",
-                 "900 is above the catalog max 500", id="bound-wider-than-catalog"),
-    pytest.param(_set("workflows.billing.actions.change_plan.bounds",
-                      {"plan": {"values": ["gold"]}}),
-                 "workflows.billing.actions.change_plan.bounds.plan.values",
-                 "gold not among the catalog values", id="bound-value-not-in-catalog"),
-    pytest.param(_set("workflows.billing.actions.refund_payment.bounds", {"currency": {"max": 1}}),
-                 "workflows.billing.actions.refund_payment.bounds.currency",
-                 "refund_payment has no parameter 'currency'", id="bound-on-unknown-param"),
-    pytest.param(_set("catalog.change_plan.rollback.action", "undo_plan"),
-                 "catalog.change_plan.rollback.action", "unknown catalog action 'undo_plan'",
-                 id="rollback-action-missing"),
-    pytest.param(_set("catalog.change_plan.rollback", None), "catalog.change_plan",
-                 "a reversible action needs a rollback", id="reversible-without-rollback"),
-    pytest.param(_set("catalog.refund_payment.approvals.roles", ["supervisor", "cfo"]),
-                 "catalog.refund_payment.approvals.roles", "unknown role 'cfo'",
-                 id="approval-role-missing"),
-    pytest.param(_set("catalog.refund_payment.approvals.roles", ["agent"]),
-                 "catalog.refund_payment.approvals.roles", "lacks permission 'billing.refund'",
-                 id="approval-role-without-permission"),
-    pytest.param(_set("catalog.refund_payment.params.order_id.pattern", "ORD-(\\d+"),
-                 "catalog.refund_payment.params.order_id", "invalid regular expression",
-                 id="param-pattern-does-not-compile"),
-    pytest.param(_set("catalog.refund_payment.params.order_id.from_case", "attributes"),
-                 "catalog.refund_payment.params.order_id.from_case",
-                 "names the whole attributes map", id="bind-to-a-whole-map"),
-    pytest.param(_set("catalog.refund_payment.params.order_id.from_case", "order.id"),
-                 "catalog.refund_payment.params.order_id.from_case",
-                 "unknown case field 'order'", id="bind-to-an-unknown-field"),
-    pytest.param(_set("catalog.refund_payment.params.order_id.from_case", "queue.name"),
-                 "catalog.refund_payment.params.order_id.from_case",
-                 "only customer and attributes take a sub-key", id="bind-below-a-top-field"),
-    pytest.param(_set("catalog.refund_payment.params.order_id.from_case", "attributes.a.b"),
-                 "catalog.refund_payment.params.order_id.from_case",
-                 "one level only", id="bind-two-levels-down"),
-    pytest.param(_set("catalog.refund_payment.params.amount.from_case", "description"),
-                 "catalog.refund_payment.params.amount.from_case",
-                 "free text written by the customer cannot bind", id="bind-to-free-text"),
-    pytest.param(_set("catalog.change_plan.params.plan", {"type": "enum"}),
-                 "catalog.change_plan.params.plan", "needs a non-empty list of values",
-                 id="enum-without-values"),
-    pytest.param(_set("catalog.reship_order.adapter", {"kind": "http"}),
-                 "catalog.reship_order.adapter", "an http adapter needs a url",
-                 id="http-adapter-without-url"),
-    pytest.param(_set("model_visibility.redaction.custom.order_id", "ORD-[\\d+"),
-                 "model_visibility.redaction.custom", "order_id: invalid regular expression",
-                 id="redaction-regex-does-not-compile"),
-    pytest.param(_set("model_visibility.fields", ["subject", "secrets"]),
-                 "model_visibility.fields", "unknown case field 'secrets'",
-                 id="unknown-visible-field"),
-    pytest.param(_set("audit.required_outcomes", ["GuardrailDecided:approved"]),
-                 "audit.required_outcomes", "unknown outcome 'approved' for GuardrailDecided",
-                 id="unknown-audit-outcome"),
-    pytest.param(_set("workflows.billing.recommender", {"kind": "llm", "model": "m"}),
-                 "workflows.billing.recommender.prompt_version", "Field required",
-                 id="llm-without-prompt-version"),
-    pytest.param(_delete("workflows.identity_access.blast_radius"),
-                 "workflows.identity_access.blast_radius", "required when an action is auto",
-                 id="auto-without-blast-radius"),
-    pytest.param(_set("workflows.billing.match", {"region": "eu"}), "workflows.billing",
-                 "match on unknown case field(s) region", id="match-on-unknown-field"),
+    pytest.param(
+        _set("workflows.billing.actions.refund_payment.mode", "always"),
+        "workflows.billing.actions.refund_payment.mode",
+        "Input should be 'suggest', 'approve', 'auto' or 'prohibited'",
+        id="unknown-mode",
+    ),
+    pytest.param(
+        _set("workflows.shipping.phase", "live"),
+        "workflows.shipping.phase",
+        "Input should be 'shadow', 'assisted' or 'bounded'",
+        id="unknown-phase",
+    ),
+    pytest.param(
+        _delete("workflows.shipping.phase"),
+        "workflows.shipping.phase",
+        "Field required",
+        id="missing-phase",
+    ),
+    pytest.param(
+        _set("workflows.billing.approval_tll_s", 60),
+        "workflows.billing.approval_tll_s",
+        "Extra inputs are not permitted",
+        id="misspelt-key",
+    ),
+    pytest.param(
+        _set("workflows.billing.actions.teleport", {"mode": "approve"}),
+        "workflows.billing.actions.teleport",
+        "unknown catalog action 'teleport'",
+        id="workflow-action-not-in-catalog",
+    ),
+    pytest.param(
+        _set("workflows.billing.actions.refund_payment.mode", "auto"),
+        "workflows.billing.actions.refund_payment.mode",
+        "auto needs a catalog action with approvals.count 0",
+        id="auto-needs-no-approval",
+    ),
+    pytest.param(
+        _set("workflows.billing.actions.refund_payment.bounds", {"amount": {"max": 900}}),
+        "workflows.billing.actions.refund_payment.bounds.amount.max",
+        "900 is above the catalog max 500",
+        id="bound-wider-than-catalog",
+    ),
+    pytest.param(
+        _set("workflows.billing.actions.change_plan.bounds", {"plan": {"values": ["gold"]}}),
+        "workflows.billing.actions.change_plan.bounds.plan.values",
+        "gold not among the catalog values",
+        id="bound-value-not-in-catalog",
+    ),
+    pytest.param(
+        _set("workflows.billing.actions.refund_payment.bounds", {"currency": {"max": 1}}),
+        "workflows.billing.actions.refund_payment.bounds.currency",
+        "refund_payment has no parameter 'currency'",
+        id="bound-on-unknown-param",
+    ),
+    pytest.param(
+        _set("catalog.change_plan.rollback.action", "undo_plan"),
+        "catalog.change_plan.rollback.action",
+        "unknown catalog action 'undo_plan'",
+        id="rollback-action-missing",
+    ),
+    pytest.param(
+        _set("catalog.change_plan.rollback", None),
+        "catalog.change_plan",
+        "a reversible action needs a rollback",
+        id="reversible-without-rollback",
+    ),
+    pytest.param(
+        _set("catalog.refund_payment.approvals.roles", ["supervisor", "cfo"]),
+        "catalog.refund_payment.approvals.roles",
+        "unknown role 'cfo'",
+        id="approval-role-missing",
+    ),
+    pytest.param(
+        _set("catalog.refund_payment.approvals.roles", ["agent"]),
+        "catalog.refund_payment.approvals.roles",
+        "lacks permission 'billing.refund'",
+        id="approval-role-without-permission",
+    ),
+    pytest.param(
+        _set("catalog.refund_payment.params.order_id.pattern", "ORD-(\\d+"),
+        "catalog.refund_payment.params.order_id",
+        "invalid regular expression",
+        id="param-pattern-does-not-compile",
+    ),
+    pytest.param(
+        _set("catalog.refund_payment.params.order_id.from_case", "attributes"),
+        "catalog.refund_payment.params.order_id.from_case",
+        "names the whole attributes map",
+        id="bind-to-a-whole-map",
+    ),
+    pytest.param(
+        _set("catalog.refund_payment.params.order_id.from_case", "order.id"),
+        "catalog.refund_payment.params.order_id.from_case",
+        "unknown case field 'order'",
+        id="bind-to-an-unknown-field",
+    ),
+    pytest.param(
+        _set("catalog.refund_payment.params.order_id.from_case", "queue.name"),
+        "catalog.refund_payment.params.order_id.from_case",
+        "only customer and attributes take a sub-key",
+        id="bind-below-a-top-field",
+    ),
+    pytest.param(
+        _set("catalog.refund_payment.params.order_id.from_case", "attributes.a.b"),
+        "catalog.refund_payment.params.order_id.from_case",
+        "one level only",
+        id="bind-two-levels-down",
+    ),
+    pytest.param(
+        _set("catalog.refund_payment.params.amount.from_case", "description"),
+        "catalog.refund_payment.params.amount.from_case",
+        "free text written by the customer cannot bind",
+        id="bind-to-free-text",
+    ),
+    pytest.param(
+        _set("catalog.change_plan.params.plan", {"type": "enum"}),
+        "catalog.change_plan.params.plan",
+        "needs a non-empty list of values",
+        id="enum-without-values",
+    ),
+    pytest.param(
+        _set("catalog.reship_order.adapter", {"kind": "http"}),
+        "catalog.reship_order.adapter",
+        "an http adapter needs a url",
+        id="http-adapter-without-url",
+    ),
+    pytest.param(
+        _set("model_visibility.redaction.custom.order_id", "ORD-[\\d+"),
+        "model_visibility.redaction.custom",
+        "order_id: invalid regular expression",
+        id="redaction-regex-does-not-compile",
+    ),
+    pytest.param(
+        _set("model_visibility.fields", ["subject", "secrets"]),
+        "model_visibility.fields",
+        "unknown case field 'secrets'",
+        id="unknown-visible-field",
+    ),
+    pytest.param(
+        _set("audit.required_outcomes", ["GuardrailDecided:approved"]),
+        "audit.required_outcomes",
+        "unknown outcome 'approved' for GuardrailDecided",
+        id="unknown-audit-outcome",
+    ),
+    pytest.param(
+        _set("workflows.billing.recommender", {"kind": "llm", "model": "m"}),
+        "workflows.billing.recommender.prompt_version",
+        "Field required",
+        id="llm-without-prompt-version",
+    ),
+    pytest.param(
+        _delete("workflows.identity_access.blast_radius"),
+        "workflows.identity_access.blast_radius",
+        "required when an action is auto",
+        id="auto-without-blast-radius",
+    ),
+    pytest.param(
+        _set("workflows.billing.match", {"region": "eu"}),
+        "workflows.billing",
+        "match on unknown case field(s) region",
+        id="match-on-unknown-field",
+    ),
 ]
 
 
@@ -297,14 +392,29 @@ def test_policy_invalid_message_lists_path_and_message() -> None:
 
 
 def test_llm_recommender_settings_are_typed() -> None:
-    text = mutated(_set("workflows.billing.recommender", {
-        "kind": "llm", "model": "openai/gpt-4o-mini", "prompt_version": "billing-v3",
-        "temperature": 0.2, "timeout_s": 15, "max_retries": 2}))
+    text = mutated(
+        _set(
+            "workflows.billing.recommender",
+            {
+                "kind": "llm",
+                "model": "openai/gpt-4o-mini",
+                "prompt_version": "billing-v3",
+                "temperature": 0.2,
+                "timeout_s": 15,
+                "max_retries": 2,
+            },
+        )
+    )
 
     recommender = load_policy_text(text).policy.workflows["billing"].recommender
 
-    assert recommender == LlmRecommender(model="openai/gpt-4o-mini", prompt_version="billing-v3",
-                                         temperature=0.2, timeout_s=15, max_retries=2)
+    assert recommender == LlmRecommender(
+        model="openai/gpt-4o-mini",
+        prompt_version="billing-v3",
+        temperature=0.2,
+        timeout_s=15,
+        max_retries=2,
+    )
 
 
 # --- diff --------------------------------------------------------------------------------

@@ -24,20 +24,30 @@ def through_json(value: object) -> object:
 
 def test_a_queue_item_survives_the_table_round_trip() -> None:
     item = Pending(
-        recommendation_id="r1", case_id="c1", decision_event_id="d1", correlation_id=None,
-        workflow="billing", action=ActionSpec(name="refund_payment",
-                                              params={"amount": 49.5, "order_id": "ORD-1",
-                                                      "notify": True, "note": None}),
-        approvals_required=2, eligible_roles=("supervisor", "finance_lead"),
-        expires_at=NOW + timedelta(hours=8), approvers=("alice",), policy_version="v1",
-        reviews_seen=("rev-1",))
+        recommendation_id="r1",
+        case_id="c1",
+        decision_event_id="d1",
+        correlation_id=None,
+        workflow="billing",
+        action=ActionSpec(
+            name="refund_payment",
+            params={"amount": 49.5, "order_id": "ORD-1", "notify": True, "note": None},
+        ),
+        approvals_required=2,
+        eligible_roles=("supervisor", "finance_lead"),
+        expires_at=NOW + timedelta(hours=8),
+        approvers=("alice",),
+        policy_version="v1",
+        reviews_seen=("rev-1",),
+    )
 
     stored = through_json(item_to_json(item, partition=3))
 
     assert isinstance(stored, dict) and stored["partition"] == 3
     assert item_from_json(stored) == item
-    assert item_from_json(through_json(item_to_json(replace(item, status="expired"), 0))) == \
-        replace(item, status="expired")
+    assert item_from_json(
+        through_json(item_to_json(replace(item, status="expired"), 0))
+    ) == replace(item, status="expired")
 
 
 def test_a_decision_without_item_reads_back_as_no_item() -> None:
@@ -49,8 +59,16 @@ def test_a_decision_without_item_reads_back_as_no_item() -> None:
 
 
 def test_case_facts_survive_the_table_round_trip() -> None:
-    facts = CaseFacts(case_id="c1", channel="web", queue="billing", team="t", priority="high",
-                      source="crm", issue_class=None, subject="Refund")
+    facts = CaseFacts(
+        case_id="c1",
+        channel="web",
+        queue="billing",
+        team="t",
+        priority="high",
+        source="crm",
+        issue_class=None,
+        subject="Refund",
+    )
 
     stored = through_json(facts_to_json(facts))
 
@@ -80,8 +98,15 @@ def test_record_time_is_the_records_timestamp_to_the_millisecond() -> None:
 
 
 def test_a_held_record_survives_the_table_round_trip() -> None:
-    held = HeldRecord(topic="t.recommendations", partition=2, offset=41, timestamp=1.5,
-                      key=b"c1", value=b"\xc3\x01\x00binary", held_at=9.25)
+    held = HeldRecord(
+        topic="t.recommendations",
+        partition=2,
+        offset=41,
+        timestamp=1.5,
+        key=b"c1",
+        value=b"\xc3\x01\x00binary",
+        held_at=9.25,
+    )
 
     stored = through_json(held.to_json())
 

@@ -19,14 +19,18 @@ from tests.unit.test_recommend_support import (
 )
 
 POLICY = default_policy()
-LOCKED = opened("q-1", "Locked out after password change",
-                "My account is locked since I changed the password.", queue="identity")
-CHARGED = opened("q-2", "Charged twice", "My card was charged twice, please refund.",
-                 attributes={"amount": 30.0})
+LOCKED = opened(
+    "q-1",
+    "Locked out after password change",
+    "My account is locked since I changed the password.",
+    queue="identity",
+)
+CHARGED = opened(
+    "q-2", "Charged twice", "My card was charged twice, please refund.", attributes={"amount": 30.0}
+)
 
 
-def answer(index: BaselineIndex, case: CaseOpened,
-           allowed: list[str] | None = None) -> Answer:
+def answer(index: BaselineIndex, case: CaseOpened, allowed: list[str] | None = None) -> Answer:
     inp = model_input(open_view(case), index.visibility)
     return baseline_answer(inp, index, case_id=case.case_id, allowed_actions=allowed)
 
@@ -60,13 +64,18 @@ def test_the_cases_own_visible_attribute_fills_a_parameter_of_the_same_name() ->
     index = BaselineIndex(visibility)
     index.replay(history())
     assert answer(index, CHARGED).action == ActionSpec(
-        name="refund_payment", params={"amount": 30.0})
+        name="refund_payment", params={"amount": 30.0}
+    )
 
 
 def test_no_history_gives_a_low_confidence_answer_without_action() -> None:
     result = answer(index_for(POLICY, events=[]), LOCKED)
     assert (result.category, result.confidence, result.action, result.similar) == (
-        None, 0.0, None, ())
+        None,
+        0.0,
+        None,
+        (),
+    )
     assert result.rationale.startswith("Insufficient history")
 
 
@@ -84,8 +93,12 @@ def test_actions_outside_the_workflow_are_never_recommended() -> None:
 
 
 def test_a_case_never_counts_as_its_own_neighbour() -> None:
-    same = opened("h-pw-1", "Account locked after password change",
-                  "I changed my password and now my account is locked.", queue="identity")
+    same = opened(
+        "h-pw-1",
+        "Account locked after password change",
+        "I changed my password and now my account is locked.",
+        queue="identity",
+    )
     assert "h-pw-1" not in [n.case_id for n in answer(index_for(POLICY), same).similar]
 
 
@@ -93,30 +106,41 @@ def test_memory_is_bounded_and_the_oldest_resolved_cases_go_first() -> None:
     index = index_for(POLICY, max_cases=3)
     assert index.resolved_count == 3
     assert dict(index.categories) == {"double_charge": 2, "plan_change": 1}
-    assert {n.case_id for n in answer(index, CHARGED).similar} <= {"h-bill-2", "h-bill-3",
-                                                                   "h-plan-1"}
+    assert {n.case_id for n in answer(index, CHARGED).similar} <= {
+        "h-bill-2",
+        "h-bill-3",
+        "h-plan-1",
+    }
 
 
 def test_open_cases_are_bounded_too_and_an_evicted_one_is_not_learned() -> None:
     index = index_for(POLICY, events=[], max_open=1)
-    index.replay([LOCKED, CHARGED, resolved("q-1", "password_reset"),
-                  resolved("q-2", "double_charge")])
+    index.replay(
+        [LOCKED, CHARGED, resolved("q-1", "password_reset"), resolved("q-2", "double_charge")]
+    )
     assert dict(index.categories) == {"double_charge": 1}
 
 
 def test_the_learned_text_is_the_last_one_before_resolution() -> None:
     index = index_for(POLICY, events=[])
-    index.replay([opened("n-1", "Question", "Something vague."),
-                  updated("n-1", {"subject": "Refund duplicate charge"}),
-                  resolved("n-1", "double_charge")])
+    index.replay(
+        [
+            opened("n-1", "Question", "Something vague."),
+            updated("n-1", {"subject": "Refund duplicate charge"}),
+            resolved("n-1", "double_charge"),
+        ]
+    )
     query = opened("q-4", "Refund of a duplicate charge", "See subject.")
     assert [n.case_id for n in answer(index, query).similar] == ["n-1"]
 
 
 def test_a_reopened_case_is_unlearned_until_it_is_resolved_again() -> None:
     index = index_for(POLICY)
-    index.observe(CaseReopened(event_id="r-1", case_id="h-plan-1", occurred_at=AT,
-                               reason="still on the pro plan"))
+    index.observe(
+        CaseReopened(
+            event_id="r-1", case_id="h-plan-1", occurred_at=AT, reason="still on the pro plan"
+        )
+    )
     assert "plan_change" not in index.categories
     index.observe(resolved("h-plan-1", "plan_downgrade"))
     assert index.categories["plan_downgrade"] == 1 and index.resolved_count == 9
@@ -127,19 +151,30 @@ def test_a_repeated_question_is_answered_again_once_the_history_changed() -> Non
     inp = model_input(open_view(CHARGED), index.visibility)
     first = index.neighbors(inp, exclude_case=CHARGED.case_id)
     assert index.neighbors(inp, exclude_case=CHARGED.case_id) is first  # no second search
-    index.replay([opened("n-2", "Charged twice again", "My card was charged twice."),
-                  resolved("n-2", "double_charge")])
+    index.replay(
+        [
+            opened("n-2", "Charged twice again", "My card was charged twice."),
+            resolved("n-2", "double_charge"),
+        ]
+    )
     again = index.neighbors(inp, exclude_case=CHARGED.case_id)
     assert again[0].case_id == "n-2" and again != first
 
 
 def test_the_index_holds_no_field_outside_the_allowlist_and_no_personal_data() -> None:
     index = index_for(POLICY, events=[])
-    index.replay([opened("p-1", "Refund to ann@example.com",
-                         "Call me on +44 20 7946 0958 about ORD-55 paid with 4111111111111111.",
-                         customer={"name": "Zelda Quist", "email": "zq@example.com"},
-                         attributes={"order_id": "ORD-55", "product": "portal"}),
-                  resolved("p-1", "double_charge")])
+    index.replay(
+        [
+            opened(
+                "p-1",
+                "Refund to ann@example.com",
+                "Call me on +44 20 7946 0958 about ORD-55 paid with 4111111111111111.",
+                customer={"name": "Zelda Quist", "email": "zq@example.com"},
+                attributes={"order_id": "ORD-55", "product": "portal"},
+            ),
+            resolved("p-1", "double_charge"),
+        ]
+    )
     terms = index.terms()
     assert not {"ann", "example", "com", "zelda", "quist", "zq", "ord", "55"} & terms
     assert not [t for t in terms if any(d in t for d in ("7946", "0958", "4111"))]

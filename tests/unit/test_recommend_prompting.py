@@ -55,8 +55,10 @@ def test_categories_come_from_workflow_rules_and_from_history() -> None:
 
 
 def test_a_fenced_json_answer_is_accepted() -> None:
-    raw = ('```json\n{"summary": "s", "category": "unknown", "confidence": 0.1, '
-           '"action": null, "rationale": "r"}\n```')
+    raw = (
+        '```json\n{"summary": "s", "category": "unknown", "confidence": 0.1, '
+        '"action": null, "rationale": "r"}\n```'
+    )
     output, errors = validate_output(raw, BILLING, POLICY, set())
     assert errors == [] and output is not None and output.category == "unknown"
 
@@ -70,14 +72,18 @@ def test_prompt_v2_marks_bound_parameters_and_v1_keeps_its_text() -> None:
     assert "filled by casegate" not in v1[0]["content"]
     # v2: the model is told casegate fills them, and is shown no limits to aim at.
     text = v2[0]["content"]
-    assert ("parameters: amount (filled by casegate from the case; leave it out); "
-            "order_id (filled by casegate from the case; leave it out)") in text
+    assert (
+        "parameters: amount (filled by casegate from the case; leave it out); "
+        "order_id (filled by casegate from the case; leave it out)"
+    ) in text
     assert "plan (enum, required, one of basic|pro|enterprise)" in text  # unbound: as before
     assert "{{" not in text and v2[1] == v1[1]
 
 
 def test_a_proposed_value_of_a_bound_parameter_is_not_an_error() -> None:
-    raw = ('{"summary": "s", "category": "double_charge", "confidence": 0.5, "rationale": "r",'
-           ' "action": {"name": "refund_payment", "params": {"amount": -3, "order_id": "x"}}}')
+    raw = (
+        '{"summary": "s", "category": "double_charge", "confidence": 0.5, "rationale": "r",'
+        ' "action": {"name": "refund_payment", "params": {"amount": -3, "order_id": "x"}}}'
+    )
     output, errors = validate_output(raw, BILLING, POLICY, {"double_charge"})
     assert errors == [] and output is not None

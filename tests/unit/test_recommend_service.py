@@ -22,8 +22,12 @@ from tests.unit.test_recommend_support import (
 )
 
 POLICY = default_policy()
-CHARGED = opened("q-2", "Charged twice", "My card was charged twice, please refund.",
-                 customer={"name": "Bo Chen", "email": "bo@example.com"})
+CHARGED = opened(
+    "q-2",
+    "Charged twice",
+    "My card was charged twice, please refund.",
+    customer={"name": "Bo Chen", "email": "bo@example.com"},
+)
 
 
 def only(events: Sequence[Event]) -> RecommendationProduced:
@@ -43,7 +47,11 @@ def test_a_recommendation_carries_what_was_seen_and_derived_ids() -> None:
     assert [s.case_id for s in rec.similar_cases][:3] == ["h-bill-1", "h-bill-3", "h-bill-2"]
     p = rec.provenance
     assert (p.recommender, p.model, p.prompt_version, p.policy_version) == (
-        "baseline", BASELINE_MODEL, None, POLICY.version)
+        "baseline",
+        BASELINE_MODEL,
+        None,
+        POLICY.version,
+    )
     assert p.fields_seen == ("subject", "description", "channel", "queue", "priority")
     assert p.fallback_reason is None and len(p.input_sha256) == 64
 
@@ -72,8 +80,15 @@ def test_cases_route_to_a_workflow_and_out_of_scope_ones_still_get_a_recommendat
 
 
 def test_a_cold_start_recommendation_is_low_confidence_and_actionless() -> None:
-    rec = only(recommend(open_view(CHARGED), POLICY.policy.workflows["billing"], POLICY,
-                         index_for(POLICY, events=[]), AT))
+    rec = only(
+        recommend(
+            open_view(CHARGED),
+            POLICY.policy.workflows["billing"],
+            POLICY,
+            index_for(POLICY, events=[]),
+            AT,
+        )
+    )
     assert (rec.category, rec.confidence, rec.action, rec.similar_cases) == (None, 0.0, None, ())
     assert "Insufficient history" in rec.rationale
 
@@ -86,8 +101,9 @@ def test_an_index_learned_under_another_allowlist_is_refused() -> None:
 
 def test_recommendations_fit_the_avro_contract() -> None:
     codec = Codec.load()
-    events = recommend(open_view(CHARGED), POLICY.policy.workflows["billing"], POLICY,
-                       index_for(POLICY), AT)
+    events = recommend(
+        open_view(CHARGED), POLICY.policy.workflows["billing"], POLICY, index_for(POLICY), AT
+    )
     for event in events:
         assert codec.decode(*codec.encode(event)) == event
 
@@ -95,22 +111,28 @@ def test_recommendations_fit_the_avro_contract() -> None:
 def plan_history(*params: dict[str, Scalar]) -> list[Event]:
     events: list[Event] = []
     for i, p in enumerate(params):
-        events += [opened(f"pl-{i}", "Downgrade to the basic plan", "Move us to basic."),
-                   resolved(f"pl-{i}", "plan_change", ActionSpec(name="change_plan", params=p))]
+        events += [
+            opened(f"pl-{i}", "Downgrade to the basic plan", "Move us to basic."),
+            resolved(f"pl-{i}", "plan_change", ActionSpec(name="change_plan", params=p)),
+        ]
     return events
 
 
 def test_history_parameters_the_catalog_does_not_declare_are_dropped() -> None:
-    index = index_for(POLICY, events=plan_history(
-        {"plan": "basic", "effective": "next_cycle"}, {"plan": "basic", "effective": "next_cycle"}))
+    index = index_for(
+        POLICY,
+        events=plan_history(
+            {"plan": "basic", "effective": "next_cycle"},
+            {"plan": "basic", "effective": "next_cycle"},
+        ),
+    )
     query = opened("q-5", "Downgrade to basic plan", "Please downgrade us.")
     rec = only(recommend(open_view(query), POLICY.policy.workflows["billing"], POLICY, index, AT))
     assert rec.action == ActionSpec(name="change_plan", params={"plan": "basic"})
 
 
 def test_a_baseline_action_outside_the_catalog_limits_is_withdrawn_with_a_reason() -> None:
-    index = index_for(POLICY, events=plan_history(
-        {"plan": "platinum"}, {"plan": "platinum"}))
+    index = index_for(POLICY, events=plan_history({"plan": "platinum"}, {"plan": "platinum"}))
     query = opened("q-6", "Downgrade to basic plan", "Please downgrade us.")
     rec = only(recommend(open_view(query), POLICY.policy.workflows["billing"], POLICY, index, AT))
     assert rec.action is None and rec.category == "plan_change"

@@ -19,69 +19,166 @@ from schemas.events import ActionSpec, CaseOpened, CaseResolved, CaseUpdated, Ev
 AT = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
 
-def opened(case_id: str, subject: str, description: str, *, queue: str = "billing",
-           customer: dict[str, str] | None = None,
-           attributes: dict[str, Scalar] | None = None, priority: str = "normal") -> CaseOpened:
+def opened(
+    case_id: str,
+    subject: str,
+    description: str,
+    *,
+    queue: str = "billing",
+    customer: dict[str, str] | None = None,
+    attributes: dict[str, Scalar] | None = None,
+    priority: str = "normal",
+) -> CaseOpened:
     return CaseOpened(
-        event_id=f"open-{case_id}", case_id=case_id, occurred_at=AT, source="helpdesk",
-        channel="email", queue=queue, team="team", issue_class=None, subject=subject,
-        description=description, priority=priority,
+        event_id=f"open-{case_id}",
+        case_id=case_id,
+        occurred_at=AT,
+        source="helpdesk",
+        channel="email",
+        queue=queue,
+        team="team",
+        issue_class=None,
+        subject=subject,
+        description=description,
+        priority=priority,
         customer=customer if customer is not None else {"id": "cu-1", "name": "Ann Lee"},
         attributes=attributes if attributes is not None else {},
     )
 
 
 def updated(case_id: str, changes: dict[str, Scalar], n: int = 1) -> CaseUpdated:
-    return CaseUpdated(event_id=f"upd-{case_id}-{n}", case_id=case_id, occurred_at=AT,
-                       actor="agent.kim", changes=changes, note=None)
+    return CaseUpdated(
+        event_id=f"upd-{case_id}-{n}",
+        case_id=case_id,
+        occurred_at=AT,
+        actor="agent.kim",
+        changes=changes,
+        note=None,
+    )
 
 
 def resolved(case_id: str, category: str, *actions: ActionSpec) -> CaseResolved:
-    return CaseResolved(event_id=f"res-{case_id}", case_id=case_id, occurred_at=AT,
-                        resolved_by="agent.lou", resolution_code="done", category=category,
-                        actions_taken=tuple(actions))
+    return CaseResolved(
+        event_id=f"res-{case_id}",
+        case_id=case_id,
+        occurred_at=AT,
+        resolved_by="agent.lou",
+        resolution_code="done",
+        category=category,
+        actions_taken=tuple(actions),
+    )
 
 
 def history() -> list[Event]:
     """Nine resolved cases in four categories, with the actions humans took."""
     cases: list[tuple[CaseOpened, CaseResolved]] = [
-        (opened("h-pw-1", "Account locked after password change",
-                "I changed my password and now my account is locked.", queue="identity"),
-         resolved("h-pw-1", "password_reset",
-                  ActionSpec(name="reset_password", params={"method": "email_link"}))),
-        (opened("h-pw-2", "Cannot log in, account locked",
-                "Locked out of my account since the password reset.", queue="identity"),
-         resolved("h-pw-2", "password_reset",
-                  ActionSpec(name="reset_password", params={"method": "email_link"}))),
-        (opened("h-pw-3", "Password not accepted",
+        (
+            opened(
+                "h-pw-1",
+                "Account locked after password change",
+                "I changed my password and now my account is locked.",
+                queue="identity",
+            ),
+            resolved(
+                "h-pw-1",
+                "password_reset",
+                ActionSpec(name="reset_password", params={"method": "email_link"}),
+            ),
+        ),
+        (
+            opened(
+                "h-pw-2",
+                "Cannot log in, account locked",
+                "Locked out of my account since the password reset.",
+                queue="identity",
+            ),
+            resolved(
+                "h-pw-2",
+                "password_reset",
+                ActionSpec(name="reset_password", params={"method": "email_link"}),
+            ),
+        ),
+        (
+            opened(
+                "h-pw-3",
+                "Password not accepted",
                 "The portal says my password is wrong and the account is locked.",
-                queue="identity"),
-         resolved("h-pw-3", "password_reset",
-                  ActionSpec(name="reset_password", params={"method": "sms_code"}))),
-        (opened("h-mfa-1", "Two-factor codes not arriving",
-                "SMS verification codes stopped arriving on my phone.", queue="identity"),
-         resolved("h-mfa-1", "mfa_issue",
-                  ActionSpec(name="resend_mfa_enrollment", params={"factor": "sms"}))),
-        (opened("h-mfa-2", "No verification code",
-                "The two-factor SMS code never arrives.", queue="identity"),
-         resolved("h-mfa-2", "mfa_issue",
-                  ActionSpec(name="resend_mfa_enrollment", params={"factor": "sms"}))),
-        (opened("h-bill-1", "Charged twice for my order",
-                "My card was charged twice for order ORD-1001. Please refund the duplicate."),
-         resolved("h-bill-1", "double_charge", ActionSpec(
-             name="refund_payment", params={"amount": 49.0, "order_id": "ORD-1001"}))),
-        (opened("h-bill-2", "Duplicate charge",
-                "I was charged twice this month, please refund one charge."),
-         resolved("h-bill-2", "double_charge", ActionSpec(
-             name="refund_payment", params={"amount": 49.0, "order_id": "ORD-1002"}))),
-        (opened("h-bill-3", "Double payment taken",
-                "Payment was charged twice on my card."),
-         resolved("h-bill-3", "double_charge", ActionSpec(
-             name="refund_payment", params={"amount": 20.0, "order_id": "ORD-1003"}))),
-        (opened("h-plan-1", "Downgrade to the basic plan",
-                "Please move our workspace to the basic plan next month."),
-         resolved("h-plan-1", "plan_change",
-                  ActionSpec(name="change_plan", params={"plan": "basic"}))),
+                queue="identity",
+            ),
+            resolved(
+                "h-pw-3",
+                "password_reset",
+                ActionSpec(name="reset_password", params={"method": "sms_code"}),
+            ),
+        ),
+        (
+            opened(
+                "h-mfa-1",
+                "Two-factor codes not arriving",
+                "SMS verification codes stopped arriving on my phone.",
+                queue="identity",
+            ),
+            resolved(
+                "h-mfa-1",
+                "mfa_issue",
+                ActionSpec(name="resend_mfa_enrollment", params={"factor": "sms"}),
+            ),
+        ),
+        (
+            opened(
+                "h-mfa-2",
+                "No verification code",
+                "The two-factor SMS code never arrives.",
+                queue="identity",
+            ),
+            resolved(
+                "h-mfa-2",
+                "mfa_issue",
+                ActionSpec(name="resend_mfa_enrollment", params={"factor": "sms"}),
+            ),
+        ),
+        (
+            opened(
+                "h-bill-1",
+                "Charged twice for my order",
+                "My card was charged twice for order ORD-1001. Please refund the duplicate.",
+            ),
+            resolved(
+                "h-bill-1",
+                "double_charge",
+                ActionSpec(name="refund_payment", params={"amount": 49.0, "order_id": "ORD-1001"}),
+            ),
+        ),
+        (
+            opened(
+                "h-bill-2",
+                "Duplicate charge",
+                "I was charged twice this month, please refund one charge.",
+            ),
+            resolved(
+                "h-bill-2",
+                "double_charge",
+                ActionSpec(name="refund_payment", params={"amount": 49.0, "order_id": "ORD-1002"}),
+            ),
+        ),
+        (
+            opened("h-bill-3", "Double payment taken", "Payment was charged twice on my card."),
+            resolved(
+                "h-bill-3",
+                "double_charge",
+                ActionSpec(name="refund_payment", params={"amount": 20.0, "order_id": "ORD-1003"}),
+            ),
+        ),
+        (
+            opened(
+                "h-plan-1",
+                "Downgrade to the basic plan",
+                "Please move our workspace to the basic plan next month.",
+            ),
+            resolved(
+                "h-plan-1", "plan_change", ActionSpec(name="change_plan", params={"plan": "basic"})
+            ),
+        ),
     ]
     return [event for pair in cases for event in pair]
 
@@ -105,8 +202,9 @@ def policy_with(*, case_bound: bool = True, **billing_recommender: Any) -> Loade
     return load_policy_text(yaml.safe_dump(document, sort_keys=False))
 
 
-def index_for(policy: LoadedPolicy, events: list[Event] | None = None,
-              **knobs: int) -> BaselineIndex:
+def index_for(
+    policy: LoadedPolicy, events: list[Event] | None = None, **knobs: int
+) -> BaselineIndex:
     index = BaselineIndex(Visibility.from_policy(policy.policy.model_visibility), **knobs)
     index.replay(history() if events is None else events)
     return index

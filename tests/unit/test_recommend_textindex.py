@@ -12,8 +12,7 @@ from processors.recommend.textindex import TfIdfIndex, tokenize, weigh
 
 
 def test_tokenize_drops_stopwords_folds_plurals_and_keeps_placeholders() -> None:
-    assert tokenize("The refunds for my [order_id] address!") == [
-        "refund", "[order_id]", "address"]
+    assert tokenize("The refunds for my [order_id] address!") == ["refund", "[order_id]", "address"]
 
 
 def test_the_oldest_document_is_evicted_and_its_payload_returned() -> None:
@@ -48,14 +47,16 @@ def brute_force(docs: dict[str, dict[str, float]], query: dict[str, float]) -> d
     return out
 
 
-words = st.lists(st.sampled_from(["ab", "cd", "ef", "gh", "ij", "kl", "mn", "op"]),
-                 min_size=1, max_size=6)
+words = st.lists(
+    st.sampled_from(["ab", "cd", "ef", "gh", "ij", "kl", "mn", "op"]), min_size=1, max_size=6
+)
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(words, min_size=1, max_size=25), words)
-def test_with_generous_knobs_search_is_exact_cosine(docs: list[list[str]],
-                                                    query: list[str]) -> None:
+def test_with_generous_knobs_search_is_exact_cosine(
+    docs: list[list[str]], query: list[str]
+) -> None:
     index: TfIdfIndex[None] = TfIdfIndex(max_docs=100, max_candidates=100, walk_budget=10_000)
     corpus = {f"d{i:02d}": weigh(Counter(doc)) for i, doc in enumerate(docs)}
     for key, weights in corpus.items():
@@ -64,7 +65,8 @@ def test_with_generous_knobs_search_is_exact_cosine(docs: list[list[str]],
     expected = brute_force(corpus, q)
     hits = index.search(q, k=len(corpus))
     assert {key: round(sim, 9) for key, sim, _ in hits} == {
-        key: round(min(1.0, sim), 9) for key, sim in expected.items()}
+        key: round(min(1.0, sim), 9) for key, sim in expected.items()
+    }
     sims = [sim for _, sim, _ in hits]
     assert sims == sorted(sims, reverse=True)
 
