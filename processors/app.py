@@ -35,6 +35,8 @@ def create_app(settings: Settings, component: str) -> faust.App:
             password=password.get_secret_value() if password else "",
             mechanism=settings.kafka_sasl_mechanism,
         )
+    data = settings.home / "faust"
+    data.mkdir(parents=True, exist_ok=True)  # faust creates only the last level itself
     app = faust.App(
         f"{settings.topic_prefix}{component}",
         broker=faust_broker(settings),
@@ -53,7 +55,7 @@ def create_app(settings: Settings, component: str) -> faust.App:
         web_enabled=False,
         # faust keeps a small data folder per app (its default is the working directory,
         # where every test sandbox would leave one).
-        datadir=str(settings.home / "faust" / "{conf.name}-data"),
+        datadir=str(data / "{conf.name}-data"),
     )
     # Idempotent acks=all producer, read-committed consumer, and offsets committed only
     # past records an agent was handed: see processors/transport.py.
