@@ -12,10 +12,10 @@ from processors.recommend.llm import Endpoint, Exchange, preload
 from processors.recommend.service import (
     BASELINE_MODEL,
     Plan,
+    ask_async,
     conclude,
     plan,
     recommend,
-    recommend_async,
     route,
 )
 from processors.recommend.visibility import ModelInput, Visibility, model_input
@@ -32,13 +32,13 @@ __all__ = [
     "Plan",
     "Visibility",
     "apply_update",
+    "ask_async",
     "conclude",
     "model_input",
     "open_view",
     "plan",
     "preload",
     "recommend",
-    "recommend_async",
     "route",
     "text_changed",
 ]

@@ -1,7 +1,7 @@
 """The recommend decision: a case view in, RecommendationProduced (+ rejection) out.
 
-Pure apart from the optional LLM exchange, which `recommend` / `recommend_async` make
-between the two pure halves `plan` and `conclude`. Rules:
+Pure apart from the optional LLM exchange between the two pure halves `plan` and
+`conclude`: `recommend` makes it blocking, async callers (the processor) await `ask_async`. Rules:
 - every recommender reads only the policy's allowlisted, redacted fields;
 - the workflow's recommender decides baseline or LLM; no workflow means baseline;
 - LLM failure (timeout, error) -> the baseline answers and provenance says why;
@@ -152,20 +152,6 @@ def recommend(
     if p.llm is not None and p.messages is not None:
         exchange = complete(p.llm, p.messages, endpoint or Endpoint())
     return conclude(p, exchange, now)
-
-
-async def recommend_async(
-    case: CaseView,
-    workflow: Workflow | None,
-    policy: LoadedPolicy,
-    index: BaselineIndex,
-    now: datetime,
-    *,
-    endpoint: Endpoint | None = None,
-) -> list[Event]:
-    """`recommend` for async callers: the LLM call does not block the event loop."""
-    p = plan(case, workflow, policy, index)
-    return conclude(p, await ask_async(p, endpoint), now)
 
 
 async def ask_async(p: Plan, endpoint: Endpoint | None = None) -> Exchange | None:

@@ -25,7 +25,7 @@ from policy.guard import decide_guard
 from processors.recommend.case_view import open_view
 from processors.recommend.llm import Endpoint
 from processors.recommend.prompting import action_errors
-from processors.recommend.service import recommend, recommend_async
+from processors.recommend.service import ask_async, conclude, plan, recommend
 from processors.recommend.visibility import sha256_json
 from schemas.events import ActionSpec, Event, ModelOutputRejected, RecommendationProduced
 from tests.unit.test_recommend_support import AT, index_for, opened, policy_with
@@ -420,16 +420,9 @@ def test_a_model_that_obeys_the_case_gets_at_most_a_catalog_action_in_bounds(
 def test_the_async_path_makes_the_same_exchange(stub: Stub) -> None:
     stub.replies = [Reply(answer(REFUND))]
     policy = policy_with(kind="llm", model="openai/gpt-4o-mini", prompt_version="recommend_v1")
-    [rec] = asyncio.run(
-        recommend_async(
-            open_view(CASE),
-            policy.policy.workflows["billing"],
-            policy,
-            index_for(policy),
-            AT,
-            endpoint=Endpoint(stub.base_url, "x"),
-        )
-    )
+    # As the processor does: plan, await the exchange, conclude.
+    p = plan(open_view(CASE), policy.policy.workflows["billing"], policy, index_for(policy))
+    [rec] = conclude(p, asyncio.run(ask_async(p, Endpoint(stub.base_url, "x"))), AT)
     assert isinstance(rec, RecommendationProduced) and rec.provenance.recommender == "llm"
     assert len(stub.requests) == 1
 
