@@ -1,7 +1,8 @@
 """The topics of DESIGN section 3, created explicitly and idempotently.
 
-Explicit creation matters: faust expects its source topics to have the partition count its
-tables use, and an auto-created topic with another count crashes agents (PartitionsMismatch).
+Explicit creation matters: processors that read two topics side by side (approve reads
+`decisions` and `reviews`) and keep state per partition need both topics, and their
+state changelogs, to have the same partition count; an auto-created topic would not.
 """
 
 from __future__ import annotations
@@ -23,9 +24,14 @@ class TopicSpec:
     name: str  # logical name; the full name adds the configured prefix
     configs: dict[str, str] = field(default_factory=dict)
     single_partition: bool = False
+    # Projected into the read models. The intake topic is not: only what intake accepted
+    # (re-published on `cases`) is part of the record; what it refused is dead-lettered.
+    projected: bool = True
 
 
 TOPICS: tuple[TopicSpec, ...] = (
+    # Upstream services write here; intake validates and re-publishes to `cases`.
+    TopicSpec("upstream", KEEP_FOREVER, projected=False),
     TopicSpec("cases", KEEP_FOREVER),
     TopicSpec("recommendations", KEEP_FOREVER),
     TopicSpec("decisions", KEEP_FOREVER),
@@ -35,6 +41,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("policy", {"cleanup.policy": "compact"}, single_partition=True),
     TopicSpec("deadletter", KEEP_FOREVER),
 )
+# What the read models consume (and a replay rebuilds from).
+PROJECTED: tuple[TopicSpec, ...] = tuple(t for t in TOPICS if t.projected)
 
 
 @dataclass(frozen=True)

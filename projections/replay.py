@@ -16,7 +16,7 @@ from psycopg import sql
 from infra.db import database_urls, migrate
 from infra.kafka import common_config
 from infra.settings import Settings
-from infra.topics import TOPICS
+from infra.topics import PROJECTED
 from projections.worker import build_runner
 from schemas.codec import Codec
 
@@ -53,7 +53,7 @@ def end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
     probe = Consumer({**common_config(settings), "group.id": f"probe-{uuid.uuid4()}"})
     try:
         ends = {}
-        for spec in TOPICS:
+        for spec in PROJECTED:
             name = settings.topic(spec.name)
             for partition in meta[name].partitions:
                 _, high = probe.get_watermark_offsets(TopicPartition(name, partition), 30)

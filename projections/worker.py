@@ -12,7 +12,7 @@ import psycopg
 from infra.db import database_urls
 from infra.kafka import make_consumer, make_producer
 from infra.settings import Settings
-from infra.topics import TOPICS
+from infra.topics import PROJECTED
 from projections.audit import AuditLogProjection
 from projections.case_state import CaseStateProjection
 from projections.recommendations import RecommendationFactsProjection
@@ -48,7 +48,7 @@ def build_runner(
         settings=settings,
         codec=codec,
         name=name,
-        topics=[t.name for t in TOPICS],
+        topics=[t.name for t in PROJECTED],
         dedupe=audit,
         # The audit log first: it records what the others then apply.
         projections=[
