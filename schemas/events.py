@@ -73,6 +73,32 @@ class Provenance:
     completion_tokens: int | None = None
     latency_ms: float | None = None
     cost_usd: float | None = None
+    model_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Routing:
+    """The fields a workflow's `match` tests, as the case had them at one moment.
+
+    Only structured fields: free text and personal data never take part in routing.
+    """
+
+    channel: str
+    queue: str
+    team: str
+    issue_class: str | None = None
+    priority: str
+    source: str
+
+    def match_fields(self) -> dict[str, str | None]:
+        return {
+            "channel": self.channel,
+            "queue": self.queue,
+            "team": self.team,
+            "issue_class": self.issue_class,
+            "priority": self.priority,
+            "source": self.source,
+        }
 
 
 # --- bases ------------------------------------------------------------------------------
@@ -164,6 +190,8 @@ class RecommendationProduced(InternalEvent):
     action: ActionSpec | None = None
     rationale: str
     provenance: Provenance
+    # Absent only from recommendations written before it existed.
+    routing: Routing | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -393,4 +421,5 @@ VALUE_TYPES: dict[str, type] = {
     "casegate.ActionSpec": ActionSpec,
     "casegate.SimilarCase": SimilarCase,
     "casegate.Provenance": Provenance,
+    "casegate.Routing": Routing,
 }

@@ -31,6 +31,7 @@ from schemas.events import (
     ReviewDenied,
     ReviewRecorded,
     ReviewSubmitted,
+    Routing,
     SimilarCase,
     derived_event_id,
 )
@@ -125,6 +126,15 @@ def sample_events() -> list[Event]:
                 completion_tokens=96,
                 latency_ms=1234.5,
                 cost_usd=0.00041,
+                model_version="fit-3",
+            ),
+            routing=Routing(
+                channel="email",
+                queue="orders",
+                team="tier1",
+                issue_class=None,
+                priority="normal",
+                source="crm",
             ),
         ),
         ModelOutputRejected(
