@@ -89,3 +89,35 @@ def read_headers(msg: Message) -> Headers | None:
 
 
 _HEADERS = operator.methodcaller("headers")
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's key hash (32-bit murmur2, seed 0x9747b28c), as Java's default partitioner
+    and librdkafka's `murmur2_random` compute it."""
+    m, mask = 0x5BD1E995, 0xFFFFFFFF
+    length = len(data)
+    h = 0x9747B28C ^ length
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & mask
+        k ^= k >> 24
+        k = (k * m) & mask
+        h = ((h * m) & mask) ^ k
+    tail = length & ~3
+    rest = length % 4
+    if rest == 3:
+        h ^= data[tail + 2] << 16
+    if rest >= 2:
+        h ^= data[tail + 1] << 8
+    if rest >= 1:
+        h ^= data[tail]
+        h = (h * m) & mask
+    h ^= h >> 13
+    h = (h * m) & mask
+    h ^= h >> 15
+    return h
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition a keyed record lands in with the partitioner casegate uses."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import uuid
 
 import psycopg
@@ -51,11 +50,11 @@ def create(base: Settings, admin_url: str, label: str, **overrides: object) -> S
 
 
 def destroy(base: Settings, admin_url: str, sandboxes: list[Settings]) -> None:
-    """Drop the sandboxes' databases, delete their topics (faust's internal ones too) and
-    the data folders their faust workers left."""
+    """Drop the sandboxes' databases, delete their topics (processors' changelogs too) and
+    the local state copies their processors left."""
     for s in sandboxes:
-        for folder in (s.home / "faust").glob(f"{s.topic_prefix}*-data"):
-            shutil.rmtree(folder, ignore_errors=True)
+        for leftover in (s.home / "state").glob(f"{s.topic_prefix}*"):
+            leftover.unlink(missing_ok=True)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         for s in sandboxes:
             conn.execute(
@@ -83,6 +82,7 @@ def child_env(settings: Settings) -> dict[str, str]:
     env["KAFKA_BOOTSTRAP_SERVERS"] = settings.bootstrap_servers
     env["CASEGATE_APPROVAL_TICK_S"] = str(settings.approval_tick_s)
     env["CASEGATE_REVIEW_WAIT_S"] = str(settings.review_wait_s)
+    env["CASEGATE_STATE_RETENTION_S"] = str(settings.state_retention_s)
     if settings.database_url is not None:
         env["DATABASE_URL"] = settings.database_url.get_secret_value()
     if settings.admin_database_url is not None:

@@ -88,6 +88,40 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a review waits for the decision it answers before it is refused.",
     )
+    batch_max: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description="Most records a processor takes in one batch (one Kafka transaction).",
+    )
+    batch_wait_ms: float = Field(
+        default=5.0,
+        ge=0,
+        le=1_000,
+        description="How long a processor waits after a batch's first record for more.",
+    )
+    poll_timeout_s: float = Field(
+        default=0.2,
+        gt=0,
+        le=10,
+        description="Longest a processor waits for records before looking at its timers.",
+    )
+    state_retention_s: float = Field(
+        default=30 * 86_400.0,
+        gt=0,
+        description="How long processors keep a case's state after it resolves (or closes).",
+    )
+    execute_concurrency: int = Field(
+        default=32,
+        ge=1,
+        le=1_000,
+        description="Most actions the executor runs at once (one case's run one at a time).",
+    )
+    state_sweep_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often processors delete state entries past their retention.",
+    )
 
     @property
     def local_kafka(self) -> bool:

@@ -45,6 +45,16 @@ TOPICS: tuple[TopicSpec, ...] = (
 PROJECTED: tuple[TopicSpec, ...] = tuple(t for t in TOPICS if t.projected)
 
 
+# A processor's state changelog: compacted so a restore reads each key's last value, with
+# segments that roll often enough for compaction (and retention's tombstones) to bite.
+CHANGELOG_CONFIGS = {
+    "cleanup.policy": "compact",
+    "segment.ms": str(15 * 60 * 1000),
+    "min.cleanable.dirty.ratio": "0.25",
+    "delete.retention.ms": str(24 * 3600 * 1000),
+}
+
+
 @dataclass(frozen=True)
 class TopicState:
     name: str
@@ -121,3 +131,35 @@ def describe_topics(
             )
         )
     return states
+
+
+def ensure_changelogs(settings: Settings, names: list[str], timeout_s: float = 30.0) -> None:
+    """Create a processor's state changelog topics (compacted, partitioned like its input)
+    unless they exist, and wait until the broker lists them with all their partitions."""
+    admin = _admin(settings)
+    existing = admin.list_topics(timeout=timeout_s).topics
+    wanted = [
+        NewTopic(
+            name,
+            num_partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            config={"min.insync.replicas": str(settings.min_insync_replicas), **CHANGELOG_CONFIGS},
+        )
+        for name in names
+        if name not in existing
+    ]
+    if wanted:
+        for future in admin.create_topics(wanted, request_timeout=timeout_s).values():
+            try:
+                future.result()
+            except Exception as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):  # another worker was first
+                    raise
+    deadline = time.monotonic() + timeout_s
+    while True:
+        meta = admin.list_topics(timeout=timeout_s).topics
+        if all(n in meta and len(meta[n].partitions) == settings.partitions for n in names):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"changelog topics {names} not ready within {timeout_s:g}s")
+        time.sleep(0.2)

@@ -1,10 +1,10 @@
-"""The few case fields the guard needs, remembered from CaseOpened."""
+"""The few case fields the guard needs: the routing a recommendation carries."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.events import CaseOpened
+from schemas.events import CaseOpened, RecommendationProduced, Routing
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,6 +33,15 @@ class CaseFacts:
             source=event.source,
             subject=event.subject,
         )
+
+    @classmethod
+    def from_routing(cls, case_id: str, routing: Routing) -> CaseFacts:
+        return cls(case_id=case_id, **routing.match_fields())  # type: ignore[arg-type]
+
+    @classmethod
+    def of_recommendation(cls, rec: RecommendationProduced) -> CaseFacts | None:
+        """The routing the recommendation was made under; None if it carries none."""
+        return None if rec.routing is None else cls.from_routing(rec.case_id, rec.routing)
 
     def match_fields(self) -> dict[str, str | None]:
         """The case fields a workflow's `match` may name (`category` comes from the model)."""

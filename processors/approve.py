@@ -2,27 +2,26 @@
 
 It reads `decisions` and `reviews` side by side (co-partitioned by case_id) and keeps,
 per partition:
-- `approval_items`: recommendation_id -> its queue item (`approve_rules.Pending`),
-  kept after it closes so that late reviews are refused, or a marker for a decision
-  that opened no item (a review of it is refused at once);
-- `waiting_reviews`: recommendation_id -> reviews read before the decision they answer
-  (after a restart both topics are replayed side by side), handled when it arrives, or
-  refused as `unknown_item` once they have waited `review_wait_s` for it.
-The rules are `approve_rules`; each input is handled at its record's time. A timer finds
-items past expiry and produces ApprovalExpired; the item closes when the agent reads
-that event back, because only the stream may write the tables.
+- `items`: recommendation_id -> its queue item (`approve_rules.Pending`), kept after it
+  closes (for `state_retention_s`) so that late reviews are refused, or a marker for a
+  decision that opened no item (a review of it is refused at once). A pending item's
+  timer is its expiry;
+- `waiting`: recommendation_id -> reviews read before the decision they answer (the
+  console can show an item before this processor has read its decision), handled when
+  it arrives, or refused as `unknown_item` once they waited `review_wait_s` (their timer).
+The rules are `approve_rules`; each input is handled at its record's time, a timer at the
+instant it was due, so the same input always yields the same events.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-
-import faust
-from faust.types import TP
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 from infra.settings import Settings
-from processors.app import create_app, raw_topic
+from policy.loader import LoadedPolicy
 from processors.approve_rules import (
     PENDING,
     Pending,
@@ -32,178 +31,220 @@ from processors.approve_rules import (
     on_tick,
 )
 from processors.approve_state import item_from_json, item_to_json, no_item
-from processors.consume import CRASH, each_record
-from processors.deadletters import DeadLetters
-from processors.emitter import Emitter
-from processors.policy_source import PolicySource
-from processors.records import HeldRecord, record_key, record_time, where
+from processors.handler import Handler, Inbound, Step
+from processors.records import HeldRecord, record_time
+from processors.store import Due
 from schemas.codec import Codec
-from schemas.errors import CodecError, InvalidEvent
+from schemas.errors import CodecError
 from schemas.events import (
     ApprovalCompleted,
     ApprovalExpired,
     CaseReclassified,
-    Event,
     GuardrailDecided,
     ReviewDenied,
     ReviewRecorded,
     ReviewSubmitted,
-    utc_now,
 )
 
 log = logging.getLogger(__name__)
-COMPONENT = "approve"
+ITEMS, WAITING = "items", "waiting"
 UNKNOWN_ITEM = "unknown_item"
 
 
-def build(settings: Settings, codec: Codec) -> faust.App:
-    app = create_app(settings, COMPONENT)
-    inputs = raw_topic(app, settings, "decisions", "reviews")
-    decisions_topic = settings.topic("decisions")
-    dead_letters = DeadLetters(app, settings, codec, COMPONENT)
-    emitter = Emitter(app, settings, codec, ["decisions", "executions"])
-    policies = PolicySource(settings, codec, dead_letters)
-    policies.attach(app)
-    items = app.Table("approval_items", default=None, key_type=str)
-    waiting = app.Table("waiting_reviews", default=None, key_type=str)
+def _ms(at: datetime) -> int:
+    return round(at.timestamp() * 1000)
 
-    def load(recommendation_id: str) -> Pending | None:
-        return item_from_json(items.get(recommendation_id))
 
-    def store(before: Pending | None, after: Pending | None, partition: int) -> None:
-        if after is not None and after != before:
-            items[after.recommendation_id] = item_to_json(after, partition)
+class Approve(Handler):
+    component = "approve"
+    inputs = {
+        "decisions": (
+            GuardrailDecided,
+            ReviewRecorded,
+            ReviewDenied,
+            ApprovalCompleted,
+            ApprovalExpired,
+        ),
+        "reviews": (ReviewSubmitted, CaseReclassified),
+    }
+    stores = (ITEMS, WAITING)
+    needs_policy = True
 
-    def waited_out(record: HeldRecord) -> bool:
-        return time.time() >= record.held_at + settings.review_wait_s
+    def __init__(self, settings: Settings, codec: Codec) -> None:
+        self.codec = codec
+        self.retention_ms = round(settings.state_retention_s * 1000)
+        self.wait_ms = round(settings.review_wait_s * 1000)
 
-    async def apply_review(review: ReviewSubmitted, at: float, partition: int) -> None:
+    # -- records ------------------------------------------------------------------------
+
+    def handle(self, batch: Sequence[Inbound], step: Step) -> None:
+        for record in batch:
+            try:
+                if record.stream == "decisions":
+                    self._on_decision_topic(record, step)
+                elif isinstance(record.event, ReviewSubmitted):
+                    self._on_review(record, record.event, step)
+                # CaseReclassified: the read models and the recommender use it; not the queue.
+            except (CodecError, ValueError) as exc:
+                step.out.reject(record, exc, record.event.case_id)
+
+    def _on_decision_topic(self, record: Inbound, step: Step) -> None:
+        event = record.event
+        p = record.partition
+        at = record_time(record.timestamp)
+        if isinstance(event, GuardrailDecided):
+            item = self._item(step, p, event.recommendation_id)
+            # At the decision's own time, not its record's: an automatic run's request must
+            # come out the same whichever copy of the decision is read.
+            after, events = on_decision(event, event.occurred_at, item)
+            step.out.emit(events)
+            self._store(step, p, item, after, at)
+            if after is None and step.state.entry(ITEMS, p, event.recommendation_id) is None:
+                step.state.put(
+                    ITEMS,
+                    p,
+                    event.recommendation_id,
+                    no_item(event.outcome, p),
+                    expires_ms=_ms(at) + self.retention_ms,
+                )
+            self._release_waiting(event.recommendation_id, p, step)
+        elif isinstance(event, ApprovalExpired):
+            item = self._item(step, p, event.recommendation_id)
+            self._store(step, p, item, on_expired(item, event), at)
+        elif isinstance(event, ReviewDenied) and event.reason == UNKNOWN_ITEM:
+            self._forget_waiting(event, p, step)
+
+    def _on_review(self, record: Inbound, review: ReviewSubmitted, step: Step) -> None:
+        p = record.partition
+        if step.state.entry(ITEMS, p, review.recommendation_id) is not None:
+            self._apply_review(review, record.timestamp, p, step)
+            return
+        entries: list[dict[str, Any]] = list(
+            step.state.get(WAITING, p, review.recommendation_id) or ()
+        )
+        if review.event_id in {e["event_id"] for e in entries}:
+            return
+        log.debug(
+            "%s: review %s waits for the decision on recommendation %s",
+            record.where,
+            review.review_id,
+            review.recommendation_id,
+        )
+        held = HeldRecord.of(record, held_at=step.now.timestamp())
+        entries.append(
+            {"event_id": review.event_id, "review_id": review.review_id, "record": held.to_json()}
+        )
+        self._put_waiting(step, p, review.recommendation_id, entries)
+
+    def _apply_review(self, review: ReviewSubmitted, at: float, p: int, step: Step) -> None:
         """One review against its item (None: refused as unknown), events before state."""
-        item = load(review.recommendation_id)
-        after, events = on_review(item, review, await policies.current(), record_time(at))
-        await emitter.emit(events)
-        store(item, after, partition)
+        item = self._item(step, p, review.recommendation_id)
+        after, events = on_review(item, review, self._policy(step), record_time(at))
+        step.out.emit(events)
+        self._store(step, p, item, after, record_time(at))
 
-    async def release_waiting(recommendation_id: str, partition: int) -> None:
+    def _release_waiting(self, recommendation_id: str, p: int, step: Step) -> None:
         """The decision is in: handle the reviews that waited for it, in their order."""
-        for entry in waiting.get(recommendation_id) or ():
-            record = HeldRecord.from_json(entry["record"])
-            review = codec.decode(record.value)
+        entries = step.state.get(WAITING, p, recommendation_id)
+        if not entries:
+            return
+        for entry in entries:
+            held = HeldRecord.from_json(entry["record"])
+            review = self.codec.decode(held.value)
             if not isinstance(review, ReviewSubmitted):
                 continue
-            if waited_out(record):
+            if self._waited_out(held, step.now):
                 # The timer may already have refused it: refuse it the same way.
-                await emit_refusal(review, record)
+                self._refuse(review, held, step)
             else:
-                await apply_review(review, record.timestamp, partition)
-        if recommendation_id in waiting:
-            del waiting[recommendation_id]
+                self._apply_review(review, held.timestamp, p, step)
+        step.state.delete(WAITING, p, recommendation_id)
 
-    async def emit_refusal(review: ReviewSubmitted, record: HeldRecord) -> None:
-        _, events = on_review(None, review, await policies.current(), record_time(record.timestamp))
-        await emitter.emit(events)
-
-    async def on_decisions(msg: faust.types.Message, event: Event) -> None:
-        if isinstance(event, GuardrailDecided):
-            item = load(event.recommendation_id)
-            # At the decision's own time, not its record's: a decision the guard produced
-            # twice (killed before it noted it) has two records with two timestamps, and
-            # an automatic run's request must come out the same from either.
-            after, events = on_decision(event, event.occurred_at, item)
-            await emitter.emit(events)
-            store(item, after, msg.partition)
-            if after is None and event.recommendation_id not in items:
-                items[event.recommendation_id] = no_item(event.outcome, msg.partition)
-            await release_waiting(event.recommendation_id, msg.partition)
-        elif isinstance(event, ApprovalExpired):
-            item = load(event.recommendation_id)
-            store(item, on_expired(item, event), msg.partition)
-        elif isinstance(event, ReviewDenied) and event.reason == UNKNOWN_ITEM:
-            forget_waiting(event)
-        elif not isinstance(event, ReviewDenied | ReviewRecorded | ApprovalCompleted):
-            raise InvalidEvent(f"{type(event).__name__} does not belong on the decisions topic")
-
-    def forget_waiting(denied: ReviewDenied) -> None:
-        """A refusal of a waiting review (the timer's) is read back: it waits no more."""
+    def _forget_waiting(self, denied: ReviewDenied, p: int, step: Step) -> None:
+        """A refusal of a waiting review is read back: it waits no more."""
         key = denied.recommendation_id or ""
-        entries = waiting.get(key) or []
+        entries = step.state.get(WAITING, p, key) or []
         kept = [e for e in entries if e["review_id"] != denied.review_id]
         if len(kept) != len(entries):
-            if kept:
-                waiting[key] = kept
+            self._put_waiting(step, p, key, kept)
+
+    # -- timers -------------------------------------------------------------------------
+
+    def on_due(self, due: Sequence[Due], step: Step) -> None:
+        """Expire open items at their expiry; refuse reviews that waited out their decision."""
+        for d in due:
+            if d.store == ITEMS:
+                item = item_from_json(d.entry.value)
+                if item is not None and item.status == PENDING:
+                    # At its expiry instant, so every tick that sees it produces the same event.
+                    after, events = on_tick(item, item.expires_at)
+                    step.out.emit(events)
+                    self._store(step, d.partition, item, after, item.expires_at)
+            elif d.store == WAITING:
+                self._expire_waiting(d, step)
+
+    def _expire_waiting(self, d: Due, step: Step) -> None:
+        if step.state.entry(ITEMS, d.partition, d.key) is not None:
+            return  # its decision arrived; the records path handles the reviews
+        kept = []
+        for entry in d.entry.value:
+            held = HeldRecord.from_json(entry["record"])
+            review = self.codec.decode(held.value)
+            if self._waited_out(held, step.now) and isinstance(review, ReviewSubmitted):
+                self._refuse(review, held, step)
             else:
-                del waiting[key]
+                kept.append(entry)
+        self._put_waiting(step, d.partition, d.key, kept)
 
-    async def on_reviews(msg: faust.types.Message, event: Event) -> None:
-        if isinstance(event, CaseReclassified):
-            return  # the projections and the recommender use it; the queue does not
-        if not isinstance(event, ReviewSubmitted):
-            raise InvalidEvent(f"{type(event).__name__} does not belong on the reviews topic")
-        if record_key(msg) != event.case_id:
-            raise InvalidEvent(
-                f"record key {record_key(msg)!r} differs from case_id "
-                f"{event.case_id!r}; reviews are keyed by case_id"
-            )
-        if event.recommendation_id in items:
-            await apply_review(event, msg.timestamp, msg.partition)
+    # -- state --------------------------------------------------------------------------
+
+    def _item(self, step: Step, p: int, recommendation_id: str) -> Pending | None:
+        return item_from_json(step.state.get(ITEMS, p, recommendation_id))
+
+    def _store(
+        self, step: Step, p: int, before: Pending | None, after: Pending | None, at: datetime
+    ) -> None:
+        """Keep the item: a pending one with its expiry as timer, a closed one for the
+        retention period, so that a late review is refused as closed."""
+        if after is None or after == before:
             return
-        entries = list(waiting.get(event.recommendation_id) or ())
-        if event.event_id not in {e["event_id"] for e in entries}:
-            log.debug(
-                "%s: review %s waits for the decision on recommendation %s",
-                where(msg),
-                event.review_id,
-                event.recommendation_id,
+        if after.status == PENDING:
+            step.state.put(
+                ITEMS,
+                p,
+                after.recommendation_id,
+                item_to_json(after, p),
+                due_ms=_ms(after.expires_at),
             )
-            record = HeldRecord.of(msg, held_at=time.time())
-            entries.append(
-                {
-                    "event_id": event.event_id,
-                    "review_id": event.review_id,
-                    "record": record.to_json(),
-                }
+        else:
+            step.state.put(
+                ITEMS,
+                p,
+                after.recommendation_id,
+                item_to_json(after, p),
+                expires_ms=_ms(at) + self.retention_ms,
             )
-            waiting[event.recommendation_id] = entries
 
-    @app.agent(inputs, supervisor_strategy=CRASH)
-    async def approve(stream: faust.StreamT) -> None:
-        async for msg in each_record(stream, settings):
-            try:
-                event = codec.decode(msg.value, msg.headers)
-                if msg.topic == decisions_topic:
-                    await on_decisions(msg, event)
-                else:
-                    await on_reviews(msg, event)
-            except (CodecError, ValueError) as exc:
-                await dead_letters.reject(msg, exc)
+    def _put_waiting(self, step: Step, p: int, key: str, entries: list[dict[str, Any]]) -> None:
+        if not entries:
+            step.state.delete(WAITING, p, key)
+            return
+        first = min(e["record"]["held_at"] for e in entries)
+        step.state.put(WAITING, p, key, entries, due_ms=round(first * 1000) + self.wait_ms)
 
-    @app.timer(interval=settings.approval_tick_s)
-    async def expire() -> None:
-        """Produce ApprovalExpired for open items past expiry, and refuse reviews that
-        waited out their decision, in the partitions this worker is active for."""
-        actives = app.assignor.assigned_actives()
-        now = utc_now()
-        events: list[Event] = []
-        for raw in list(items.values()):
-            item = item_from_json(raw)
-            if (
-                item is not None
-                and item.status == PENDING
-                and now >= item.expires_at
-                and TP(decisions_topic, raw["partition"]) in actives
-            ):
-                # At its expiry instant, so every tick that sees it produces the same event.
-                events += on_tick(item, item.expires_at)[1]
-        policy = policies.latest
-        for recommendation_id, entries in list(waiting.items()):
-            if policy is None or recommendation_id in items:
-                continue  # the agent handles reviews whose decision has arrived
-            for entry in entries:
-                record = HeldRecord.from_json(entry["record"])
-                if TP(record.topic, record.partition) in actives and waited_out(record):
-                    review = codec.decode(record.value)
-                    if isinstance(review, ReviewSubmitted):
-                        events += on_review(None, review, policy, record_time(record.timestamp))[1]
-        await emitter.emit(events)
+    def _waited_out(self, held: HeldRecord, now: datetime) -> bool:
+        return now.timestamp() * 1000 >= held.held_at * 1000 + self.wait_ms
 
-    return app
+    def _refuse(self, review: ReviewSubmitted, held: HeldRecord, step: Step) -> None:
+        _, events = on_review(None, review, self._policy(step), record_time(held.timestamp))
+        step.out.emit(events)
+
+    @staticmethod
+    def _policy(step: Step) -> LoadedPolicy:
+        if step.policy is None:  # unreachable: the loop waits for a policy
+            raise RuntimeError("approve stepped without a policy")
+        return step.policy
+
+
+def build(settings: Settings, codec: Codec) -> Approve:
+    return Approve(settings, codec)

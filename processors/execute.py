@@ -3,27 +3,26 @@
 Each request is checked against the *current* policy (`execute_rules.authorize_execution`),
 run through its catalog adapter under the action's timeout with the execution id as
 idempotency key, rolled back when a reversible action misses its post-condition, and
-answered with ExecutionSucceeded / ExecutionFailed (+ ExecutionRolledBack).
-`finished_executions` (execution_id -> outcome) keeps a redelivered request from running
-again once its outcome is on the topic; a request whose outcome was not yet durable when
-the processor died runs again with the same idempotency key, for the downstream to
-recognize.
+answered with ExecutionSucceeded / ExecutionFailed (+ ExecutionRolledBack), in the same
+transaction as the request's offset. A request whose outcome did not commit (the worker
+died mid-batch) runs again with the same idempotency key, for the downstream to recognize.
+
+A batch's requests run concurrently, up to `execute_concurrency` at a time, except that
+one case's requests run one after another in their order.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 
-import faust
+import aiohttp
 
 from infra.settings import Settings
 from policy.loader import LoadedPolicy
 from policy.model import Action
 from processors.adapters import Adapter, AdapterCall, build_adapters, run_with_timeout
-from processors.app import create_app, raw_topic
-from processors.consume import CRASH, each_record
-from processors.deadletters import DeadLetters
-from processors.emitter import Emitter
 from processors.execute_rules import (
     AdapterResult,
     authorize_execution,
@@ -32,10 +31,9 @@ from processors.execute_rules import (
     rollback_execution_id,
     rollback_request,
 )
-from processors.policy_source import PolicySource
-from processors.records import where
+from processors.handler import Handler, Inbound, Step
 from schemas.codec import Codec
-from schemas.errors import CodecError, InvalidEvent
+from schemas.errors import CodecError
 from schemas.events import (
     ActionSpec,
     Event,
@@ -47,8 +45,6 @@ from schemas.events import (
 )
 
 log = logging.getLogger(__name__)
-COMPONENT = "execute"
-OUTCOMES = (ExecutionSucceeded, ExecutionFailed, ExecutionRolledBack)
 
 
 async def run_action(
@@ -97,41 +93,62 @@ async def execute_request(
     return outcome_events(req, result, action, utc_now(), rollback_result)
 
 
-def build(settings: Settings, codec: Codec) -> faust.App:
-    app = create_app(settings, COMPONENT)
-    requests = raw_topic(app, settings, "executions")
-    dead_letters = DeadLetters(app, settings, codec, COMPONENT)
-    emitter = Emitter(app, settings, codec, ["executions"])
-    policies = PolicySource(settings, codec, dead_letters)
-    policies.attach(app)
-    finished = app.Table("finished_executions", default=None, key_type=str)
-    adapters = build_adapters(lambda: app.http_client)
+class Execute(Handler):
+    component = "execute"
+    inputs = {
+        # Its own answers share the topic; only requests are acted on.
+        "executions": (ExecutionRequested, ExecutionSucceeded, ExecutionFailed, ExecutionRolledBack)
+    }
+    stores: tuple[str, ...] = ()
+    needs_policy = True
 
-    @app.agent(requests, supervisor_strategy=CRASH)
-    async def execute(stream: faust.StreamT) -> None:
-        async for msg in each_record(stream, settings):
+    def __init__(self, settings: Settings) -> None:
+        # The adapters are async (aiohttp); the loop that runs them lives as long as we do.
+        self._aio = asyncio.new_event_loop()
+        self._session: aiohttp.ClientSession | None = None
+        self._adapters = build_adapters(self._http)
+        self._limit = settings.execute_concurrency
+
+    def handle(self, batch: Sequence[Inbound], step: Step) -> None:
+        requests = [(r, r.event) for r in batch if isinstance(r.event, ExecutionRequested)]
+        if not requests:
+            return
+        if step.policy is None:  # unreachable: the loop waits for a policy
+            raise RuntimeError("execute stepped without a policy")
+        outcomes = self._aio.run_until_complete(self._run_all(requests, step.policy))
+        for (record, _), events in zip(requests, outcomes, strict=True):
             try:
-                req = codec.decode(msg.value, msg.headers)
-                if isinstance(req, OUTCOMES):
-                    continue  # our own answers share the topic
-                if not isinstance(req, ExecutionRequested):
-                    raise InvalidEvent(
-                        f"{type(req).__name__} does not belong on the executions topic"
-                    )
-                if req.execution_id in finished:
-                    log.info(
-                        "%s: execution %s already finished (%s)",
-                        where(msg),
-                        req.execution_id,
-                        finished[req.execution_id],
-                    )
-                    continue
-                events = await execute_request(req, await policies.current(), adapters)
-                await emitter.emit(events)
+                step.out.emit(events)
             except CodecError as exc:
-                await dead_letters.reject(msg, exc)
-                continue
-            # Only once its outcome is durable: see processors/emitter.py.
-            finished[req.execution_id] = events[0].event_type
+                step.out.reject(record, exc, record.event.case_id)
 
-    return app
+    def close(self) -> None:
+        if self._session is not None:
+            self._aio.run_until_complete(self._session.close())
+        self._aio.close()
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def _run_all(
+        self, requests: list[tuple[Inbound, ExecutionRequested]], policy: LoadedPolicy
+    ) -> list[list[Event]]:
+        gate = asyncio.Semaphore(self._limit)
+        by_case: dict[str, list[int]] = {}
+        for i, (_, req) in enumerate(requests):
+            by_case.setdefault(req.case_id, []).append(i)
+        results: list[list[Event]] = [[] for _ in requests]
+
+        async def one_case(indexes: list[int]) -> None:
+            for i in indexes:
+                async with gate:
+                    results[i] = await execute_request(requests[i][1], policy, self._adapters)
+
+        await asyncio.gather(*(one_case(ix) for ix in by_case.values()))
+        return results
+
+
+def build(settings: Settings, codec: Codec) -> Execute:
+    return Execute(settings)

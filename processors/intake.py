@@ -1,47 +1,80 @@
-"""The intake processor: first reader of ``cases``; dead-letters what upstream got wrong."""
+"""The intake processor: the gate between upstream services and everything else.
+
+Upstream services write `upstream`; intake reads it, checks that each record tells a
+coherent story about its case (`intake_rules`), and re-publishes what it accepts,
+byte for byte, on `cases`, which every other component reads. What it refuses goes to
+the dead-letter topic with the reason, so nothing downstream ever sees an unvalidated
+event. Its store, `cases`, remembers each case's status and opening event, until
+`state_retention_s` after the case resolved.
+
+Upstream records must be keyed by case_id and partitioned with Kafka's default (murmur2)
+partitioner, as every casegate topic is: a case's records must all arrive on one
+partition, in order, for the checks (and the state behind them) to hold.
+"""
 
 from __future__ import annotations
 
-import faust
+from collections.abc import Sequence
 
+from infra.kafka import partition_for
 from infra.settings import Settings
-from processors.app import create_app, raw_topic
-from processors.consume import CRASH, each_record
-from processors.deadletters import DeadLetters
-from processors.intake_rules import KnownCase, Verdict, check, evolve
-from processors.records import record_key
+from processors.handler import Handler, Inbound, Step
+from processors.intake_rules import UPSTREAM, KnownCase, Verdict, check, evolve
 from schemas.codec import Codec
-from schemas.errors import CodecError, InvalidEvent
+from schemas.errors import InvalidEvent
 
-COMPONENT = "intake"
+CASES = "cases"
 
 
-def build(settings: Settings, codec: Codec) -> faust.App:
-    app = create_app(settings, COMPONENT)
-    cases = raw_topic(app, settings, "cases")
-    dead_letters = DeadLetters(app, settings, codec, COMPONENT)
-    # key_type: the changelog holds raw bytes; keys come back as str after a restart.
-    known = app.Table("cases", default=None, key_type=str)
+class Intake(Handler):
+    component = "intake"
+    inputs = {"upstream": UPSTREAM}
+    stores = (CASES,)
+    needs_policy = False
 
-    @app.agent(cases, supervisor_strategy=CRASH)
-    async def intake(stream: faust.StreamT) -> None:
-        async for msg in each_record(stream, settings):
-            try:
-                event = codec.decode(msg.value, msg.headers)
-            except CodecError as exc:
-                await dead_letters.reject(msg, exc)
+    def __init__(self, settings: Settings) -> None:
+        self.retention_ms = round(settings.state_retention_s * 1000)
+
+    def handle(self, batch: Sequence[Inbound], step: Step) -> None:
+        for record in batch:
+            event = record.event
+            expected = partition_for(record.key or b"", step.partitions)
+            if record.partition != expected:
+                step.out.reject(
+                    record,
+                    InvalidEvent(
+                        f"case {event.case_id} arrived on partition {record.partition}, but "
+                        f"its key belongs on partition {expected}: produce upstream records "
+                        "with Kafka's default partitioner (murmur2; librdkafka: "
+                        "partitioner=murmur2_random)"
+                    ),
+                    event.case_id,
+                )
                 continue
-            raw = known.get(event.case_id) if event.case_id else None
+            raw = step.state.get(CASES, record.partition, event.case_id)
             before = KnownCase(**raw) if raw else None
-            result = check(before, event, record_key(msg))
+            result = check(before, event, record.key_text)
             if result.verdict is Verdict.REJECT:
-                await dead_letters.reject(msg, InvalidEvent(result.reason))
-            elif result.verdict is Verdict.ACCEPT:
-                after = evolve(before, event)
-                if after is not None and after != before:
-                    known[event.case_id] = {
-                        "status": after.status,
-                        "opened_event_id": after.opened_event_id,
-                    }
+                step.out.reject(record, InvalidEvent(result.reason), event.case_id)
+                continue
+            if result.verdict is Verdict.DUPLICATE:
+                continue  # a redelivery upstream: the case already has it
+            step.out.forward(record, CASES, record.headers)
+            after = evolve(before, event)
+            if after is not None and after != before:
+                resolved = after.status == "resolved"
+                step.state.put(
+                    CASES,
+                    record.partition,
+                    event.case_id,
+                    {"status": after.status, "opened_event_id": after.opened_event_id},
+                    expires_ms=(
+                        round(event.occurred_at.timestamp() * 1000) + self.retention_ms
+                        if resolved
+                        else None
+                    ),
+                )
 
-    return app
+
+def build(settings: Settings, codec: Codec) -> Intake:
+    return Intake(settings)

@@ -1,6 +1,6 @@
 """What the intake processor accepts from upstream services (pure; no Kafka here).
 
-Upstream services own the ``cases`` topic; intake checks that each record tells a coherent
+Upstream services own the ``upstream`` topic; intake checks that each record tells a coherent
 story about its case before anything downstream trusts it.
 """
 
@@ -16,7 +16,7 @@ UPSTREAM = (CaseOpened, CaseUpdated, CaseResolved, CaseReopened)
 
 @dataclass(frozen=True, slots=True)
 class KnownCase:
-    """What intake remembers of a case (kept in a faust table, one per case)."""
+    """What intake remembers of a case (its `cases` store, one entry per case)."""
 
     status: str  # open | resolved | reopened
     opened_event_id: str

@@ -1,41 +1,15 @@
-"""What processors read off a consumed record besides its value: key, time, position."""
+"""Record times and held records: what processors read off a consumed record besides its
+event."""
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-from faust.types import Message
-
+from processors.handler import Record
 from schemas.codec import Headers
-
-
-class SourceRecord(Protocol):
-    """The fields faust's Message and aiokafka's ConsumerRecord share (read-only)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Any: ...  # pairs (aiokafka) or a mapping (faust); see schemas.codec
-
-
-def where(record: SourceRecord) -> str:
-    """`topic[partition]@offset`, the prefix of every log line about a record."""
-    return f"{record.topic}[{record.partition}]@{record.offset}"
-
-
-def record_key(record: SourceRecord) -> str | None:
-    return record.key.decode("utf-8", "replace") if record.key is not None else None
 
 
 def record_time(timestamp_s: float) -> datetime:
@@ -66,15 +40,20 @@ class HeldRecord:
     held_at: float = 0.0  # wall clock (epoch seconds) when first held
 
     @classmethod
-    def of(cls, message: Message, held_at: float) -> HeldRecord:
+    def of(cls, record: Record, held_at: float) -> HeldRecord:
         return cls(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            timestamp=message.timestamp,
-            key=message.key,
-            value=message.value,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            timestamp=record.timestamp,
+            key=record.key,
+            value=record.value,
             held_at=held_at,
+        )
+
+    def as_record(self) -> Record:
+        return Record(
+            self.topic, self.partition, self.offset, self.timestamp, self.key, self.value, None
         )
 
     def to_json(self) -> dict[str, Any]:

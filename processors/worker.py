@@ -1,17 +1,27 @@
-"""Entry point of one processor process: ``python -m processors.worker NAME``."""
+"""Entry point of one processor process: ``python -m processors.worker NAME [--instance N]``.
+
+Every processor runs on the same loop (`processors.loop`); NAME picks its handler. Run
+more instances of a processor (``--instance 1``, ``2``…) to share its partitions: each
+instance needs its own number, which names its transactional producer, so a restarted
+instance fences the one it replaces.
+"""
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import logging
+import os
+import signal
 import sys
-
-from mode import Worker
+import threading
 
 from infra.settings import Settings
-from processors.app import ensure_changelogs
+from processors.handler import Handler
+from processors.loop import Loop
 from schemas.codec import Codec
 
-# Processor name -> module with `build(settings, codec) -> faust.App`.
+# Processor name -> module with `build(settings, codec) -> Handler`.
 PROCESSORS: dict[str, str] = {
     "intake": "processors.intake",
     "recommend": "processors.recommend.processor",
@@ -21,16 +31,33 @@ PROCESSORS: dict[str, str] = {
 }
 
 
+def build_handler(name: str, settings: Settings, codec: Codec) -> Handler:
+    handler: Handler = importlib.import_module(PROCESSORS[name]).build(settings, codec)
+    return handler
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0] not in PROCESSORS:
-        sys.exit(f"usage: python -m processors.worker {{{'|'.join(PROCESSORS)}}}")
+    parser = argparse.ArgumentParser(prog="python -m processors.worker")
+    parser.add_argument("name", choices=sorted(PROCESSORS))
+    parser.add_argument(
+        "--instance",
+        type=int,
+        default=int(os.environ.get("CASEGATE_INSTANCE", "0")),
+        help="this worker's number among the instances of the processor (default 0)",
+    )
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level,
+        format=f"[%(asctime)s] %(levelname)s {args.name}-{args.instance} %(name)s: %(message)s",
+    )
     codec = Codec.load()
-    app = importlib.import_module(PROCESSORS[args[0]]).build(settings, codec)
-    ensure_changelogs(settings, app)
-    # mode's Worker owns the event loop and turns SIGTERM/SIGINT into a clean shutdown.
-    Worker(app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()
+    loop = Loop(settings, codec, build_handler(args.name, settings, codec), args.instance)
+    stop = threading.Event()
+    # Finish the batch in hand, then stop: SIGTERM never leaves a half-written batch.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    loop.run(stop)
 
 
 if __name__ == "__main__":

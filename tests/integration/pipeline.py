@@ -34,6 +34,7 @@ from schemas.events import (
     Provenance,
     RecommendationProduced,
     ReviewSubmitted,
+    Routing,
     derived_event_id,
 )
 
@@ -59,8 +60,17 @@ def case_opened(case_id: str, queue: str) -> CaseOpened:
     )
 
 
-def recommendation(case_id: str, action: ActionSpec | None, n: int = 1) -> RecommendationProduced:
-    """The `n`th recommendation for a case, as the recommender would make it."""
+def routing(queue: str) -> Routing:
+    """The routing fields `case_opened(…, queue)` gives a case."""
+    return Routing(channel="email", queue=queue, team="tier1", priority="normal", source="crm")
+
+
+def recommendation(
+    case_id: str, action: ActionSpec | None, n: int = 1, *, queue: str | None = None
+) -> RecommendationProduced:
+    """The `n`th recommendation for a case, as the recommender would make it: routed on
+    the fields of `case_opened(case_id, queue)` (no `queue`: no routing, as a recommender
+    older than the routing field wrote them)."""
     return RecommendationProduced(
         event_id=f"rec-event-{case_id}-{n}",
         case_id=case_id,
@@ -77,6 +87,7 @@ def recommendation(case_id: str, action: ActionSpec | None, n: int = 1) -> Recom
         provenance=Provenance(
             recommender="baseline", fields_seen=("subject",), input_sha256="0" * 64
         ),
+        routing=None if queue is None else routing(queue),
     )
 
 

@@ -103,7 +103,7 @@ def pipeline(stack: Stack) -> Iterator[Pipeline]:
 
 
 def test_a_shadow_workflow_is_shadowed_and_nothing_executes(pipeline: Pipeline) -> None:
-    rec = recommendation("shadow-1", RESET)
+    rec = recommendation("shadow-1", RESET, queue="shadowq")
     pipeline.submit(case_opened("shadow-1", "shadowq"), rec)
 
     decided = pipeline.decision(rec)
@@ -116,7 +116,9 @@ def test_a_shadow_workflow_is_shadowed_and_nothing_executes(pipeline: Pipeline) 
 
 
 def test_b_assisted_approval_by_an_eligible_operator_runs_the_action(pipeline: Pipeline) -> None:
-    rec = recommendation("assisted-1", ActionSpec(name="change_plan", params={"plan": "pro"}))
+    rec = recommendation(
+        "assisted-1", ActionSpec(name="change_plan", params={"plan": "pro"}), queue="billing"
+    )
     pipeline.submit(case_opened("assisted-1", "billing"), rec)
     decided = pipeline.decision(rec)
     assert (decided.outcome, decided.approvals_required) == ("approval_required", 1)
@@ -149,7 +151,7 @@ def test_b_assisted_approval_by_an_eligible_operator_runs_the_action(pipeline: P
 
 def test_c_sensitive_action_needs_two_distinct_eligible_approvers(pipeline: Pipeline) -> None:
     refund = ActionSpec(name="refund_payment", params={"amount": 49.0, "order_id": "ORD-7"})
-    rec = recommendation("refund-1", refund)
+    rec = recommendation("refund-1", refund, queue="billing")
     pipeline.submit(case_opened("refund-1", "billing"), rec)
     assert pipeline.decision(rec).approvals_required == 2
 
@@ -178,7 +180,7 @@ def test_c_sensitive_action_needs_two_distinct_eligible_approvers(pipeline: Pipe
 
 
 def test_d_prohibited_action_is_denied_and_never_executed(pipeline: Pipeline) -> None:
-    rec = recommendation("prohibited-1", ActionSpec(name="close_account"))
+    rec = recommendation("prohibited-1", ActionSpec(name="close_account"), queue="billing")
     pipeline.submit(case_opened("prohibited-1", "billing"), rec)
 
     decided = pipeline.decision(rec)
@@ -198,9 +200,12 @@ def test_d_prohibited_action_is_denied_and_never_executed(pipeline: Pipeline) ->
 
 def test_e_bounded_auto_runs_alone_within_its_envelope(pipeline: Pipeline) -> None:
     # bounded_wf allows 6 automatic runs an hour over 6 partitions: one per partition.
-    first, second = recommendation("bounded-1", RESET), recommendation("bounded-2", RESET)
-    outside = recommendation("bounded-3", RESET_SMS)
-    lenient = recommendation("lenient-1", RESET_SMS)
+    first, second = (
+        recommendation("bounded-1", RESET, queue="identity"),
+        recommendation("bounded-2", RESET, queue="identity"),
+    )
+    outside = recommendation("bounded-3", RESET_SMS, queue="identity")
+    lenient = recommendation("lenient-1", RESET_SMS, queue="identity2")
     # All in partition 0, so the second run meets the first in the same counter.
     pipeline.submit(case_opened("bounded-1", "identity"), first, partition=0)
     assert pipeline.decision(first).outcome == "auto_authorized"
@@ -244,9 +249,9 @@ def test_e_bounded_auto_runs_alone_within_its_envelope(pipeline: Pipeline) -> No
 
 
 def test_f_timeout_fails_and_a_missed_post_condition_rolls_back(pipeline: Pipeline) -> None:
-    slow = recommendation("ops-slow", ActionSpec(name="sync_profile"))
+    slow = recommendation("ops-slow", ActionSpec(name="sync_profile"), queue="ops")
     switch = recommendation(
-        "ops-switch", ActionSpec(name="switch_plan", params={"plan": "enterprise"})
+        "ops-switch", ActionSpec(name="switch_plan", params={"plan": "enterprise"}), queue="ops"
     )
     pipeline.submit(case_opened("ops-slow", "ops"), slow, case_opened("ops-switch", "ops"), switch)
     out = pipeline.out
@@ -279,7 +284,9 @@ def test_f_timeout_fails_and_a_missed_post_condition_rolls_back(pipeline: Pipeli
 
 
 def test_a_pending_approval_past_its_expiry_leaves_the_queue(pipeline: Pipeline) -> None:
-    rec = recommendation("expiring-1", ActionSpec(name="change_plan", params={"plan": "pro"}))
+    rec = recommendation(
+        "expiring-1", ActionSpec(name="change_plan", params={"plan": "pro"}), queue="expiring"
+    )
     pipeline.submit(case_opened("expiring-1", "expiring"), rec)
     decided = pipeline.decision(rec)
     out = pipeline.out
@@ -307,7 +314,7 @@ def test_bad_records_are_dead_lettered_and_processing_goes_on(pipeline: Pipeline
     producer.produce(
         settings.topic("recommendations"), key=b"junk-1", value=b"not avro", partition=1
     )
-    miskeyed = recommendation("miskeyed-1", RESET)
+    miskeyed = recommendation("miskeyed-1", RESET, queue="identity2")
     value, headers = pipeline.codec.encode(miskeyed)
     producer.produce(
         settings.topic("recommendations"),
@@ -317,7 +324,7 @@ def test_bad_records_are_dead_lettered_and_processing_goes_on(pipeline: Pipeline
         partition=1,
     )
     producer.flush(10)
-    after = recommendation("after-junk", RESET)
+    after = recommendation("after-junk", RESET, queue="identity2")
     pipeline.submit(case_opened("after-junk", "identity2"), after, partition=1)
 
     assert pipeline.decision(after).outcome == "auto_authorized"
@@ -360,10 +367,10 @@ def test_g_a_policy_published_mid_run_changes_the_next_decisions(
         )
 
         # No policy yet: the guard waits rather than deciding with one it made up.
-        first = recommendation("g-1", RESET)
+        first = recommendation("g-1", RESET, queue="billing")
         send(settings, codec, [case_opened("g-1", "billing"), first])
         eventually(
-            lambda: "a record waits for a policy" in logs[0].read_text(),
+            lambda: "records wait for a policy" in logs[0].read_text(),
             what="the guard to hold the recommendation until a policy is published",
         )
         out.poll(1.0)
@@ -379,7 +386,7 @@ def test_g_a_policy_published_mid_run_changes_the_next_decisions(
         publish(v2)
         probe = probe_guard(settings, codec, out, "g-probe2", RESET, "test.2")
         assert (probe.outcome, probe.phase) == ("auto_authorized", "bounded")
-        later = [recommendation(f"g-2-{i}", RESET) for i in range(3)]
+        later = [recommendation(f"g-2-{i}", RESET, queue="billing") for i in range(3)]
         send(settings, codec, [e for r in later for e in (case_opened(r.case_id, "billing"), r)])
         for r in later:
             [d] = out.wait(
@@ -391,7 +398,9 @@ def test_g_a_policy_published_mid_run_changes_the_next_decisions(
             lambda: len(out.events(ExecutionSucceeded)) >= 4,
             what="the automatic resets under test.2 to run",
         )
-        plan = recommendation("g-plan", ActionSpec(name="change_plan", params={"plan": "pro"}))
+        plan = recommendation(
+            "g-plan", ActionSpec(name="change_plan", params={"plan": "pro"}), queue="billing"
+        )
         send(settings, codec, [case_opened("g-plan", "billing"), plan])
         [pending] = out.wait(
             lambda: out.events(GuardrailDecided, case_id="g-plan"),
@@ -431,7 +440,7 @@ def probe_guard(
     """Send probe recommendations until one is decided under `version` (each is decided
     with the newest policy the guard has read; publishing does not wait for readers)."""
     for i in range(40):
-        rec = recommendation(f"{name}-{i}", action)
+        rec = recommendation(f"{name}-{i}", action, queue="billing")
         send(settings, codec, [case_opened(rec.case_id, "billing"), rec])
         [d] = out.wait(
             lambda rec=rec: out.events(GuardrailDecided, case_id=rec.case_id),

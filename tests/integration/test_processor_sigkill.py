@@ -191,7 +191,7 @@ def test_h_sigkill_of_each_processor_loses_and_doubles_nothing(
         producer = Producer(producer_config(settings))
         for i in range(CASES):
             queue, action, _outcome, _approvers = SCENARIOS[i % 4]
-            rec = recommendation(f"case-{i:05d}", action)
+            rec = recommendation(f"case-{i:05d}", action, queue=queue)
             recs.append(rec)
             send(settings, codec, [case_opened(rec.case_id, queue), rec], producer=producer)
         producer.flush(60)

@@ -1,0 +1,150 @@
+"""What a processor is to the loop: a handler of batches, the records it is handed, the
+outbox it fills.
+
+A handler holds no Kafka client and does no I/O of its own (the executor's adapters
+aside): `handle(batch, step)` reads the batch's decoded records and its state
+(`step.state`), decides with the pure rules, and puts what must happen in `step.out`
+(events to produce, records to forward, records to dead-letter) and in `step.state`.
+The loop then writes all of it, and the input offsets, in one Kafka transaction.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import ClassVar
+
+from infra.deadletter import dead_letter
+from policy.loader import LoadedPolicy
+from processors.store import Due, State
+from schemas.codec import Codec
+from schemas.events import Event
+
+WireHeaders = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A consumed record as it came off the broker: position and bytes."""
+
+    topic: str  # full topic name
+    partition: int
+    offset: int
+    timestamp: float  # Kafka timestamp (CreateTime), epoch seconds
+    key: bytes | None
+    value: bytes | None
+    headers: WireHeaders | None
+
+    @property
+    def where(self) -> str:
+        """`topic[partition]@offset`, the prefix of every log line about a record."""
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+    @property
+    def key_text(self) -> str | None:
+        return self.key.decode("utf-8", "replace") if self.key is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound(Record):
+    """A record decoded and checked by the loop: it belongs on its topic and is keyed by
+    its case."""
+
+    stream: str  # logical topic name ("cases"), as handlers name their inputs
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    topic: str  # full topic name
+    key: bytes | None
+    value: bytes | None
+    headers: WireHeaders | None
+    partition: int | None = None  # None: by key (murmur2, as Java clients do)
+
+
+@dataclass
+class Outbox:
+    """What one step asks the loop to produce, in order.
+
+    `emit` encodes at once: an event that breaks its schema raises `InvalidEvent` here,
+    before anything of it is kept, so the handler can dead-letter the input instead and
+    leave its state alone.
+    """
+
+    codec: Codec
+    prefix: str
+    consumer: str  # the consumer group, named in dead letters
+    records: list[Outgoing] = field(default_factory=list)
+    emitted: int = 0
+    dead_lettered: int = 0
+
+    def emit(self, events: Sequence[Event]) -> None:
+        encoded = [(e, *self.codec.encode(e)) for e in events]
+        for event, value, headers in encoded:
+            self.records.append(
+                Outgoing(self.prefix + event.topic, event.case_id.encode(), value, headers)
+            )
+        self.emitted += len(encoded)
+
+    def forward(self, record: Record, stream: str, headers: WireHeaders | None) -> None:
+        """Re-publish `record`'s bytes unchanged on `stream`, under its key."""
+        self.records.append(Outgoing(self.prefix + stream, record.key, record.value, headers))
+        self.emitted += 1
+
+    def reject(self, record: Record, error: Exception, case_id: str = "") -> None:
+        """Dead-letter `record` with `error` as the reason; the batch goes on."""
+        letter = dead_letter(
+            consumer=self.consumer,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            headers=record.headers,
+            error=error,
+            case_id=case_id,
+        )
+        value, headers = self.codec.encode(letter)
+        self.records.append(Outgoing(self.prefix + "deadletter", record.key, value, headers))
+        self.dead_lettered += 1
+
+
+@dataclass
+class Step:
+    """Everything a handler may use for one batch or one timer tick."""
+
+    state: State
+    out: Outbox
+    policy: LoadedPolicy | None  # None only for handlers that need none
+    now: datetime  # the wall clock when the step began (timers, held records)
+    partitions: int  # partitions of each input topic: blast radius is counted per partition
+
+
+class Handler:
+    """One processor's decisions; see the module docstring. Subclasses set the class
+    attributes and `handle`; the hooks below do nothing unless overridden."""
+
+    component: ClassVar[str]
+    # Logical input topic -> the event types that belong there. Anything else read there
+    # is dead-lettered by the loop before the handler sees it.
+    inputs: ClassVar[Mapping[str, tuple[type[Event], ...]]]
+    stores: ClassVar[tuple[str, ...]] = ()
+    needs_policy: ClassVar[bool] = True
+
+    def handle(self, batch: Sequence[Inbound], step: Step) -> None:
+        raise NotImplementedError
+
+    def on_due(self, due: Sequence[Due], step: Step) -> None:
+        """Entries whose timer (`Entry.due_ms`) has come."""
+
+    def start(self, policy: LoadedPolicy | None, stop: threading.Event) -> None:
+        """Before the first batch, once the policy is known (the recommender learns here)."""
+
+    def on_turn(self, policy: LoadedPolicy | None) -> None:
+        """Once per turn of the loop, between batches: quick work only."""
+
+    def close(self) -> None:
+        """The loop is stopping."""
