@@ -57,6 +57,7 @@ from console.policy_cmd import publish_policy
 from infra import sandbox
 from infra.kafka import consumer_config, producer_config, read_headers
 from infra.settings import PROJECT_ROOT, Settings
+from infra.topics import INTAKE, produced_to
 from policy.loader import default_policy_path, load_policy_text
 from schemas.codec import Codec, CodecError
 from schemas.events import (
@@ -202,7 +203,7 @@ class Feeder(threading.Thread):
 
     def run(self) -> None:
         producer = Producer(producer_config(self.settings, log_level=QUIET))
-        topic = self.settings.topic("cases")
+        topic = self.settings.topic(INTAKE)
         started = time.monotonic()
         try:
             for i, case in enumerate(self.cases):
@@ -450,7 +451,7 @@ def _send_all(settings: Settings, codec: Codec, events: list[Event]) -> None:
         value, headers = codec.encode(e)
         _produce(
             producer,
-            settings.topic(e.topic),
+            settings.topic(produced_to(e)),
             e.case_id,
             value,
             headers,

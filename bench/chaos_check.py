@@ -28,7 +28,7 @@ from infra.db import database_urls
 from infra.kafka import consumer_config, read_headers
 from infra.sandbox import child_env
 from infra.settings import PROJECT_ROOT, Settings
-from infra.topics import TOPICS
+from infra.topics import INTAKE, TOPICS
 from projections.replay import differences, rebuild
 from schemas.codec import Codec, CodecError
 from schemas.events import (
@@ -209,7 +209,12 @@ def check(
     replay: bool = True,
 ) -> Verdict:
     """`planned`: recommendation_id -> the outcome the operators gave (approved/rejected)."""
-    records = read_topics(settings, codec)
+    everything = read_topics(settings, codec)
+    # What upstream sent, and what intake accepted of it (re-published on `cases`): the
+    # rest of the checks start from `cases`, as every component does.
+    upstream = {r.event.event_id for r in everything if r.topic == INTAKE and r.event}
+    records = [r for r in everything if r.topic != INTAKE]
+    accepted = {r.event.event_id for r in records if r.topic == "cases" and r.event}
     events = [r.event for r in records if r.event is not None]
 
     opened = _only(records, CaseOpened)
@@ -248,6 +253,7 @@ def check(
         return e.execution_id
 
     stages = [
+        Stage("intake accepted").judge(upstream, {i: {i} for i in accepted}),
         Stage("recommendations").judge(
             {e.event_id for e in opened},
             _merge(_group(recs, caused), _group(_only(records, ModelOutputRejected), caused)),

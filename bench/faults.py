@@ -29,23 +29,24 @@ import psycopg
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as AioTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.helpers import create_ssl_context
 
 from infra.db import database_urls
 from infra.sandbox import child_env
 from infra.settings import Settings
-from infra.topics import TOPICS
-from processors.app import aiokafka_config
+from infra.topics import PROJECTED
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 # Each component and the topics its consumer group reads (its input). The read models
-# read every topic and keep their position in PostgreSQL, not in the group.
+# read every topic but the intake topic and keep their position in PostgreSQL, not in
+# the group.
 PROCESSOR_INPUTS: dict[str, tuple[str, ...]] = {
-    "intake": ("cases",),
+    "intake": ("upstream",),
     "recommend": ("cases",),
-    "guard": ("cases", "recommendations"),
+    "guard": ("recommendations",),
     "approve": ("decisions", "reviews"),
     "execute": ("executions",),
 }
@@ -57,7 +58,7 @@ def group_of(settings: Settings, component: str) -> str:
     """The Kafka consumer group a component's workers share."""
     if component == READ_MODELS:
         return f"{settings.topic_prefix}projection.{READ_MODELS}"
-    return f"{settings.topic_prefix}{component}"  # faust: the app id
+    return f"{settings.topic_prefix}{component}"
 
 
 # A component must not outlive a harness that was killed before it could stop them
@@ -79,7 +80,7 @@ class Component:
 
     name: str
     settings: Settings
-    workdir: Path  # logs; faust's data folder lands here too, not in the project root
+    workdir: Path  # its logs
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     kills: int = 0
@@ -288,7 +289,7 @@ class Probe:
 
     def _inputs(self, component: str) -> tuple[str, ...]:
         if component == READ_MODELS:
-            return tuple(t.name for t in TOPICS)
+            return tuple(t.name for t in PROJECTED)
         return PROCESSOR_INPUTS[component]
 
 
@@ -406,3 +407,20 @@ def can_restart_services(base: Settings) -> bool:
 
 if __name__ == "__main__":
     main()
+
+
+def aiokafka_config(settings: Settings) -> dict[str, Any]:
+    """Connection settings for the probe's aiokafka clients (pure Python: they outlive a
+    broker restart without taking the harness down)."""
+    conf: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol.endswith("SSL"):
+        conf["ssl_context"] = create_ssl_context()
+    if settings.kafka_sasl_mechanism:
+        password = settings.kafka_sasl_password
+        conf["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        conf["sasl_plain_username"] = settings.kafka_sasl_username or ""
+        conf["sasl_plain_password"] = password.get_secret_value() if password else ""
+    return conf

@@ -159,23 +159,26 @@ def paced(
     )
 
 
-HOPS = ("recommend", "guard", "readmodels")
+HOPS = ("intake", "recommend", "guard", "readmodels")
 
 
 def hops(settings: Settings, measured: Latencies) -> dict[str, list[float]]:
-    """Where the time went, per case, in ms: sent → recommendation record (recommend),
-    → decision record (guard), → row committed (read models).
+    """Where the time went, per case, in ms: sent → the case re-published on `cases`
+    (intake), → recommendation record (recommend), → decision record (guard), → row
+    committed (read models).
 
     Uses the records' own CreateTime, which each processor's producer stamps when it
     sends: no processor is instrumented. Broker and bench share the clock (one host).
     """
-    stamps = {t: _first_stamps(settings, t) for t in ("recommendations", "decisions")}
+    stamps = {t: _first_stamps(settings, t) for t in ("cases", "recommendations", "decisions")}
     out: dict[str, list[float]] = {h: [] for h in HOPS}
     for case, sent in measured.sent_wall.items():
+        accepted = stamps["cases"].get(case)
         rec, dec = stamps["recommendations"].get(case), stamps["decisions"].get(case)
-        if rec is None or dec is None:
+        if accepted is None or rec is None or dec is None:
             continue
-        out["recommend"].append(rec - sent * 1000)
+        out["intake"].append(accepted - sent * 1000)
+        out["recommend"].append(rec - accepted)
         out["guard"].append(dec - rec)
         out["readmodels"].append(measured.seen_wall[case] * 1000 - dec)
     return out

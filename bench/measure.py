@@ -60,7 +60,7 @@ class Target:
 # this per unit of work (a case, or an event for the replay). State kept forever per case
 # shows as a steady slope (a few hundred bytes per case is a gigabyte after some millions),
 # however small next to the process's size in one run; allocator noise stays well below it.
-FLAT_BYTES_PER_UNIT = 100
+FLAT_BYTES_PER_UNIT = 20
 # The growth window: from this fraction of the work to its end.
 WARM_FRACTION = 0.3
 

@@ -16,29 +16,26 @@ from pathlib import Path
 
 from infra.sandbox import child_env
 from infra.settings import PROJECT_ROOT, Settings
+from processors.worker import PROCESSORS
 
 LOGS = PROJECT_ROOT / "results" / "logs"
 
 # What each component runs as (one process each, as in production).
 COMMANDS: dict[str, list[str]] = {
-    "recommend": ["-m", "processors.worker", "recommend"],
-    "guard": ["-m", "processors.worker", "guard"],
+    **{name: ["-m", "processors.worker", name] for name in PROCESSORS},
     "readmodels": ["-m", "projections.worker", "readmodels"],
-    "plain-recommend": ["-m", "bench.plain", "recommend"],
-    "plain-guard": ["-m", "bench.plain", "guard"],
+    **{f"plain-{name}": ["-m", "bench.plain", name] for name in PROCESSORS},
     "replay": ["-m", "bench.replayer"],
 }
 
 
 def command(name: str) -> list[str]:
-    """Arguments after the interpreter: a component, ``VARIANT:COMPONENT`` (bench.variant),
-    or ``plain-NAME:flush-each`` (the plain loop flushing after every record)."""
-    if name in COMMANDS:
-        return COMMANDS[name]
-    head, _, tail = name.partition(":")
-    if tail == "flush-each" and head in COMMANDS:
-        return [*COMMANDS[head], "--flush-each"]
-    return ["-m", "bench.variant", head, tail]
+    """Arguments after the interpreter: a component, or ``NAME#N`` for instance N of a
+    processor (a second worker in its consumer group)."""
+    head, _, instance = name.partition("#")
+    if head not in COMMANDS:
+        raise ValueError(f"unknown bench component {name!r}")
+    return [*COMMANDS[head], "--instance", instance] if instance else COMMANDS[head]
 
 
 def _status_kb(pid: int, key: str) -> int | None:
@@ -112,7 +109,7 @@ class Child:
 
 def start(settings: Settings, name: str, env: dict[str, str] | None = None) -> Child:
     LOGS.mkdir(parents=True, exist_ok=True)
-    log = (LOGS / f"{settings.topic_prefix}{name.replace(':', '-')}.log").open("wb")
+    log = (LOGS / f"{settings.topic_prefix}{name.replace('#', '-')}.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, *command(name)],
         env={**child_env(settings), "CASEGATE_LOG_LEVEL": "WARNING", **(env or {})},

@@ -6,8 +6,8 @@ holding the bench's workload); py-spy attaches once a tenth of the work is done,
 start-up does not count, and samples without pausing the process (``--nonblocking``).
 Shares are of the samples' innermost Python frame (self time). Time inside a C call
 (librdkafka, fastavro's extension) counts for the Python function that called it. The
-faust processors are sampled while busy only; the replay with ``--idle`` too, so its waits
-on PostgreSQL show.
+processors are sampled while busy only; the replay with ``--idle`` too, so its waits on
+PostgreSQL show.
 """
 
 from __future__ import annotations
@@ -39,12 +39,9 @@ PY_SPY = Path(sys.executable).parent / "py-spy"
 
 # (start of the frame's file path as py-spy prints it, group): the first match names it.
 GROUPS = (
-    ("aiokafka/producer/", "aiokafka producer (accumulator, sender)"),
-    ("aiokafka/", "aiokafka client (connection, protocol, consumer)"),
-    ("faust/transport/", "faust transport (consumer, conductor, producer)"),
-    ("faust/tables/", "faust tables and changelog"),
-    ("faust/", "faust streams, agents, topics, channels"),
-    ("mode/", "mode services"),
+    ("processors/loop.py", "the batch loop: consume, transactions (processors/loop.py)"),
+    ("processors/store.py", "state store and overlay (processors/store.py, SQLite)"),
+    ("processors/follow.py", "followers: policy, history (processors/follow.py)"),
     ("asyncio/selector_events.py", "socket reads and writes (asyncio transports)"),
     ("asyncio/", "asyncio event loop (callbacks, tasks, futures)"),
     ("selectors.py", "epoll (the event loop polling)"),
@@ -116,7 +113,7 @@ def record(child: Child, seconds: float, idle: bool, into: Path) -> None:
 def profile_stage(
     base: Settings, admin: str, codec: Codec, name: str, cases: int, seconds: float, into: Path
 ) -> None:
-    """The faust ``name`` (recommend or guard) draining ``cases`` CaseOpened."""
+    """The processor ``name`` (recommend or guard) draining ``cases`` CaseOpened."""
     history = workload.history_events()
     expect = cases + sum(1 for e in history if e.event_type == "CaseOpened")
     s = sandbox.create(base, admin, "profile")

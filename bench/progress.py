@@ -1,5 +1,6 @@
-"""Throughput measured from outside the processes under test: records on a topic (high
-watermarks) or events a projection has committed (``projection_offsets``), sampled over time.
+"""Throughput measured from outside the processes under test: records on a topic (as a
+read-committed reader sees them) or decisions the read models have committed, sampled over
+time.
 
 A rate is taken between the moments 10 % and 90 % of the expected records were reached, so
 start-up (group joins, history and table recovery) and the tail of the last batch do not
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from infra.db import database_urls
 from infra.kafka import common_config
@@ -22,40 +23,49 @@ from infra.settings import Settings
 
 
 class TopicCounter:
-    """Records on topics so far: the sum of their partitions' high watermarks.
+    """Records on topics so far that a read-committed reader can see, counted by reading.
 
-    Exact for the processors' output: they produce idempotently without transactions, so
-    every offset is one record.
+    Offsets are not records: a transactional producer's commit markers take offsets too,
+    and an aborted transaction's records are never seen downstream.
     """
 
     def __init__(self, settings: Settings, *topics: str) -> None:
         self._consumer = Consumer(
-            {**common_config(settings), "group.id": f"bench-count-{uuid.uuid4()}"}
+            {
+                **common_config(settings),
+                "group.id": f"bench-count-{uuid.uuid4()}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+            }
         )
-        self._tps = [
-            TopicPartition(settings.topic(t), p) for t in topics for p in range(settings.partitions)
-        ]
+        self._consumer.assign(
+            [
+                TopicPartition(settings.topic(t), p, OFFSET_BEGINNING)
+                for t in topics
+                for p in range(settings.partitions)
+            ]
+        )
+        self._count = 0
 
     def __call__(self) -> int:
-        return sum(self._consumer.get_watermark_offsets(tp, 10)[1] for tp in self._tps)
+        while batch := self._consumer.consume(10_000, 0.01):
+            self._count += sum(1 for m in batch if m.error() is None)
+        return self._count
 
     def close(self) -> None:
         self._consumer.close()
 
 
-class ProjectedCounter:
-    """Records of ``topic`` the read models have committed, from ``projection_offsets``
-    (the position written in the same transaction as the rows)."""
+class DecidedCounter:
+    """Recommendations the read models hold a guard decision for (committed rows)."""
 
-    def __init__(self, settings: Settings, topic: str, consumer: str = "projection.readmodels"):
+    def __init__(self, settings: Settings) -> None:
         self._conn = psycopg.connect(database_urls(settings).app, autocommit=True)
-        self._args = (consumer, settings.topic(topic))
 
     def __call__(self) -> int:
         row = self._conn.execute(
-            "SELECT coalesce(sum(next_offset), 0) FROM projection_offsets "
-            "WHERE consumer = %s AND topic = %s",
-            self._args,
+            "SELECT count(*) FROM recommendation_facts WHERE outcome IS NOT NULL"
         ).fetchone()
         return int(row[0]) if row else 0
 

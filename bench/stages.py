@@ -1,5 +1,6 @@
-"""Processors under load, measured from outside: each stage alone (faust and its plain
-baseline) and the whole pipeline recommend → guard → read models.
+"""Processors under load, measured from outside: each stage alone (on the processors' loop
+and in the plain baseline loop) and the whole pipeline intake → recommend → guard → read
+models, with one or more workers per processor.
 
 Input is written to the sandbox before anything starts (policy, resolved history, then
 the cases), so each run drains a backlog: its sustained rate is the most it can do.
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.procs import Child, Sampler, running
-from bench.progress import Progress, ProjectedCounter, TopicCounter, wait_for
+from bench.progress import DecidedCounter, Progress, TopicCounter, wait_for
 from infra.settings import Settings
 
 # Called with the running children and the sustained rate the backlog drained at.
@@ -72,14 +73,24 @@ def stage(settings: Settings, component: str, output: str, expect: int, timeout_
         counter.close()
 
 
-def pipeline(settings: Settings, expect: int, timeout_s: float, then: Then | None = None) -> Run:
-    """recommend, guard and the read models together, until ``expect`` decisions are
-    committed in PostgreSQL (their position in ``projection_offsets``); then ``then``
-    runs with the processes still up, given the rate just measured (the latency runs)."""
-    counter = ProjectedCounter(settings, "decisions")
+def pipeline(
+    settings: Settings,
+    expect: int,
+    timeout_s: float,
+    then: Then | None = None,
+    workers: int = 1,
+) -> Run:
+    """intake, recommend, guard (each with `workers` instances in its consumer group) and
+    the read models together, until ``expect`` decisions are committed in PostgreSQL (rows of
+    ``recommendation_facts`` with their outcome); then ``then`` runs with the processes still up,
+    given the rate just measured (the latency runs)."""
+    names = ["readmodels"] + [
+        f"{name}#{i}" if i else name
+        for name in ("intake", "recommend", "guard")
+        for i in range(workers)
+    ]
+    counter = DecidedCounter(settings)
     try:
-        return _run(
-            settings, ("readmodels", "recommend", "guard"), counter, expect, timeout_s, then
-        )
+        return _run(settings, tuple(names), counter, expect, timeout_s, then)
     finally:
         counter.close()

@@ -19,6 +19,7 @@ from confluent_kafka import Producer
 
 from infra.kafka import producer_config
 from infra.settings import Settings
+from infra.topics import produced_to
 from policy.loader import default_policy_path, load_policy_file
 from schemas.codec import Codec
 from schemas.events import (
@@ -277,9 +278,14 @@ def _mix_template(queue: Queue) -> list[Event]:
     return [opened, rec, decided]
 
 
-def encode(codec: Codec, events: Iterable[Event]) -> list[Encoded]:
-    """Encode once, up front: producing then measures Kafka, not fastavro."""
-    return [Encoded(e.topic, e.case_id.encode(), *codec.encode(e)) for e in events]
+def encode(codec: Codec, events: Iterable[Event], via_intake: bool = False) -> list[Encoded]:
+    """Encode once, up front: producing then measures Kafka, not fastavro. `via_intake`:
+    case events go to the intake topic, as upstream services send them (else straight
+    to `cases`, for a stage measured without intake)."""
+    return [
+        Encoded(produced_to(e) if via_intake else e.topic, e.case_id.encode(), *codec.encode(e))
+        for e in events
+    ]
 
 
 def produce(settings: Settings, records: Iterable[Encoded]) -> int:

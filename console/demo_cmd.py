@@ -33,6 +33,7 @@ from console.demo import (
 from console.demo_files import write_jsonl
 from infra.kafka import make_producer
 from infra.settings import Settings
+from infra.topics import produced_to
 from schemas.codec import Codec
 from schemas.events import Event, utc_now
 
@@ -97,7 +98,7 @@ class _Sender:
         while True:
             try:
                 self.producer.produce(
-                    self.settings.topic(event.topic),
+                    self.settings.topic(produced_to(event)),
                     key=event.case_id.encode(),
                     value=value,
                     headers=headers,

@@ -16,6 +16,7 @@ from confluent_kafka import KafkaException, Producer
 
 from infra.kafka import producer_config
 from infra.settings import Settings
+from infra.topics import produced_to
 from schemas.codec import Codec
 from schemas.errors import CodecError
 from schemas.events import Event
@@ -59,9 +60,10 @@ def publish(
     events: Iterable[Event],
     advance: Callable[[int], None] = lambda n: None,
 ) -> int:
-    """Send events (keyed by case_id, to their own topic) atomically; returns the count."""
+    """Send events (keyed by case_id; case events to intake, the others to their own
+    topic) atomically; returns the count."""
     encoded: list[tuple[str, bytes, bytes, Any]] = [
-        (settings.topic(e.topic), e.case_id.encode(), *codec.encode(e)) for e in events
+        (settings.topic(produced_to(e)), e.case_id.encode(), *codec.encode(e)) for e in events
     ]
     producer = Producer(
         producer_config(

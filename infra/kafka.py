@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import operator
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer
@@ -36,7 +37,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "linger.ms": 5,
         "batch.num.messages": 10000,
         "compression.type": "lz4",
-        # Java's and aiokafka's (so faust's) key hash. librdkafka's default (CRC32) would put
+        # Java's key hash (its default partitioner's). librdkafka's default (CRC32) would put
         # a case's records from this producer and from the processors in different
         # partitions, and co-partitioned processors would never see them together.
         "partitioner": "murmur2_random",
@@ -121,3 +122,22 @@ def murmur2(data: bytes) -> int:
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition a keyed record lands in with the partitioner casegate uses."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def produce(
+    producer: Producer,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]] | None = None,
+    partition: int | None = None,
+) -> None:
+    """Queue one record; when librdkafka's local queue is full, let deliveries drain and
+    try again (never drop, never block forever on a dead broker: delivery times out)."""
+    extra = {} if partition is None else {"partition": partition}
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, headers=headers, **extra)  # type: ignore[arg-type]
+            return
+        except BufferError:
+            producer.poll(0.05)

@@ -186,7 +186,7 @@ class LocalKafka:
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.data),
-            # casegate creates its topics explicitly with the partition count faust expects.
+            # casegate creates its topics explicitly, each with the partition count it needs.
             "auto.create.topics.enable": "false",
             # Single node: internal topics cannot be replicated.
             "offsets.topic.replication.factor": "1",

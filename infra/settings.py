@@ -117,6 +117,11 @@ class Settings(BaseSettings):
         le=1_000,
         description="Most actions the executor runs at once (one case's run one at a time).",
     )
+    instance: int = Field(
+        default=0,
+        ge=0,
+        description="This worker's number among the instances of a processor (--instance N).",
+    )
     state_sweep_s: float = Field(
         default=10.0,
         gt=0,

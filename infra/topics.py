@@ -14,6 +14,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from infra.kafka import common_config
 from infra.settings import Settings
+from schemas.events import Event
 
 # Topics are the system of record (event sourcing), so nothing is deleted by age.
 KEEP_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
@@ -163,3 +164,14 @@ def ensure_changelogs(settings: Settings, names: list[str], timeout_s: float = 3
         if time.monotonic() > deadline:
             raise RuntimeError(f"changelog topics {names} not ready within {timeout_s:g}s")
         time.sleep(0.2)
+
+
+# Upstream services write their case events here; intake re-publishes what it accepts on
+# `cases`, the topic every other component reads.
+INTAKE = "upstream"
+
+
+def produced_to(event: Event) -> str:
+    """The logical topic a client outside the pipeline writes `event` to: case events go
+    through intake, every other event straight to its own topic."""
+    return INTAKE if event.topic == "cases" else event.topic

@@ -1,20 +1,10 @@
-"""What the guard keeps in its tables, and how it reads back (pure)."""
+"""What the guard keeps in its store, and how it reads back (pure)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-from policy.facts import CaseFacts
-
-
-def facts_to_json(facts: CaseFacts) -> dict[str, Any]:
-    return asdict(facts)
-
-
-def facts_from_json(data: dict[str, Any]) -> CaseFacts:
-    return CaseFacts(**data)
 
 
 @dataclass(frozen=True, slots=True)

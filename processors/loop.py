@@ -46,7 +46,7 @@ from confluent_kafka import (
 )
 from confluent_kafka import TopicPartition as TP
 
-from infra.kafka import consumer_config, producer_config, read_headers
+from infra.kafka import consumer_config, produce, producer_config, read_headers
 from infra.settings import Settings
 from infra.topics import ensure_changelogs
 from policy.loader import LoadedPolicy
@@ -362,9 +362,9 @@ class Loop:
         try:
             producer.begin_transaction()
             for r in out.records:
-                self._produce(r.topic, r.key, r.value, r.headers, r.partition)
+                produce(producer, r.topic, r.key, r.value, r.headers, r.partition)
             for store, partition, key, value in iter_changes(changes):
-                self._produce(self.changelogs[store], key, value, None, partition)
+                produce(producer, self.changelogs[store], key, value, None, partition)
             if offsets:
                 consumer = self._live(self.consumer)
                 _retry(
@@ -388,23 +388,6 @@ class Loop:
             self.store.apply(changes)
         self._committed.update(offsets)
         return True
-
-    def _produce(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: list[tuple[str, bytes]] | None,
-        partition: int | None,
-    ) -> None:
-        producer = self._live(self.producer)
-        extra = {} if partition is None else {"partition": partition}
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key, headers=headers, **extra)
-                return
-            except BufferError:
-                producer.poll(0.05)  # the local queue is full: let deliveries drain
 
     def _rewind(self, firsts: dict[tuple[str, int], int]) -> None:
         consumer = self._live(self.consumer)

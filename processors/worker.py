@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import signal
 import sys
 import threading
@@ -42,11 +41,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--instance",
         type=int,
-        default=int(os.environ.get("CASEGATE_INSTANCE", "0")),
-        help="this worker's number among the instances of the processor (default 0)",
+        default=None,
+        help="this worker's number among the instances of the processor "
+        "(default: CASEGATE_INSTANCE, else 0)",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     settings = Settings()
+    if args.instance is None:
+        args.instance = settings.instance
     logging.basicConfig(
         level=settings.log_level,
         format=f"[%(asctime)s] %(levelname)s {args.name}-{args.instance} %(name)s: %(message)s",

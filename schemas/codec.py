@@ -43,7 +43,7 @@ MAGIC = b"\xc3\x01"
 EVENT_TYPE_HEADER = "event_type"
 _PREFIX_LEN = len(MAGIC) + 8
 
-# Kafka clients differ: (key, value) pairs (confluent-kafka, aiokafka) or a mapping (faust).
+# Kafka clients differ: (key, value) pairs (confluent-kafka, aiokafka) or a mapping.
 HeaderValue = bytes | str | None
 Headers = Sequence[tuple[str, HeaderValue]] | Mapping[str, HeaderValue]
 

@@ -1,100 +1,178 @@
 """The recommend processor: a RecommendationProduced for every CaseOpened, and again when a
-CaseUpdated changes what the model reads (subject or description).
+CaseUpdated changes what the model reads (subject or description) or where the case is
+routed (a workflow may now match, or another one).
 
-Per partition it keeps `views` (case_id -> the case as the recommender sees it, JSON) and
-`done` (cause event_id -> True once its recommendation is acknowledged), so a redelivered
-case event is not recommended twice. The recommendation itself is
-planned by `processors.recommend.service` on the baseline memory's own thread (`History`,
-which keeps the CPU-bound search off the event loop), under the policy in force
-(`PolicySource`); for LLM workflows the model call is awaited on the loop.
+Its store `views` holds, per case, the case as the recommender sees it (folded from its
+events), kept until `state_retention_s` after the case resolved. The recommendation is
+planned for the whole batch at once (`service.plan_batch`: one vectorised scoring call)
+under the policy in force; LLM workflows' model calls run side by side in threads and the
+plans are concluded in record order.
+
+The memory it recommends from is learned from every partition's history, not only its
+own: a follower reads `cases` and `reviews` from the beginning at start-up (the memory is
+fitted once it has read to the end) and keeps reading between batches. A policy that
+changes what models may see rebuilds it from the beginning, since it holds only the text
+the old allowlist let through.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import faust
+from confluent_kafka import Message
 
+from infra.kafka import read_headers
 from infra.settings import Settings
-from policy.model import LlmRecommender
-from processors.app import create_app, raw_topic
-from processors.consume import CRASH, each_record
-from processors.deadletters import DeadLetters
-from processors.emitter import Emitter
-from processors.policy_source import PolicySource
-from processors.recommend.case_view import CaseView, apply_update, open_view, text_changed
-from processors.recommend.history import History
-from processors.recommend.llm import Endpoint, preload
-from processors.recommend.service import ask_async, conclude, plan, route
+from policy.loader import LoadedPolicy
+from processors.follow import TopicFollower
+from processors.handler import Handler, Inbound, Step
+from processors.intake_rules import UPSTREAM
+from processors.recommend.case_view import (
+    CaseView,
+    apply_update,
+    open_view,
+    routing_changed,
+    text_changed,
+)
+from processors.recommend.llm import Endpoint, Exchange, complete
+from processors.recommend.memory import Memory
+from processors.recommend.service import Plan, conclude, plan_batch
 from processors.recommend.visibility import Visibility
 from processors.records import record_time
-from schemas.codec import Codec
-from schemas.errors import CodecError
-from schemas.events import CaseOpened, CaseUpdated
+from schemas.codec import Codec, CodecError
+from schemas.events import CaseOpened, CaseReopened, CaseResolved, CaseUpdated
 
 log = logging.getLogger(__name__)
-COMPONENT = "recommend"
+VIEWS = "views"
+LLM_THREADS = 8
 
 
-def build(settings: Settings, codec: Codec) -> faust.App:
-    app = create_app(settings, COMPONENT)
-    cases = raw_topic(app, settings, "cases")
-    dead_letters = DeadLetters(app, settings, codec, COMPONENT)
-    emitter = Emitter(app, settings, codec, ["recommendations"])
-    policies = PolicySource(settings, codec, dead_letters)
-    policies.attach(app)
-    history = History(settings, codec)
-    views = app.Table("views", default=None, key_type=str)
-    done = app.Table("done", default=None, key_type=str)
-    key = settings.llm_api_key
-    endpoint = Endpoint(
-        api_base=settings.llm_api_base, api_key=key.get_secret_value() if key else None
-    )
+class Recommend(Handler):
+    component = "recommend"
+    inputs = {"cases": UPSTREAM}
+    stores = (VIEWS,)
+    needs_policy = True
 
-    @app.task
-    async def follow_history() -> None:
-        await history.follow()
+    def __init__(self, settings: Settings, codec: Codec) -> None:
+        self.settings = settings
+        self.codec = codec
+        self.retention_ms = round(settings.state_retention_s * 1000)
+        key = settings.llm_api_key
+        self.endpoint = Endpoint(
+            api_base=settings.llm_api_base, api_key=key.get_secret_value() if key else None
+        )
+        self.memory: Memory | None = None
+        self.history: TopicFollower | None = None
+        self._llm = ThreadPoolExecutor(LLM_THREADS, thread_name_prefix="llm")
+        self._stop = threading.Event()
 
-    @app.task
-    async def warm_llm() -> None:
-        # litellm's import takes seconds: do it off the loop, once an LLM workflow exists.
-        policy = await policies.current()
-        if any(isinstance(w.recommender, LlmRecommender) for w in policy.policy.workflows.values()):
-            await asyncio.to_thread(preload)
+    # -- the memory ---------------------------------------------------------------------
 
-    async def recommend(view: CaseView, at: float) -> None:
-        if done.get(view.last_event_id):
+    def start(self, policy: LoadedPolicy | None, stop: threading.Event) -> None:
+        self._stop = stop
+        self._rebuild(_policy(policy))
+
+    def on_turn(self, policy: LoadedPolicy | None) -> None:
+        memory, history = self.memory, self.history
+        if memory is None or history is None:
             return
-        policy = await policies.current()
-        index = await history.index(Visibility.from_policy(policy.policy.model_visibility))
-        p = await history.run(lambda: plan(view, route(view, policy, index), policy, index))
-        events = conclude(p, await ask_async(p, endpoint), record_time(at))
-        await emitter.emit(events)
-        done[view.last_event_id] = True
+        if memory.visibility != Visibility.from_policy(_policy(policy).policy.model_visibility):
+            log.info("the policy changed what models may see: relearning the history")
+            self._rebuild(_policy(policy))
+            return
+        history.poll(self._learn)
+        memory.maintain()
 
-    @app.agent(cases, supervisor_strategy=CRASH)
-    async def recommend_cases(stream: faust.StreamT) -> None:
-        async for msg in each_record(stream, settings):
+    def _rebuild(self, policy: LoadedPolicy) -> None:
+        if self.history is not None:
+            self.history.close()
+        self.memory = Memory(Visibility.from_policy(policy.policy.model_visibility))
+        self.history = TopicFollower(self.settings, ["cases", "reviews"], "history")
+        read = self.history.catch_up(self._learn, self._stop, "history")
+        self.memory.refit()
+        log.info("recommender memory learned from %d history records", read)
+
+    def _learn(self, messages: list[Message]) -> None:
+        memory = self.memory
+        if memory is None:
+            return
+        for msg in messages:
             try:
-                event = codec.decode(msg.value, msg.headers)
+                event = self.codec.decode(msg.value(), read_headers(msg))
             except CodecError:
-                continue  # intake dead-letters what upstream got wrong
-            before = view_from_json(views.get(event.case_id))
-            if isinstance(event, CaseOpened) and before is None:
-                view = open_view(event)
-            elif isinstance(event, CaseUpdated) and before is not None:
-                view = apply_update(before, event)
-                if not text_changed(before, view):
-                    views[event.case_id] = view_to_json(view)
-                    continue
-            else:
-                continue  # resolutions teach History; nothing to recommend
-            await recommend(view, msg.timestamp)
-            views[event.case_id] = view_to_json(view)
+                continue  # the processor reading that topic dead-letters it
+            memory.observe(event)
 
-    return app
+    # -- records ------------------------------------------------------------------------
+
+    def handle(self, batch: Sequence[Inbound], step: Step) -> None:
+        due: list[tuple[Inbound, CaseView]] = []
+        for record in batch:
+            view = self._fold(record, step)
+            if view is not None:
+                due.append((record, view))
+        if not due:
+            return
+        memory = self.memory
+        if memory is None:  # unreachable: start() learns before the first batch
+            raise RuntimeError("recommend stepped before its memory was built")
+        plans = plan_batch([v for _, v in due], _policy(step.policy), memory)
+        asked = {
+            i: self._llm.submit(complete, p.llm, p.messages, self.endpoint)
+            for i, p in enumerate(plans)
+            if p.llm is not None and p.messages is not None
+        }
+        for i, ((record, _view), plan) in enumerate(zip(due, plans, strict=True)):
+            exchange: Exchange | None = asked[i].result() if i in asked else None
+            self._emit(record, plan, exchange, step)
+
+    def _fold(self, record: Inbound, step: Step) -> CaseView | None:
+        """Fold the record into the case's view; the view to recommend for, if one is due."""
+        event, p = record.event, record.partition
+        raw = step.state.entry(VIEWS, p, event.case_id)
+        before = view_from_json(raw.value) if raw is not None else None
+        if isinstance(event, CaseOpened) and before is None:
+            view = open_view(event)
+            step.state.put(VIEWS, p, event.case_id, view_to_json(view))
+            return view
+        if before is None or raw is None:
+            return None  # opened before the history we keep, or never: nothing to fold into
+        if isinstance(event, CaseUpdated):
+            view = apply_update(before, event)
+            step.state.put(
+                VIEWS, p, event.case_id, view_to_json(view), expires_ms=raw.expires_ms
+            )
+            return view if text_changed(before, view) or routing_changed(before, view) else None
+        if isinstance(event, CaseResolved):
+            # Kept a while: a case can be reopened and updated again.
+            at = round(event.occurred_at.timestamp() * 1000)
+            step.state.put(VIEWS, p, event.case_id, raw.value, expires_ms=at + self.retention_ms)
+        elif isinstance(event, CaseReopened):
+            step.state.put(VIEWS, p, event.case_id, raw.value)
+        return None
+
+    def _emit(
+        self, record: Inbound, plan: Plan, exchange: Exchange | None, step: Step
+    ) -> None:
+        try:
+            step.out.emit(conclude(plan, exchange, record_time(record.timestamp)))
+        except CodecError as exc:
+            step.out.reject(record, exc, record.event.case_id)
+
+    def close(self) -> None:
+        self._llm.shutdown(wait=False, cancel_futures=True)
+        if self.history is not None:
+            self.history.close()
+
+
+def _policy(policy: LoadedPolicy | None) -> LoadedPolicy:
+    if policy is None:  # unreachable: the loop waits for a policy
+        raise RuntimeError("recommend stepped without a policy")
+    return policy
 
 
 def view_to_json(view: CaseView) -> dict[str, Any]:
@@ -107,3 +185,7 @@ def view_to_json(view: CaseView) -> dict[str, Any]:
 
 def view_from_json(raw: dict[str, Any] | None) -> CaseView | None:
     return None if raw is None else CaseView(**raw)
+
+
+def build(settings: Settings, codec: Codec) -> Recommend:
+    return Recommend(settings, codec)

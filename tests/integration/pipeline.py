@@ -26,6 +26,7 @@ from bench.downstream import Call as Call
 from bench.downstream import Downstream as Downstream
 from infra.kafka import common_config, consumer_config, producer_config
 from infra.settings import Settings
+from infra.topics import produced_to
 from schemas.codec import Codec
 from schemas.events import (
     ActionSpec,
@@ -123,7 +124,8 @@ def send(
     partition: int | None = None,
     producer: Producer | None = None,
 ) -> None:
-    """Produce events to their topics, keyed by case_id (optionally to one partition)."""
+    """Produce events as a client outside the pipeline does (case events to intake, the
+    others to their own topics), keyed by case_id (optionally to one partition)."""
     own = producer is None
     producer = producer or Producer(producer_config(settings))
     for event in events:
@@ -132,7 +134,7 @@ def send(
         while True:
             try:
                 producer.produce(
-                    settings.topic(event.topic),
+                    settings.topic(produced_to(event)),
                     key=event.case_id.encode(),
                     value=value,
                     headers=headers,

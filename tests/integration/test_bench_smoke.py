@@ -21,9 +21,12 @@ FIGURES = (
     "raw",
     "raw.cpu",
     "pipeline",
-    "stage.recommend.faust",
+    "pipeline.2workers",
+    "stage.intake.loop",
+    "stage.intake.plain",
+    "stage.recommend.loop",
     "stage.recommend.plain",
-    "stage.guard.faust",
+    "stage.guard.loop",
     "stage.guard.plain",
     "latency.p50",
     "latency.p95",
@@ -34,6 +37,8 @@ FIGURES = (
     "replay.cpu",
     "memory.replay.peak_rss",
     "memory.replay.growth",
+    "memory.intake.peak_rss",
+    "memory.intake.growth",
     "memory.recommend.peak_rss",
     "memory.guard.peak_rss",
     "memory.readmodels.peak_rss",
@@ -43,11 +48,13 @@ FIGURES = (
 )
 RATIOS = (
     "pipeline / raw",
-    "recommend faust / plain",
-    "guard faust / plain",
+    "intake loop / plain",
+    "recommend loop / plain",
+    "guard loop / plain",
     "latency p99 (ms)",
     "latency p99.9 (ms)",
     "replay / raw_consume",
+    "replay peak RSS (MB)",
 )
 
 
@@ -70,6 +77,6 @@ def test_quick_bench_exits_0_and_writes_every_figure(stack: Stack, tmp_path: Pat
         assert {"median", "min", "max", "runs"} <= set(report["figures"][name])
     assert set(RATIOS) <= set(report["ratios"])
     assert set(RATIOS) <= set(report["targets"])
-    assert {"recommend", "guard", "readmodels", "replay"} <= set(report["memory"])
+    assert {"intake", "recommend", "guard", "readmodels", "replay"} <= set(report["memory"])
     # A quick run measures every phase, so every target gets a verdict (met or missed).
     assert all(t["met"] is not None for t in report["targets"].values())

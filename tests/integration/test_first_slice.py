@@ -14,7 +14,7 @@ import psycopg
 from confluent_kafka import Producer
 
 from infra.db import database_urls
-from infra.kafka import producer_config
+from infra.kafka import partition_for, producer_config
 from infra.settings import PROJECT_ROOT, Settings
 from schemas.codec import Codec
 from schemas.events import DeadLettered
@@ -63,21 +63,35 @@ def case_rows(settings: Settings) -> dict[str, tuple]:
     return {r[0]: r for r in rows}
 
 
+def same_partition_keys(settings: Settings, count: int) -> list[str]:
+    """Case ids whose records all land on one partition (Kafka's default partitioner)."""
+    found: dict[int, list[str]] = {}
+    for i in range(1000):
+        key = f"case-{i}"
+        same = found.setdefault(partition_for(key.encode(), settings.partitions), [])
+        same.append(key)
+        if len(same) == count:
+            return same
+    raise AssertionError("no keys share a partition")
+
+
 def test_outside_case_reaches_case_state_and_garbage_is_dead_lettered(settings: Settings) -> None:
     producer = Producer(producer_config(settings))
-    cases = settings.topic("cases")
+    upstream = settings.topic("upstream")
+    a, x, b = same_partition_keys(settings, 3)
+    partition = partition_for(a.encode(), settings.partitions)
     # One partition, so the garbage sits between the two cases in the log.
-    value, headers = outside_case_opened("case-a")
-    producer.produce(cases, key=b"case-a", value=value, headers=headers, partition=0)
+    value, headers = outside_case_opened(a)
+    producer.produce(upstream, key=a.encode(), value=value, headers=headers, partition=partition)
     producer.produce(
-        cases,
-        key=b"case-x",
+        upstream,
+        key=x.encode(),
         value=b"\x00garbage that is not avro",
         headers=[("event_type", b"CaseOpened")],
-        partition=0,
+        partition=partition,
     )
-    value, headers = outside_case_opened("case-b")
-    producer.produce(cases, key=b"case-b", value=value, headers=headers, partition=0)
+    value, headers = outside_case_opened(b)
+    producer.produce(upstream, key=b.encode(), value=value, headers=headers, partition=partition)
     producer.flush(30)
 
     with running(settings, ("processors.worker", "intake"), ("projections.worker", "readmodels")):
@@ -85,23 +99,28 @@ def test_outside_case_reaches_case_state_and_garbage_is_dead_lettered(settings: 
             lambda: (r := case_rows(settings)) and len(r) == 2 and r,
             what="both cases in case_state",
         )
-        letters = read_topic(settings, "deadletter", expect=2)
+        letters = read_topic(settings, "deadletter", expect=1)
+        accepted = read_topic(settings, "cases", expect=2)
 
-    assert rows["case-a"] == ("case-a", "open", "identity", "email", "Cannot log in")
-    assert rows["case-b"][1] == "open"
+    assert rows[a] == (a, "open", "identity", "email", "Cannot log in")
+    assert rows[b][1] == "open"
+    # Intake re-published the two cases, byte for byte, and nothing else.
+    assert sorted(m.key() for m in accepted) == sorted([a.encode(), b.encode()])
+    assert {m.value() for m in accepted} == {outside_case_opened(a)[0], outside_case_opened(b)[0]}
     codec = Codec.load()
     decoded = [codec.decode(m.value(), m.headers()) for m in letters]
     assert all(isinstance(d, DeadLettered) for d in decoded)
-    # The garbage record, dead-lettered by each of its readers with the reason; both kept
-    # going (case-b, after it in the same partition, arrived).
+    # The garbage record, dead-lettered by intake with the reason, never reached `cases`
+    # (so no other reader saw it); intake kept going (case b, after it, arrived).
     by_consumer = {d.consumer: d for d in decoded if isinstance(d, DeadLettered)}
-    assert set(by_consumer) == {
-        f"{settings.topic_prefix}projection.readmodels",
-        f"{settings.topic_prefix}intake",
-    }
+    assert set(by_consumer) == {f"{settings.topic_prefix}intake"}
     for letter in by_consumer.values():
         assert letter.raw == b"\x00garbage that is not avro"
-        assert letter.key == b"case-x"
-        assert (letter.source_topic, letter.source_partition, letter.source_offset) == (cases, 0, 1)
+        assert letter.key == x.encode()
+        assert (letter.source_topic, letter.source_partition, letter.source_offset) == (
+            upstream,
+            partition,
+            1,
+        )
         assert letter.error_class == "UndecodableRecord"
         assert letter.reason

@@ -3,7 +3,7 @@
 Inputs are hand-made CaseOpened / RecommendationProduced / ReviewSubmitted events. The
 processors run as subprocesses; scenarios (a)-(f) of issue 4 share one running pipeline
 (one topic prefix, one policy with a workflow per scenario, distinct case ids), because
-starting three faust workers costs more than all the scenarios together.
+starting three workers costs more than all the scenarios together.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from infra.db import database_urls
 from infra.kafka import producer_config
 from infra.sandbox import child_env
 from infra.settings import Settings
+from infra.topics import produced_to
 from policy.loader import load_policy_text
 from schemas.codec import EVENT_TYPE_HEADER, Codec, CodecError
 from schemas.events import (
@@ -61,11 +62,13 @@ from tests.integration.helpers import OUTPUT
 from tests.integration.pipeline import case_opened, policy_text, recommendation
 from tests.stack import Stack
 
-# Who reads each topic, and so must dead-letter what it cannot use there. recommend
-# skips undecodable cases (intake dead-letters them); every processor that decides
-# with a policy follows the policy topic itself.
+# Who reads each topic, and so must dead-letter what it cannot use there. Upstream
+# writes the intake topic, which only intake reads; `cases` holds what intake accepted
+# (garbage there means a client wrote it past intake); every processor that decides with
+# a policy follows the policy topic itself.
 READERS: dict[str, tuple[str, ...]] = {
-    "cases": ("intake", "guard", "readmodels"),
+    "upstream": ("intake",),
+    "cases": ("recommend", "readmodels"),
     "recommendations": ("guard", "readmodels"),
     "decisions": ("approve", "readmodels"),
     "reviews": ("approve", "readmodels"),
@@ -125,7 +128,13 @@ class Sender:
         self, label: str, event: Event, topic: str | None = None, key: str | None = None
     ) -> None:
         value, headers = self.codec.encode(event)
-        self.raw(label, topic or event.topic, (key or event.case_id).encode(), value, list(headers))
+        self.raw(
+            label,
+            topic or produced_to(event),
+            (key or event.case_id).encode(),
+            value,
+            list(headers),
+        )
 
     def flush(self) -> None:
         assert self._producer.flush(30) == 0 and not self._failed, self._failed
@@ -271,7 +280,7 @@ def run(stack: Stack) -> Iterator[Run]:
                         customer={"name": ODD, "note": SQL},
                     )
                 sender.event(f"open {case}", opened)
-                sender.event(f"rec {case}", recommendation(case, action))
+                sender.event(f"rec {case}", recommendation(case, action, queue=queue))
             sender.flush()
             wait_for(
                 "the first case to run and every item to reach the queue",
@@ -320,12 +329,12 @@ def run(stack: Stack) -> Iterator[Run]:
             )
             sender.event("opening keyed otherwise", unknown, key="someone-else")
             sender.event(
-                "review on cases", review("h-done", "sam", "supervisor", n=9), topic="cases"
+                "review upstream", review("h-done", "sam", "supervisor", n=9), topic="upstream"
             )
             sender.event("opening on recommendations", unknown, topic="recommendations")
             sender.event(
                 "recommendation keyed otherwise",
-                recommendation("h-nobody", PLAN),
+                recommendation("h-nobody", PLAN, queue="billing"),
                 key="someone-else",
             )
             sender.event("opening on decisions", unknown, topic="decisions")
@@ -408,7 +417,7 @@ def run(stack: Stack) -> Iterator[Run]:
             sender.event("exact replay", done)
             sender.event("replay under a new event id", replace(done, event_id="replayed-h-done"))
             sender.event("open h-canary-2", case_opened("h-canary-2", "identity"))
-            sender.event("rec h-canary-2", recommendation("h-canary-2", RESET))
+            sender.event("rec h-canary-2", recommendation("h-canary-2", RESET, queue="identity"))
             sender.flush()
             _write_bad_header_name(settings)
             probe = Probe(settings)
@@ -528,7 +537,7 @@ def test_every_garbage_record_is_dead_lettered_by_every_consumer_that_reads_it(r
         ("reopen of open case", {"intake"}, "only a resolved case can be reopened"),
         ("second opening", {"intake"}, "was already opened"),
         ("opening keyed otherwise", {"intake"}, "differs from case_id"),
-        ("review on cases", {"intake", "readmodels"}, "ReviewSubmitted"),
+        ("review upstream", {"intake"}, "ReviewSubmitted"),
         ("opening on recommendations", {"guard", "readmodels"}, "CaseOpened"),
         ("recommendation keyed otherwise", {"guard"}, "differs from case_id"),
         ("opening on decisions", {"approve", "readmodels"}, "CaseOpened"),

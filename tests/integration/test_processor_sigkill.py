@@ -3,10 +3,11 @@ nor doubles a decision, a review or an execution.
 
 A few thousand hand-made cases flow through guard → approve → execute against a real
 HTTP downstream; a feeder plays the operators, approving what the guard sends to the
-queue. Delivery is at-least-once with deterministic event ids: after the kills, every
-recommendation has exactly one decision id (any repeat byte-identical), every approved
-or automatic action exactly one execution id, and the downstream saw each idempotency
-key with exactly one body.
+queue. Delivery is exactly-once into the topics (Kafka transactions) with deterministic
+event ids besides: after the kills, every recommendation has exactly one decision id (any
+repeat byte-identical), every approved or automatic action exactly one execution id, and
+the downstream saw each idempotency key with exactly one body (a run whose outcome did
+not commit is repeated with the same key).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def scenario(rec_id: str) -> tuple[str, ActionSpec | None, str, tuple[tuple[str,
 class Worker:
     """One processor process that the test can kill and start again. Like `casegate
     run`'s supervisor, `revive` starts it again when it stopped by itself (a processor
-    stops on purpose when it cannot go on safely, e.g. records faust failed to hand over)."""
+    stops on purpose when it cannot go on safely, e.g. when a newer instance fenced it)."""
 
     def __init__(self, settings: Settings, name: str) -> None:
         self.settings, self.name, self.runs, self.crashes = settings, name, 0, 0

@@ -10,15 +10,16 @@ from datetime import UTC, datetime, timedelta
 from policy.facts import CaseFacts
 from processors.approve_rules import Pending
 from processors.approve_state import item_from_json, item_to_json, no_item
-from processors.guard_state import AutoRuns, facts_from_json, facts_to_json, runs_key
+from processors.guard_state import AutoRuns, runs_key
 from processors.records import HeldRecord, record_time
-from schemas.events import ActionSpec
+from schemas.events import ActionSpec, RecommendationProduced, Routing
+from schemas.samples import sample_events
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 def through_json(value: object) -> object:
-    """What a faust table with the json serializer gives back after a restart."""
+    """What a store gives back after a restore from its changelog (JSON in, JSON out)."""
     return json.loads(json.dumps(value))
 
 
@@ -58,21 +59,19 @@ def test_a_decision_without_item_reads_back_as_no_item() -> None:
     assert item_from_json(None) is None
 
 
-def test_case_facts_survive_the_table_round_trip() -> None:
-    facts = CaseFacts(
-        case_id="c1",
-        channel="web",
-        queue="billing",
-        team="t",
-        priority="high",
-        source="crm",
-        issue_class=None,
-        subject="Refund",
+def test_the_guard_routes_on_the_fields_the_recommendation_carries() -> None:
+    routing = Routing(
+        channel="web", queue="billing", team="t", issue_class=None, priority="high", source="crm"
     )
+    [sample] = [e for e in sample_events() if isinstance(e, RecommendationProduced)]
+    rec = replace(sample, routing=routing)
 
-    stored = through_json(facts_to_json(facts))
+    facts = CaseFacts.of_recommendation(rec)
 
-    assert isinstance(stored, dict) and facts_from_json(stored) == facts
+    assert facts is not None and facts.case_id == rec.case_id
+    assert facts.match_fields() == routing.match_fields()
+    # One written before routing existed cannot be routed: the guard dead-letters it.
+    assert CaseFacts.of_recommendation(replace(rec, routing=None)) is None
 
 
 def test_auto_runs_drop_what_left_the_window_and_keep_later_ones() -> None:

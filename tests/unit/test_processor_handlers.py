@@ -1,0 +1,235 @@
+"""Given a processor's handler, a batch of records and its state, when the batch is handled,
+then it asks for exactly the events, forwards, dead letters and state the rules say — no
+broker involved (the loop that carries them out is tested on the real one)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from infra.kafka import partition_for
+from infra.settings import Settings
+from policy.loader import LoadedPolicy, load_policy_text
+from processors.approve import ITEMS, WAITING, Approve
+from processors.guard import AUTO_RUNS, Guard
+from processors.handler import Handler, Inbound, Outbox, Step
+from processors.intake import CASES, Intake
+from processors.store import MemoryStore, Overlay
+from schemas.codec import Codec
+from schemas.events import (
+    ActionSpec,
+    ApprovalExpired,
+    CaseResolved,
+    CaseUpdated,
+    DeadLettered,
+    Event,
+    GuardrailDecided,
+    ReviewRecorded,
+)
+from tests.integration.pipeline import case_opened, policy_text, recommendation, review
+
+CODEC = Codec.load()
+SETTINGS = Settings(topic_prefix="t.", partitions=6, state_retention_s=3600, review_wait_s=60)
+POLICY = load_policy_text(policy_text("http://127.0.0.1:9"))
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+RESET = ActionSpec(name="reset_password", params={"method": "email_link"})
+PLAN = ActionSpec(name="change_plan", params={"plan": "pro"})
+
+
+def inbound(
+    event: Event, stream: str, *, partition: int | None = None, at: datetime = NOW
+) -> Inbound:
+    key = event.case_id.encode()
+    value, headers = CODEC.encode(event)
+    return Inbound(
+        f"t.{stream}",
+        partition_for(key, 6) if partition is None else partition,
+        0,
+        at.timestamp(),
+        key,
+        value,
+        headers,
+        stream,
+        event,
+    )
+
+
+def step(
+    handler: Handler,
+    batch: list[Inbound],
+    store: MemoryStore,
+    policy: LoadedPolicy | None = POLICY,
+    now: datetime = NOW,
+) -> Outbox:
+    """Handle one batch as the loop does, then commit its state into `store`."""
+    out = Outbox(CODEC, "t.", f"t.{handler.component}")
+    overlay = Overlay(store)
+    handler.handle(batch, Step(overlay, out, policy, now, 6))
+    store.apply(overlay.changes())
+    return out
+
+
+def events(out: Outbox) -> list[tuple[str, Event]]:
+    return [(r.topic, CODEC.decode(r.value, r.headers)) for r in out.records]
+
+
+# --- intake ------------------------------------------------------------------------------
+
+
+def test_intake_forwards_an_accepted_case_byte_for_byte_and_remembers_it() -> None:
+    store, opened = MemoryStore(), inbound(case_opened("c1", "billing"), "upstream")
+
+    out = step(Intake(SETTINGS), [opened], store)
+
+    [sent] = out.records
+    assert (sent.topic, sent.key, sent.value) == ("t.cases", b"c1", opened.value)
+    entry = store.read(CASES, opened.partition, "c1")
+    assert entry is not None and entry.value["status"] == "open" and entry.expires_ms is None
+
+
+def test_intake_drops_a_redelivery_and_refuses_what_breaks_the_story() -> None:
+    store, intake = MemoryStore(), Intake(SETTINGS)
+    opened = case_opened("c1", "billing")
+    step(intake, [inbound(opened, "upstream")], store)
+    unknown = CaseUpdated(
+        event_id="u1", case_id="nobody", occurred_at=NOW, actor="crm", changes={"x": 1}
+    )
+
+    out = step(
+        intake,
+        [
+            inbound(opened, "upstream"),  # upstream sent it again: dropped quietly
+            inbound(replace(opened, event_id="other"), "upstream"),
+            inbound(unknown, "upstream"),
+        ],
+        store,
+    )
+
+    reasons = [e.reason for _, e in events(out) if isinstance(e, DeadLettered)]
+    assert len(out.records) == 2 and len(reasons) == 2
+    assert "was already opened" in reasons[0] and "unknown case nobody" in reasons[1]
+
+
+def test_intake_refuses_a_case_on_another_partition_than_its_key_hashes_to() -> None:
+    opened = case_opened("c1", "billing")
+    wrong = (partition_for(b"c1", 6) + 1) % 6
+
+    out = step(Intake(SETTINGS), [inbound(opened, "upstream", partition=wrong)], MemoryStore())
+
+    [(topic, letter)] = events(out)
+    assert topic == "t.deadletter" and isinstance(letter, DeadLettered)
+    assert "murmur2" in letter.reason
+
+
+def test_intake_keeps_a_resolved_case_for_the_retention_period_only() -> None:
+    store, intake = MemoryStore(), Intake(SETTINGS)
+    step(intake, [inbound(case_opened("c1", "billing"), "upstream")], store)
+    resolved = CaseResolved(
+        event_id="r1",
+        case_id="c1",
+        occurred_at=NOW,
+        resolved_by="sam",
+        resolution_code="done",
+        category="billing",
+        actions_taken=(),
+    )
+
+    step(intake, [inbound(resolved, "upstream")], store)
+
+    entry = store.read(CASES, partition_for(b"c1", 6), "c1")
+    assert entry is not None and entry.value["status"] == "resolved"
+    assert entry.expires_ms == round(NOW.timestamp() * 1000) + 3_600_000
+
+
+# --- guard -------------------------------------------------------------------------------
+
+
+def test_guard_routes_on_the_recommendations_routing_and_counts_automatic_runs() -> None:
+    store = MemoryStore()
+    rec = inbound(recommendation("c1", RESET, queue="identity"), "recommendations")
+
+    out = step(Guard(), [rec], store)
+
+    [(topic, decision)] = events(out)
+    assert topic == "t.decisions" and isinstance(decision, GuardrailDecided)
+    assert (decision.workflow, decision.outcome) == ("bounded_wf", "auto_authorized")
+    entry = store.read(AUTO_RUNS, rec.partition, f"bounded_wf|{rec.partition}")
+    assert entry is not None and len(entry.value) == 1
+    assert entry.expires_ms == round(NOW.timestamp() * 1000) + 3_600_000  # the window
+
+
+def test_guard_dead_letters_a_recommendation_without_routing() -> None:
+    out = step(Guard(), [inbound(recommendation("c1", RESET), "recommendations")], MemoryStore())
+
+    [(topic, letter)] = events(out)
+    assert topic == "t.deadletter" and isinstance(letter, DeadLettered)
+    assert "no routing fields" in letter.reason
+
+
+def test_a_routing_change_changes_the_workflow() -> None:
+    guard = Guard()
+    first = recommendation("c1", PLAN, queue="billing")
+    later = replace(recommendation("c1", PLAN, n=2, queue="shadowq"), causation_id="update-of-c1")
+
+    out = step(
+        guard, [inbound(first, "recommendations"), inbound(later, "recommendations")], MemoryStore()
+    )
+
+    outcomes = [(e.workflow, e.outcome) for _, e in events(out) if isinstance(e, GuardrailDecided)]
+    assert outcomes == [("assisted_wf", "approval_required"), ("shadow_wf", "shadowed")]
+
+
+# --- approve -----------------------------------------------------------------------------
+
+
+def decided(case_id: str, queue: str = "billing", action: ActionSpec = PLAN) -> GuardrailDecided:
+    out = step(
+        Guard(),
+        [inbound(recommendation(case_id, action, queue=queue), "recommendations")],
+        MemoryStore(),
+    )
+    [(_, decision)] = events(out)
+    assert isinstance(decision, GuardrailDecided)
+    return decision
+
+
+def test_an_item_expires_at_its_expiry_by_timer_and_stays_closed() -> None:
+    store, approve = MemoryStore(), Approve(SETTINGS, CODEC)
+    decision = decided("c1", queue="expiring")  # approval_ttl_s: 2
+    p = partition_for(b"c1", 6)
+    step(approve, [inbound(decision, "decisions")], store)
+    expiry = round(decision.expires_at.timestamp() * 1000)  # type: ignore[union-attr]
+    assert store.read(ITEMS, p, decision.recommendation_id).due_ms == expiry  # type: ignore[union-attr]
+
+    [due] = store.due(expiry)
+    out = Outbox(CODEC, "t.", "t.approve")
+    overlay = Overlay(store)
+    approve.on_due([due], Step(overlay, out, POLICY, NOW + timedelta(seconds=3), 6))
+    store.apply(overlay.changes())
+
+    [(topic, expired)] = events(out)
+    assert topic == "t.decisions" and isinstance(expired, ApprovalExpired)
+    entry = store.read(ITEMS, p, decision.recommendation_id)
+    assert entry is not None and entry.value["status"] == "expired" and entry.due_ms is None
+    assert entry.expires_ms is not None  # kept for the retention period, then swept
+    assert store.due(expiry + 10_000) == []
+
+
+def test_a_review_read_before_its_decision_waits_then_is_taken() -> None:
+    store, approve = MemoryStore(), Approve(SETTINGS, CODEC)
+    decision = decided("c1")
+    rec = recommendation("c1", PLAN, queue="billing")
+    early = inbound(review(rec, "sam", ("supervisor",)), "reviews")
+    p = early.partition
+
+    assert step(approve, [early], store).records == []
+    waiting = store.read(WAITING, p, rec.recommendation_id)
+    assert waiting is not None and waiting.due_ms == round(NOW.timestamp() * 1000) + 60_000
+
+    out = step(approve, [inbound(decision, "decisions")], store)
+
+    kinds = [type(e).__name__ for _, e in events(out)]
+    assert kinds == ["ReviewRecorded", "ApprovalCompleted", "ExecutionRequested"]
+    assert store.read(WAITING, p, rec.recommendation_id) is None
+    recorded = [e for _, e in events(out) if isinstance(e, ReviewRecorded)]
+    assert recorded[0].actor == "sam"
