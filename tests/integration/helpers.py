@@ -21,12 +21,14 @@ T = TypeVar("T")
 OUTPUT = PROJECT_ROOT / "test-output"
 
 
-def spawn(settings: Settings, module: str, name: str, log_name: str) -> subprocess.Popen[bytes]:
+def spawn(
+    settings: Settings, module: str, name: str, log_name: str, *args: str
+) -> subprocess.Popen[bytes]:
     """Start component `name` of `module` as a child process, logging to test-output/."""
     OUTPUT.mkdir(exist_ok=True)
     log = OUTPUT / f"{settings.topic_prefix}{log_name}.log"
     return subprocess.Popen(
-        [sys.executable, "-m", module, name],
+        [sys.executable, "-m", module, name, *args],
         env=env_for(settings),
         cwd=PROJECT_ROOT,
         stdout=log.open("wb"),
