@@ -122,6 +122,13 @@ class Settings(BaseSettings):
         ge=0,
         description="This worker's number among the instances of a processor (--instance N).",
     )
+    txn_hold_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=60_000,
+        description="Fault injection for tests only: hold every processor transaction open "
+        "this long before committing (0 in production).",
+    )
     state_sweep_s: float = Field(
         default=10.0,
         gt=0,

@@ -374,6 +374,9 @@ class Loop:
                         TIMEOUT_S,
                     )
                 )
+            if self.settings.txn_hold_ms:  # fault tests: a kill lands inside the transaction
+                producer.flush(TIMEOUT_S)
+                time.sleep(self.settings.txn_hold_ms / 1000)
             _retry(lambda: producer.commit_transaction(TIMEOUT_S))
         except KafkaException as exc:
             error = exc.args[0]

@@ -167,11 +167,15 @@ class Tail:
     topics: tuple[str, ...]
     codec: Codec = field(default_factory=Codec.load)
     records: list[Record] = field(default_factory=list)
+    # read_uncommitted shows what open (and later aborted) transactions wrote too.
+    isolation: str = "read_committed"
 
     def __post_init__(self) -> None:
         self._consumer = Consumer(
             consumer_config(
-                self.settings, f"test-tail-{uuid.uuid4()}", **{"enable.partition.eof": False}
+                self.settings,
+                f"test-tail-{uuid.uuid4()}",
+                **{"enable.partition.eof": False, "isolation.level": self.isolation},
             )
         )
         names = [self.settings.topic(t) for t in self.topics]
