@@ -141,7 +141,7 @@ def _wait_for_pipeline(settings: Settings, seed: int, cases: int, timeout_s: flo
 
     deadline = time.monotonic() + timeout_s
     with psycopg.connect(database_urls(settings).app, autocommit=True) as conn, progress() as bar:
-        task = bar.add_task("cases through recommend → guard → read models", total=cases)
+        task = bar.add_task("cases through intake → recommend → guard → read models", total=cases)
         while True:
             row = conn.execute(
                 "SELECT count(DISTINCT c.case_id) FROM case_state c JOIN recommendation_facts r"
