@@ -1,19 +1,45 @@
 """``case_state``: one row per case with its status, segment and milestones (DESIGN §4).
 
 Events from other topics can reach the projection before the case's ``CaseOpened`` (topics
-are consumed side by side), so every statement is an upsert: a case first seen through a
-later event gets a ``pending`` row that its ``CaseOpened`` completes.
+are consumed side by side), so every event upserts: a case first seen through a later
+event gets a ``pending`` row that its ``CaseOpened`` completes.
+
+What each event does to the row (in the order the batch holds them):
+
+- ``CaseOpened`` fills what is still empty (source, channel, queue, team, class, subject,
+  priority, opened_at; a second one, an upstream error, changes nothing it filled) and sets
+  status ``open`` if the case had not been opened yet;
+- ``CaseResolved``: status ``resolved``, ``resolved_at``, ``actions_taken``,
+  ``resolution_count`` + 1, and its category as the class;
+- ``CaseReopened``: status ``reopened``, ``resolved_at`` cleared, ``reopen_count`` + 1;
+- ``CaseReclassified`` (and ``reclassified``), ``CaseUpdated`` with an ``issue_class``
+  change: the class. Of every class-setting event the latest by event time wins, ties to
+  the one applied last, whatever order the topics are read in (``issue_class_at``);
+- ``CaseUpdated``: each changed column of channel, queue, team, subject, priority, only on
+  a row that exists already;
+- ``RecommendationProduced``: ``latest_recommendation_id``; ``GuardrailDecided``:
+  workflow and phase;
+- every event: ``updated_at`` the latest event time; the first meaningful actions
+  (``FIRST_ACTIONS``) the earliest ``first_action_at``.
+
+A batch is written in two steps. In Python, each case's events are folded, in order, into
+one ``CaseDelta`` (``fold``); its rows go to a staging table in one COPY; then one
+``INSERT … SELECT … ON CONFLICT DO UPDATE`` (``MERGE_ROWS``) inserts the cases that had no
+row and applies the delta to those that had one. The update is evaluated against the
+stored row as locked, never against a copy read earlier, so two writers of one case (two
+workers during a rebalance) cannot lose each other's changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from projections.envelope import Envelope
-from projections.statements import Step, run_in_order
+from projections.staging import Stage
 from schemas.events import (
     CaseOpened,
     CaseReclassified,
@@ -31,135 +57,277 @@ from schemas.events import (
 UPDATABLE = ("channel", "queue", "team", "subject", "priority")
 # What counts as the first meaningful action on a case (metrics: time to first action).
 FIRST_ACTIONS = (CaseUpdated, ReviewRecorded, CaseReclassified, ExecutionSucceeded, CaseResolved)
+# What CaseOpened fills when still empty.
+FILLED_BY_OPEN = ("source", *UPDATABLE)
 
-# Every statement is an upsert keyed by case_id; updated_at keeps the latest event time.
-OPEN = """
-INSERT INTO case_state AS s (case_id, status, updated_at, source, channel, queue, team,
-    issue_class, issue_class_at, subject, priority, opened_at)
-VALUES (%(case_id)s, 'open', %(at)s, %(source)s, %(channel)s, %(queue)s, %(team)s,
-    %(issue_class)s, %(at)s, %(subject)s, %(priority)s, %(at)s)
-ON CONFLICT (case_id) DO UPDATE SET updated_at = greatest(s.updated_at, EXCLUDED.updated_at),
-    -- A second CaseOpened for the same case (an upstream error) changes nothing it filled.
-    status = CASE WHEN s.opened_at IS NULL THEN 'open' ELSE s.status END,
-    source = coalesce(s.source, EXCLUDED.source), channel = coalesce(s.channel, EXCLUDED.channel),
-    queue = coalesce(s.queue, EXCLUDED.queue), team = coalesce(s.team, EXCLUDED.team),
-    issue_class = coalesce(s.issue_class, EXCLUDED.issue_class),
-    issue_class_at = coalesce(s.issue_class_at, EXCLUDED.issue_class_at),
-    subject = coalesce(s.subject, EXCLUDED.subject),
-    priority = coalesce(s.priority, EXCLUDED.priority),
-    opened_at = coalesce(s.opened_at, EXCLUDED.opened_at)
+# case_state's columns, in the order the staging rows hold them.
+COLUMNS = (
+    "case_id",
+    "status",
+    "source",
+    "channel",
+    "queue",
+    "team",
+    "issue_class",
+    "subject",
+    "priority",
+    "workflow",
+    "phase",
+    "opened_at",
+    "first_action_at",
+    "resolved_at",
+    "reopen_count",
+    "resolution_count",
+    "actions_taken",
+    "reclassified",
+    "latest_recommendation_id",
+    "issue_class_at",
+    "updated_at",
+)
+# How the batch changes a row that exists (see CaseDelta).
+CONTROL = (
+    ("p_status", "text"),
+    ("p_open_last", "boolean"),
+    *((f"p_{c}_set", "boolean") for c in UPDATABLE),
+    *((f"p_{c}", "text") for c in UPDATABLE),
+    ("p_class_at", "timestamptz"),
+    ("p_class", "text"),
+    ("p_class_fill", "text"),
+    ("p_decided", "boolean"),
+)
+STAGE_COLUMNS = (*COLUMNS, *(name for name, _ in CONTROL))
+
+# s: the stored row (locked); d: the batch's delta for the case. The INSERT proposes the
+# row as the batch leaves a case that had none; on conflict each column combines the two.
+MERGE_ROWS = """
+INSERT INTO case_state AS s (case_id, status, source, channel, queue, team, issue_class,
+    subject, priority, workflow, phase, opened_at, first_action_at, resolved_at,
+    reopen_count, resolution_count, actions_taken, reclassified, latest_recommendation_id,
+    issue_class_at, updated_at)
+SELECT case_id, status, source, channel, queue, team, issue_class, subject, priority,
+    workflow, phase, opened_at, first_action_at, resolved_at, reopen_count, resolution_count,
+    actions_taken, reclassified, latest_recommendation_id, issue_class_at, updated_at
+FROM pg_temp.case_state_stage
+ON CONFLICT (case_id) DO UPDATE SET (status, source, channel, queue, team, issue_class,
+    subject, priority, workflow, phase, opened_at, first_action_at, resolved_at,
+    reopen_count, resolution_count, actions_taken, reclassified, latest_recommendation_id,
+    issue_class_at, updated_at) = (
+SELECT
+    -- The first CaseOpened opens a case never opened, unless a resolve or reopen follows.
+    CASE WHEN d.p_open_last AND s.opened_at IS NULL THEN 'open'
+         ELSE coalesce(d.p_status, s.status) END,
+    coalesce(s.source, d.source),
+    CASE WHEN d.p_channel_set THEN d.p_channel ELSE coalesce(s.channel, d.p_channel) END,
+    CASE WHEN d.p_queue_set THEN d.p_queue ELSE coalesce(s.queue, d.p_queue) END,
+    CASE WHEN d.p_team_set THEN d.p_team ELSE coalesce(s.team, d.p_team) END,
+    -- Latest by event time: a row whose class was never set takes the batch's outcome; else
+    -- the batch's latest class-setting event wins if not older than the stored one, and
+    -- CaseOpened only fills an empty class.
+    CASE WHEN s.issue_class_at IS NULL THEN d.issue_class
+         WHEN d.p_class_at >= s.issue_class_at THEN d.p_class
+         ELSE coalesce(s.issue_class, d.p_class_fill) END,
+    CASE WHEN d.p_subject_set THEN d.p_subject ELSE coalesce(s.subject, d.p_subject) END,
+    CASE WHEN d.p_priority_set THEN d.p_priority ELSE coalesce(s.priority, d.p_priority) END,
+    CASE WHEN d.p_decided THEN d.workflow ELSE s.workflow END,
+    CASE WHEN d.p_decided THEN d.phase ELSE s.phase END,
+    coalesce(s.opened_at, d.opened_at),
+    least(s.first_action_at, d.first_action_at),
+    CASE WHEN d.p_status IS NULL THEN s.resolved_at ELSE d.resolved_at END,
+    s.reopen_count + d.reopen_count,
+    s.resolution_count + d.resolution_count,
+    CASE WHEN d.resolution_count > 0 THEN d.actions_taken ELSE s.actions_taken END,
+    s.reclassified OR d.reclassified,
+    coalesce(d.latest_recommendation_id, s.latest_recommendation_id),
+    CASE WHEN s.issue_class_at IS NULL THEN d.issue_class_at
+         WHEN d.p_class_at >= s.issue_class_at THEN d.p_class_at
+         ELSE s.issue_class_at END,
+    greatest(s.updated_at, d.updated_at)
+FROM pg_temp.case_state_stage d WHERE d.case_id = s.case_id)
 """
-FIRST_ACTION = """
-INSERT INTO case_state AS s (case_id, status, updated_at, first_action_at)
-VALUES (%(case_id)s, 'pending', %(at)s, %(at)s)
-ON CONFLICT (case_id) DO UPDATE SET updated_at = greatest(s.updated_at, EXCLUDED.updated_at),
-    first_action_at = least(coalesce(s.first_action_at, EXCLUDED.first_action_at),
-                            EXCLUDED.first_action_at)
-"""
-# For the three statements that set issue_class: the latest by event time wins (see
-# issue_class_at in migration 001), whatever order the topics are read in.
-RESOLVE = """
-INSERT INTO case_state AS s (case_id, status, updated_at, resolved_at, issue_class,
-    issue_class_at, actions_taken, resolution_count)
-VALUES (%(case_id)s, 'resolved', %(at)s, %(at)s, %(category)s, %(at)s, %(actions)s, 1)
-ON CONFLICT (case_id) DO UPDATE SET updated_at = greatest(s.updated_at, EXCLUDED.updated_at),
-    status = 'resolved', resolved_at = EXCLUDED.resolved_at,
-    actions_taken = EXCLUDED.actions_taken, resolution_count = s.resolution_count + 1,
-    issue_class = CASE WHEN s.issue_class_at IS NULL OR EXCLUDED.issue_class_at >=
-        s.issue_class_at THEN EXCLUDED.issue_class ELSE s.issue_class END,
-    issue_class_at = greatest(s.issue_class_at, EXCLUDED.issue_class_at)
-"""
-CLASSIFY = """
-INSERT INTO case_state AS s (case_id, status, updated_at, issue_class, issue_class_at)
-VALUES (%(case_id)s, 'pending', %(at)s, %(category)s, %(at)s)
-ON CONFLICT (case_id) DO UPDATE SET updated_at = greatest(s.updated_at, EXCLUDED.updated_at),
-    issue_class = CASE WHEN s.issue_class_at IS NULL OR EXCLUDED.issue_class_at >=
-        s.issue_class_at THEN EXCLUDED.issue_class ELSE s.issue_class END,
-    issue_class_at = greatest(s.issue_class_at, EXCLUDED.issue_class_at)
-"""
-RECLASSIFY = """
-INSERT INTO case_state AS s (case_id, status, updated_at, issue_class, issue_class_at,
-    reclassified)
-VALUES (%(case_id)s, 'pending', %(at)s, %(category)s, %(at)s, true)
-ON CONFLICT (case_id) DO UPDATE SET updated_at = greatest(s.updated_at, EXCLUDED.updated_at),
-    reclassified = true,
-    issue_class = CASE WHEN s.issue_class_at IS NULL OR EXCLUDED.issue_class_at >=
-        s.issue_class_at THEN EXCLUDED.issue_class ELSE s.issue_class END,
-    issue_class_at = greatest(s.issue_class_at, EXCLUDED.issue_class_at)
-"""
-REOPEN = """
-INSERT INTO case_state AS s (case_id, status, updated_at, reopen_count)
-VALUES (%(case_id)s, 'reopened', %(at)s, 1)
-ON CONFLICT (case_id) DO UPDATE SET updated_at = greatest(s.updated_at, EXCLUDED.updated_at),
-    status = 'reopened', resolved_at = NULL, reopen_count = s.reopen_count + 1
-"""
-RECOMMENDED = """
-INSERT INTO case_state AS s (case_id, status, updated_at, latest_recommendation_id)
-VALUES (%(case_id)s, 'pending', %(at)s, %(recommendation_id)s)
-ON CONFLICT (case_id) DO UPDATE SET updated_at = greatest(s.updated_at, EXCLUDED.updated_at),
-    latest_recommendation_id = EXCLUDED.latest_recommendation_id
-"""
-DECIDED = """
-INSERT INTO case_state AS s (case_id, status, updated_at, workflow, phase)
-VALUES (%(case_id)s, 'pending', %(at)s, %(workflow)s, %(phase)s)
-ON CONFLICT (case_id) DO UPDATE SET updated_at = greatest(s.updated_at, EXCLUDED.updated_at),
-    workflow = EXCLUDED.workflow, phase = EXCLUDED.phase
-"""
-UPDATE_COLUMN = {
-    column: sql.SQL("UPDATE case_state SET {} = %(value)s WHERE case_id = %(case_id)s").format(
-        sql.Identifier(column)
+
+
+def _first(a: Any, b: Any) -> Any:
+    """SQL coalesce of two values."""
+    return b if a is None else a
+
+
+class CaseDelta:
+    """One case's events of a batch, folded in order, in two forms.
+
+    ``row``: the row the batch leaves if the case had none. Each event's former upsert
+    inserted exactly what its update does to an empty row (status ``pending``, counters 0),
+    so the fold applies the updates to such a row; only CaseUpdated's column changes were
+    plain UPDATEs, which change nothing while the row does not exist yet (``exists``).
+
+    The ``p_*`` fields: what the batch does to a row that exists, column by column, as
+    ``MERGE_ROWS`` reads them. ``p_status`` is the last status a resolve or reopen set;
+    ``p_open_last`` says the batch's first CaseOpened came after it (so it opens a case
+    stored as never opened); ``p_set``/``p_value``: per updatable column, whether a
+    CaseUpdated set it and the value it ends with (CaseOpened fills after it), else what
+    CaseOpened fills an empty column with; ``p_class_at``/``p_class``: the latest
+    class-setting event (latest time, the later one on ties) and the class it leaves
+    (CaseOpened fills after it); ``p_class_fill``: what CaseOpened fills an empty class
+    with; ``p_decided``: a GuardrailDecided set workflow and phase.
+    """
+
+    __slots__ = (
+        "exists",
+        "p_class",
+        "p_class_at",
+        "p_class_fill",
+        "p_decided",
+        "p_open_last",
+        "p_open_seen",
+        "p_set",
+        "p_status",
+        "p_value",
+        "row",
     )
-    for column in UPDATABLE
-}
+
+    def __init__(self, case_id: str) -> None:
+        self.row: dict[str, Any] = dict.fromkeys(COLUMNS)
+        self.row.update(
+            case_id=case_id,
+            status="pending",
+            reopen_count=0,
+            resolution_count=0,
+            actions_taken=[],
+            reclassified=False,
+        )
+        self.exists = False
+        self.p_status: str | None = None
+        self.p_open_seen = False
+        self.p_open_last = False
+        self.p_set = dict.fromkeys(UPDATABLE, False)
+        self.p_value: dict[str, Any] = dict.fromkeys(UPDATABLE)
+        self.p_class_at: datetime | None = None
+        self.p_class: str | None = None
+        self.p_class_fill: str | None = None
+        self.p_decided = False
+
+    def apply(self, e: Event) -> None:
+        """Fold one event in (the rules in the module docstring)."""
+        at = e.occurred_at
+        match e:
+            case CaseOpened():
+                self._open(e)
+            case CaseResolved():
+                self._touch(at)
+                self._status("resolved")
+                self.row["resolved_at"] = at
+                self.row["actions_taken"] = [a.name for a in e.actions_taken]
+                self.row["resolution_count"] += 1
+                self._classify(e.category, at)
+            case CaseReopened():
+                self._touch(at)
+                self._status("reopened")
+                self.row["resolved_at"] = None
+                self.row["reopen_count"] += 1
+            case CaseReclassified():
+                self._touch(at)
+                self.row["reclassified"] = True
+                self._classify(e.category, at)
+            case CaseUpdated():
+                category = e.changes.get("issue_class")
+                if isinstance(category, str):
+                    self._touch(at)
+                    self._classify(category, at)
+                for column, value in e.changes.items():
+                    if column in self.p_set:
+                        self._set(column, None if value is None else str(value))
+            case RecommendationProduced():
+                self._touch(at)
+                self.row["latest_recommendation_id"] = e.recommendation_id
+            case GuardrailDecided():
+                self._touch(at)
+                self.row["workflow"], self.row["phase"] = e.workflow, e.phase
+                self.p_decided = True
+        if isinstance(e, FIRST_ACTIONS):
+            self._touch(at)
+            first = self.row["first_action_at"]
+            self.row["first_action_at"] = at if first is None else min(first, at)
+
+    def _touch(self, at: datetime) -> None:
+        # Every event but a column update upserts, so the row exists from here on.
+        self.exists = True
+        latest = self.row["updated_at"]
+        self.row["updated_at"] = at if latest is None else max(latest, at)
+
+    def _open(self, e: CaseOpened) -> None:
+        row, at = self.row, e.occurred_at
+        self._touch(at)
+        if row["opened_at"] is None:
+            row["status"] = "open"
+        for column in FILLED_BY_OPEN:
+            row[column] = _first(row[column], getattr(e, column))
+        row["issue_class"] = _first(row["issue_class"], e.issue_class)
+        row["issue_class_at"] = _first(row["issue_class_at"], at)
+        row["opened_at"] = _first(row["opened_at"], at)
+        if not self.p_open_seen:
+            self.p_open_seen = self.p_open_last = True
+        for column in UPDATABLE:
+            self.p_value[column] = _first(self.p_value[column], getattr(e, column))
+        self.p_class_fill = _first(self.p_class_fill, e.issue_class)
+        if self.p_class_at is not None:
+            self.p_class = _first(self.p_class, e.issue_class)
+
+    def _status(self, status: str) -> None:
+        self.row["status"] = self.p_status = status
+        self.p_open_last = False
+
+    def _classify(self, category: str, at: datetime) -> None:
+        row = self.row
+        if row["issue_class_at"] is None or at >= row["issue_class_at"]:
+            row["issue_class"], row["issue_class_at"] = category, at
+        if self.p_class_at is None or at >= self.p_class_at:
+            self.p_class, self.p_class_at = category, at
+
+    def _set(self, column: str, value: str | None) -> None:
+        if self.exists:
+            self.row[column] = value
+        self.p_set[column] = True
+        self.p_value[column] = value
+
+    def staged(self) -> tuple[Any, ...]:
+        """The staging row, in ``STAGE_COLUMNS`` order."""
+        return (
+            *self.row.values(),
+            self.p_status,
+            self.p_open_last,
+            *self.p_set.values(),
+            *self.p_value.values(),
+            self.p_class_at,
+            self.p_class,
+            self.p_class_fill,
+            self.p_decided,
+        )
+
+
+def fold(events: Iterable[Event]) -> dict[str, CaseDelta]:
+    """Each case's events folded into one delta, in the order given."""
+    deltas: dict[str, CaseDelta] = {}
+    for e in events:
+        delta = deltas.get(e.case_id)
+        if delta is None:
+            delta = deltas[e.case_id] = CaseDelta(e.case_id)
+        delta.apply(e)
+    # A case whose events touch nothing here (a review submitted, a dead letter) has
+    # no row to write.
+    return {case_id: d for case_id, d in deltas.items() if d.exists}
 
 
 class CaseStateProjection:
     name: str = "case_state"
 
-    def apply(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> None:
-        run_in_order(cur, (step for env in batch for step in self.steps(env.event)))
+    def __init__(self) -> None:
+        self.stage = Stage("case_state_stage", "case_state", CONTROL, key=("case_id",))
 
-    @staticmethod
-    def steps(e: Event) -> Iterator[Step]:
-        """The statements one event asks for, in order."""
-        # A case first seen through a later event is 'pending' until its CaseOpened.
-        base = {"case_id": e.case_id, "at": e.occurred_at}
-        match e:
-            case CaseOpened():
-                yield (
-                    OPEN,
-                    base
-                    | {
-                        "source": e.source,
-                        "channel": e.channel,
-                        "queue": e.queue,
-                        "team": e.team,
-                        "issue_class": e.issue_class,
-                        "subject": e.subject,
-                        "priority": e.priority,
-                    },
-                )
-            case CaseResolved():
-                yield (
-                    RESOLVE,
-                    base | {"category": e.category, "actions": [a.name for a in e.actions_taken]},
-                )
-            case CaseReopened():
-                yield (REOPEN, base)
-            case CaseReclassified():
-                yield (RECLASSIFY, base | {"category": e.category})
-            case CaseUpdated():
-                if isinstance(e.changes.get("issue_class"), str):
-                    yield (CLASSIFY, base | {"category": e.changes["issue_class"]})
-                for column, value in e.changes.items():
-                    if column in UPDATE_COLUMN:
-                        yield (
-                            UPDATE_COLUMN[column],
-                            {"case_id": e.case_id, "value": None if value is None else str(value)},
-                        )
-            case RecommendationProduced():
-                yield (RECOMMENDED, base | {"recommendation_id": e.recommendation_id})
-            case GuardrailDecided():
-                yield (DECIDED, base | {"workflow": e.workflow, "phase": e.phase})
-        if isinstance(e, FIRST_ACTIONS):
-            yield (FIRST_ACTION, base)
+    def prepare(self, cur: psycopg.Cursor) -> None:
+        self.stage.create(cur)
+
+    def apply(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> None:
+        deltas = fold(env.event for env in batch)
+        if not deltas:
+            return
+        self.stage.copy(cur, STAGE_COLUMNS, (d.staged() for d in deltas.values()))
+        cur.execute(MERGE_ROWS)

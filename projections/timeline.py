@@ -5,38 +5,54 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import psycopg
+from psycopg import sql
 
 from projections.describe import actor_of, summary_of
 from projections.envelope import Envelope
+from projections.staging import copy_binary, table_oids
 from schemas.events import DeadLettered, PolicyPublished
 
 # Policy documents and dead letters are not part of any case's story.
 NOT_CASE_EVENTS = (PolicyPublished, DeadLettered)
+COLUMNS = (
+    "event_id",
+    "case_id",
+    "occurred_at",
+    "topic",
+    "partition",
+    "kafka_offset",
+    "event_type",
+    "actor",
+    "summary",
+    "detail",
+)
 
 
 class CaseTimelineProjection:
     name: str = "case_timeline"
 
+    def __init__(self) -> None:
+        self._oids: dict[str, int] = {}
+
+    def prepare(self, cur: psycopg.Cursor) -> None:
+        self._oids = table_oids(cur, "case_timeline")
+
     def apply(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> None:
-        with cur.copy(
-            "COPY case_timeline (event_id, case_id, occurred_at, topic, partition, "
-            "kafka_offset, event_type, actor, summary, detail) FROM STDIN"
-        ) as copy:
-            for env in batch:
-                e = env.event
-                if isinstance(e, NOT_CASE_EVENTS):
-                    continue
-                copy.write_row(
-                    (
-                        e.event_id,
-                        e.case_id,
-                        e.occurred_at,
-                        env.topic,
-                        env.partition,
-                        env.offset,
-                        e.event_type,
-                        actor_of(e),
-                        summary_of(e),
-                        env.payload,
-                    )
-                )
+        """One row per case event, appended with one COPY (events are new: deduplicated)."""
+        rows = (
+            (
+                e.event_id,
+                e.case_id,
+                e.occurred_at,
+                env.topic,
+                env.partition,
+                env.offset,
+                e.event_type,
+                actor_of(e),
+                summary_of(e),
+                env.payload,
+            )
+            for env in batch
+            if not isinstance(e := env.event, NOT_CASE_EVENTS)
+        )
+        copy_binary(cur, sql.Identifier("case_timeline"), COLUMNS, self._oids, rows)

@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+from typing import Any
 
 import psycopg
 
@@ -30,6 +31,8 @@ def build_runner(
     conn: psycopg.Connection | None = None,
     name: str = NAME,
     emit_dead_letters: bool = True,
+    batch_size: int = 5000,
+    consumer_settings: dict[str, Any] | None = None,
 ) -> ProjectionRunner:
     """Every read model in one consumer: each record is decoded once and all tables move
     together in one transaction per batch."""
@@ -58,8 +61,9 @@ def build_runner(
             RecommendationFactsProjection(),
         ],
         conn=conn,
-        consumer=make_consumer(settings, group_id(settings, name)),
+        consumer=make_consumer(settings, group_id(settings, name), **(consumer_settings or {})),
         producer=make_producer(settings),
+        batch_size=batch_size,
         emit_dead_letters=emit_dead_letters,
         reconnect=reconnect,
     )
