@@ -84,6 +84,9 @@ def child_env(settings: Settings) -> dict[str, str]:
     env["CASEGATE_REVIEW_WAIT_S"] = str(settings.review_wait_s)
     env["CASEGATE_STATE_RETENTION_S"] = str(settings.state_retention_s)
     env["CASEGATE_TXN_HOLD_MS"] = str(settings.txn_hold_ms)
+    env["CASEGATE_METRICS_PORT"] = str(settings.metrics_port)
+    env["CASEGATE_TRACING"] = settings.tracing
+    env["CASEGATE_LOG_FORMAT"] = settings.log_format
     if settings.database_url is not None:
         env["DATABASE_URL"] = settings.database_url.get_secret_value()
     if settings.admin_database_url is not None:

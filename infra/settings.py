@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +74,27 @@ class Settings(BaseSettings):
         default=None, description="API key for LLM workflows (kept secret, never printed)."
     )
     log_level: str = Field(default="INFO", description="Log level of every component.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines as text, or as JSON (component, case_id, event_id, trace_id).",
+    )
+    metrics_port: int = Field(
+        default=9400,
+        ge=0,
+        le=65_000,
+        description="Base port of every process's Prometheus /metrics (0: off); see README.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address the /metrics endpoints bind to."
+    )
+    tracing: Literal["off", "console", "otlp"] = Field(
+        default="off",
+        description="OpenTelemetry traces: off, console (JSON lines on stdout) or otlp.",
+    )
+    otlp_endpoint: str = Field(
+        default="http://127.0.0.1:4318/v1/traces",
+        description="Where CASEGATE_TRACING=otlp sends spans (OTLP over HTTP).",
+    )
     console_port: int = Field(
         default=8080, ge=0, le=65535, description="Port of the console (API and pages, 127.0.0.1)."
     )

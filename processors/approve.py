@@ -31,7 +31,7 @@ from processors.approve_rules import (
     on_tick,
 )
 from processors.approve_state import item_from_json, item_to_json, no_item
-from processors.handler import Handler, Inbound, Step
+from processors.handler import Handler, Inbound, Record, Step
 from processors.records import HeldRecord, record_time
 from processors.store import Due
 from schemas.codec import Codec
@@ -97,7 +97,7 @@ class Approve(Handler):
             # At the decision's own time, not its record's: an automatic run's request must
             # come out the same whichever copy of the decision is read.
             after, events = on_decision(event, event.occurred_at, item)
-            step.out.emit(events)
+            step.out.emit(events, record)
             self._store(step, p, item, after, at)
             if after is None and step.state.entry(ITEMS, p, event.recommendation_id) is None:
                 step.state.put(
@@ -117,7 +117,7 @@ class Approve(Handler):
     def _on_review(self, record: Inbound, review: ReviewSubmitted, step: Step) -> None:
         p = record.partition
         if step.state.entry(ITEMS, p, review.recommendation_id) is not None:
-            self._apply_review(review, record.timestamp, p, step)
+            self._apply_review(review, record, p, step)
             return
         entries: list[dict[str, Any]] = list(
             step.state.get(WAITING, p, review.recommendation_id) or ()
@@ -136,12 +136,13 @@ class Approve(Handler):
         )
         self._put_waiting(step, p, review.recommendation_id, entries)
 
-    def _apply_review(self, review: ReviewSubmitted, at: float, p: int, step: Step) -> None:
-        """One review against its item (None: refused as unknown), events before state."""
+    def _apply_review(self, review: ReviewSubmitted, cause: Record, p: int, step: Step) -> None:
+        """One review against its item (None: refused as unknown), at its record's time."""
         item = self._item(step, p, review.recommendation_id)
-        after, events = on_review(item, review, self._policy(step), record_time(at))
-        step.out.emit(events)
-        self._store(step, p, item, after, record_time(at))
+        at = record_time(cause.timestamp)
+        after, events = on_review(item, review, self._policy(step), at)
+        step.out.emit(events, cause)
+        self._store(step, p, item, after, at)
 
     def _release_waiting(self, recommendation_id: str, p: int, step: Step) -> None:
         """The decision is in: handle the reviews that waited for it, in their order."""
@@ -157,7 +158,7 @@ class Approve(Handler):
                 # The timer may already have refused it: refuse it the same way.
                 self._refuse(review, held, step)
             else:
-                self._apply_review(review, held.timestamp, p, step)
+                self._apply_review(review, held.as_record(), p, step)
         step.state.delete(WAITING, p, recommendation_id)
 
     def _forget_waiting(self, denied: ReviewDenied, p: int, step: Step) -> None:
@@ -237,7 +238,7 @@ class Approve(Handler):
 
     def _refuse(self, review: ReviewSubmitted, held: HeldRecord, step: Step) -> None:
         _, events = on_review(None, review, self._policy(step), record_time(held.timestamp))
-        step.out.emit(events)
+        step.out.emit(events, held.as_record())
 
     @staticmethod
     def _policy(step: Step) -> LoadedPolicy:

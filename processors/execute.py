@@ -118,7 +118,7 @@ class Execute(Handler):
         outcomes = self._aio.run_until_complete(self._run_all(requests, step.policy))
         for (record, _), events in zip(requests, outcomes, strict=True):
             try:
-                step.out.emit(events)
+                step.out.emit(events, record)
             except CodecError as exc:
                 step.out.reject(record, exc, record.event.case_id)
 

@@ -63,7 +63,7 @@ class Guard(Handler):
             decision = decide_guard(
                 rec, case, policy, runs.times(excluding=rec.event_id), now, shards=step.partitions
             )
-            step.out.emit([decision])
+            step.out.emit([decision], record)
         except (ValueError, CodecError) as exc:
             step.out.reject(record, exc, rec.case_id)
             return

@@ -11,12 +11,14 @@ The loop then writes all of it, and the input offsets, in one Kafka transaction.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
 from infra.deadletter import dead_letter
+from infra.observability import traceparent_of, with_traceparent
 from policy.loader import LoadedPolicy
 from processors.store import Due, State
 from schemas.codec import Codec
@@ -65,32 +67,49 @@ class Outgoing:
     partition: int | None = None  # None: by key (murmur2, as Java clients do)
 
 
+def own_traceparent(record: Record) -> bytes | None:
+    """Tracing off: outputs carry on the traceparent of the record that caused them."""
+    return traceparent_of(record.headers)
+
+
 @dataclass
 class Outbox:
     """What one step asks the loop to produce, in order.
 
     `emit` encodes at once: an event that breaks its schema raises `InvalidEvent` here,
     before anything of it is kept, so the handler can dead-letter the input instead and
-    leave its state alone.
+    leave its state alone. Outputs caused by a record carry the traceparent `trace` gives
+    for it (its span's when tracing is on), so one case stays one trace.
     """
 
     codec: Codec
     prefix: str
     consumer: str  # the consumer group, named in dead letters
+    trace: Callable[[Record], bytes | None] = own_traceparent
     records: list[Outgoing] = field(default_factory=list)
     emitted: int = 0
     dead_lettered: int = 0
+    event_types: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)  # dead letters by error class
 
-    def emit(self, events: Sequence[Event]) -> None:
+    def emit(self, events: Sequence[Event], cause: Record | None = None) -> None:
         encoded = [(e, *self.codec.encode(e)) for e in events]
+        traceparent = self.trace(cause) if cause is not None else None
         for event, value, headers in encoded:
             self.records.append(
-                Outgoing(self.prefix + event.topic, event.case_id.encode(), value, headers)
+                Outgoing(
+                    self.prefix + event.topic,
+                    event.case_id.encode(),
+                    value,
+                    with_traceparent(headers, traceparent),
+                )
             )
+            self.event_types[event.event_type] += 1
         self.emitted += len(encoded)
 
-    def forward(self, record: Record, stream: str, headers: WireHeaders | None) -> None:
-        """Re-publish `record`'s bytes unchanged on `stream`, under its key."""
+    def forward(self, record: Record, stream: str) -> None:
+        """Re-publish `record`'s bytes unchanged on `stream`, under its key and headers."""
+        headers = with_traceparent(record.headers, self.trace(record))
         self.records.append(Outgoing(self.prefix + stream, record.key, record.value, headers))
         self.emitted += 1
 
@@ -108,8 +127,16 @@ class Outbox:
             case_id=case_id,
         )
         value, headers = self.codec.encode(letter)
-        self.records.append(Outgoing(self.prefix + "deadletter", record.key, value, headers))
+        self.records.append(
+            Outgoing(
+                self.prefix + "deadletter",
+                record.key,
+                value,
+                with_traceparent(headers, self.trace(record)),
+            )
+        )
         self.dead_lettered += 1
+        self.reasons[type(error).__name__] += 1
 
 
 @dataclass

@@ -59,7 +59,7 @@ class Intake(Handler):
                 continue
             if result.verdict is Verdict.DUPLICATE:
                 continue  # a redelivery upstream: the case already has it
-            step.out.forward(record, CASES, record.headers)
+            step.out.forward(record, CASES)
             after = evolve(before, event)
             if after is not None and after != before:
                 resolved = after.status == "resolved"

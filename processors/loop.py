@@ -30,14 +30,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
-    OFFSET_INVALID,
     Consumer,
     KafkaError,
     KafkaException,
@@ -45,13 +44,18 @@ from confluent_kafka import (
     Producer,
 )
 from confluent_kafka import TopicPartition as TP
+from opentelemetry.trace import Span, SpanKind, StatusCode
+from prometheus_client import CollectorRegistry
 
 from infra.kafka import consumer_config, produce, producer_config, read_headers
+from infra.observability import context_of, make_tracer, traceparent_for, traceparent_of
 from infra.settings import Settings
 from infra.topics import ensure_changelogs
 from policy.loader import LoadedPolicy
 from processors.follow import PolicyFollower
-from processors.handler import Handler, Inbound, Outbox, Record, Step
+from processors.handler import Handler, Inbound, Outbox, Record, Step, own_traceparent
+from processors.metrics import LoopMetrics
+from processors.restore import restore
 from processors.store import Change, DiskStore, Overlay, iter_changes
 from schemas.codec import Codec, CodecError, InvalidEvent
 
@@ -78,6 +82,7 @@ class Loop:
         codec: Codec,
         handler: Handler,
         instance: int = 0,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.codec = codec
@@ -100,6 +105,11 @@ class Loop:
         # transaction carries (timer transactions too, for fencing).
         self._committed: dict[tuple[str, int], int] = {}
         self._owned: set[int] = set()  # store partitions restored and owned
+        self.metrics = LoopMetrics(
+            registry or CollectorRegistry(), handler.component, settings.topic_prefix
+        )
+        self.tracer = make_tracer(settings, handler.component)
+        self._next_gauges = 0.0
         self.processed = 0
         self.batches = 0
 
@@ -171,6 +181,9 @@ class Loop:
                     self._sweep()
                     next_sweep = now + self.settings.state_sweep_s
                 wait = max(0.0, min(next_tick, next_sweep) - time.monotonic())
+                if now >= self._next_gauges:
+                    self._gauges()
+                    self._next_gauges = now + 1.0
                 batch = self._next_batch(min(wait, self.settings.poll_timeout_s))
                 if batch:
                     self._process(batch)
@@ -228,15 +241,25 @@ class Loop:
             if isinstance(inbound, Inbound):
                 batch.append(inbound)
         overlay = Overlay(self.store) if self.store is not None else None
+        started = time.perf_counter()
+        spans = self._spans(batch, out)
         if batch:
             self.handler.handle(batch, self._step(overlay, out))
+        handled = time.perf_counter()
         changes = overlay.changes() if overlay is not None else []
         # Past transaction markers too, where the consumer has already skipped them.
         for tp, position in self._positions(set(offsets)).items():
             offsets[tp] = max(offsets[tp], position)
-        if self._transact(out, changes, offsets):
+        committed = self._transact(out, changes, offsets)
+        for span in spans.values():
+            if not committed:
+                span.set_status(StatusCode.ERROR, "transaction aborted; the batch is read again")
+            span.end()
+        if committed:
             self.processed += len(messages)
             self.batches += 1
+            consumed = Counter(self.streams[m.topic() or ""] for m in messages if m.error() is None)
+            self.metrics.batch(consumed, handled - started, time.perf_counter() - handled)
         else:
             self._rewind(firsts)
 
@@ -262,6 +285,48 @@ class Loop:
             for tp in (consumer.position(tps) if tps else [])
             if tp.offset >= 0
         }
+
+    def _spans(self, batch: Sequence[Inbound], out: Outbox) -> dict[int, Span]:
+        """One span per record when tracing is on, child of the trace its record carries;
+        what the record causes carries the span on (see Outbox.trace)."""
+        if self.tracer is None or not batch:
+            return {}
+        spans = {
+            id(r): self.tracer.start_span(
+                self.handler.component,
+                context=context_of(traceparent_of(r.headers)),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "casegate.case_id": r.event.case_id,
+                    "casegate.event_id": r.event.event_id,
+                    "casegate.event_type": r.event.event_type,
+                    "messaging.destination.name": r.topic,
+                    "messaging.kafka.partition": r.partition,
+                    "messaging.kafka.offset": r.offset,
+                },
+            )
+            for r in batch
+        }
+        out.trace = lambda r: (
+            traceparent_for(spans[id(r)]) if id(r) in spans else own_traceparent(r)
+        )
+        return spans
+
+    def _gauges(self) -> None:
+        """Lag per partition (cached watermarks: no broker round trip), the policy in
+        force, and the size of the state stores."""
+        consumer = self.consumer
+        if consumer is not None:
+            lags = []
+            for (topic, partition), position in self._positions().items():
+                _low, high = consumer.get_watermark_offsets(TP(topic, partition), cached=True)
+                if high >= 0:
+                    lags.append((topic, partition, max(0, high - position)))
+            self.metrics.lags(lags)
+        policy = self._policy()
+        self.metrics.policy_in_force(policy.version if policy is not None else None)
+        if self.store is not None:
+            self.metrics.stores({name: self.store.count(name) for name in self.changelogs})
 
     def _decode(self, msg: Message, out: Outbox) -> Inbound | Record:
         """The record decoded and checked, or dead-lettered (then returned undecoded)."""
@@ -348,7 +413,10 @@ class Loop:
     # -- the transaction ----------------------------------------------------------------
 
     def _transact(
-        self, out: Outbox, changes: Sequence[Change], offsets: dict[tuple[str, int], int]
+        self,
+        out: Outbox,
+        changes: Sequence[Change],
+        offsets: dict[tuple[str, int], int],
     ) -> bool:
         """Produce `out`, the changelog of `changes` and `offsets` in one transaction.
 
@@ -384,12 +452,14 @@ class Loop:
                 raise  # fatal: fenced, or the broker refused for good; the process ends
             log.warning("transaction aborted (%s); the batch is read again", error)
             producer.abort_transaction(TIMEOUT_S)
+            self.metrics.aborted()
             return False
         if self.policies is not None:
             self.policies.rejected.clear()
         if self.store is not None and changes:
             self.store.apply(changes)
         self._committed.update(offsets)
+        self.metrics.committed(out)
         return True
 
     def _rewind(self, firsts: dict[tuple[str, int], int]) -> None:
@@ -406,7 +476,7 @@ class Loop:
         fresh = sorted({tp.partition for tp in partitions} - self._owned)
         restored = 0
         if self.store is not None and fresh:
-            restored = _restore(self.settings, self.store, self.changelogs, fresh)
+            restored = restore(self.settings, self.store, self.changelogs, fresh)
         self._owned |= set(fresh)
         for tp in consumer.committed(partitions, timeout=TIMEOUT_S):
             if tp.offset >= 0:
@@ -422,6 +492,7 @@ class Loop:
         """Forget what this worker no longer owns: another one restores it."""
         for tp in partitions:
             self._committed.pop((tp.topic, tp.partition), None)
+        self.metrics.forget_lag((tp.topic, tp.partition) for tp in partitions)
         for p in {tp.partition for tp in partitions}:
             self._owned.discard(p)
             if self.store is not None:
@@ -443,67 +514,6 @@ class _NoState:
         raise RuntimeError("this handler declared no stores")
 
     get = entry = put = delete = _refuse  # type: ignore[assignment]
-
-
-def _restore(
-    settings: Settings, store: DiskStore, changelogs: dict[str, str], partitions: list[int]
-) -> int:
-    """Rebuild `partitions` of every store from its changelog; how many records were read."""
-    reader = Consumer(
-        consumer_config(
-            settings,
-            f"{settings.topic_prefix}restore",
-            **{"enable.partition.eof": False, "queued.max.messages.kbytes": 8192},
-        )
-    )
-    try:
-        return sum(
-            store.restore(name, p, _changelog(reader, topic, p))
-            for name, topic in changelogs.items()
-            for p in partitions
-        )
-    finally:
-        reader.close()
-
-
-def _changelog(
-    reader: Consumer, topic: str, partition: int
-) -> Iterator[tuple[bytes, bytes | None]]:
-    """Every committed record of one changelog partition, up to where it ends now."""
-    _low, high = reader.get_watermark_offsets(TP(topic, partition), timeout=TIMEOUT_S)
-    if high <= 0:
-        return
-    reader.assign([TP(topic, partition, OFFSET_BEGINNING)])
-    waiting_since = time.monotonic()
-    try:
-        while True:
-            messages = reader.consume(10_000, 0.2)
-            for msg in messages:
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise KafkaException(err)
-                yield msg.key() or b"", msg.value()
-            [pos] = reader.position([TP(topic, partition)])
-            # position() moves past transaction markers and aborted records too.
-            if pos.offset != OFFSET_INVALID and pos.offset >= high:
-                return
-            if messages:
-                waiting_since = time.monotonic()
-            elif time.monotonic() - waiting_since > 15:
-                # An open transaction of a worker that died holds the end back until the
-                # broker aborts it (transaction.timeout.ms): say so, and keep waiting.
-                log.warning(
-                    "restoring %s[%d]: waiting to read past offset %s of %d",
-                    topic,
-                    partition,
-                    pos.offset,
-                    high,
-                )
-                waiting_since = time.monotonic()
-    finally:
-        reader.unassign()
 
 
 def _retry(call: Callable[[], None], attempts: int = 5) -> None:

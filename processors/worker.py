@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import signal
 import sys
 import threading
 
+from prometheus_client import CollectorRegistry
+
+from infra.observability import serve_metrics, setup_logging
 from infra.settings import Settings
 from processors.handler import Handler
 from processors.loop import Loop
@@ -49,12 +51,12 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings()
     if args.instance is None:
         args.instance = settings.instance
-    logging.basicConfig(
-        level=settings.log_level,
-        format=f"[%(asctime)s] %(levelname)s {args.name}-{args.instance} %(name)s: %(message)s",
-    )
+    setup_logging(settings, f"{args.name}-{args.instance}")
     codec = Codec.load()
-    loop = Loop(settings, codec, build_handler(args.name, settings, codec), args.instance)
+    registry = CollectorRegistry()
+    serve_metrics(settings, args.name, args.instance, registry)
+    handler = build_handler(args.name, settings, codec)
+    loop = Loop(settings, codec, handler, args.instance, registry)
     stop = threading.Event()
     # Finish the batch in hand, then stop: SIGTERM never leaves a half-written batch.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
