@@ -69,6 +69,7 @@ class Approve(Handler):
     }
     stores = (ITEMS, WAITING)
     needs_policy = True
+    timed = {ITEMS: "approvals"}  # a pending item's timer is its expiry
 
     def __init__(self, settings: Settings, codec: Codec) -> None:
         self.codec = codec

@@ -160,6 +160,9 @@ class Handler:
     inputs: ClassVar[Mapping[str, tuple[type[Event], ...]]]
     stores: ClassVar[tuple[str, ...]] = ()
     needs_policy: ClassVar[bool] = True
+    # Store -> what its timed entries are ("approvals"): exported as
+    # casegate_<what>_pending and casegate_<what>_expiring (due within the hour).
+    timed: ClassVar[Mapping[str, str]] = {}
 
     def handle(self, batch: Sequence[Inbound], step: Step) -> None:
         raise NotImplementedError

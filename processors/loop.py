@@ -106,7 +106,10 @@ class Loop:
         self._committed: dict[tuple[str, int], int] = {}
         self._owned: set[int] = set()  # store partitions restored and owned
         self.metrics = LoopMetrics(
-            registry or CollectorRegistry(), handler.component, settings.topic_prefix
+            registry or CollectorRegistry(),
+            handler.component,
+            settings.topic_prefix,
+            handler.timed.values(),
         )
         self.tracer = make_tracer(settings, handler.component)
         self._next_gauges = 0.0
@@ -327,6 +330,10 @@ class Loop:
         self.metrics.policy_in_force(policy.version if policy is not None else None)
         if self.store is not None:
             self.metrics.stores({name: self.store.count(name) for name in self.changelogs})
+            within_hour = _now_ms() + 3_600_000
+            for store, what in self.handler.timed.items():
+                pending = self.store.count_due(store)
+                self.metrics.pending(what, pending, self.store.count_due(store, within_hour))
 
     def _decode(self, msg: Message, out: Outbox) -> Inbound | Record:
         """The record decoded and checked, or dead-lettered (then returned undecoded)."""

@@ -25,7 +25,13 @@ EXECUTION_OUTCOMES = {
 
 
 class LoopMetrics:
-    def __init__(self, registry: CollectorRegistry, component: str, prefix: str) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        component: str,
+        prefix: str,
+        timed: Iterable[str] = (),
+    ) -> None:
         self.component = component
         self.prefix = prefix  # topic labels are logical names ("cases"), whatever the prefix
         c = ["component"]
@@ -110,6 +116,18 @@ class LoopMetrics:
             c,
             registry=registry,
         )
+        self._timed = {
+            what: (
+                Gauge(f"casegate_{what}_pending", f"Pending {what}.", c, registry=registry),
+                Gauge(
+                    f"casegate_{what}_expiring",
+                    f"Pending {what} whose expiry falls within the next hour.",
+                    c,
+                    registry=registry,
+                ),
+            )
+            for what in timed
+        }
         self._policy_version: str | None = None
         self._lag_seen: set[tuple[str, str, str]] = set()
 
@@ -162,6 +180,11 @@ class LoopMetrics:
         if version is not None:
             self.policy.labels(self.component, version).set(1)
         self._policy_version = version
+
+    def pending(self, what: str, pending: int, expiring: int) -> None:
+        gauges = self._timed[what]
+        gauges[0].labels(self.component).set(pending)
+        gauges[1].labels(self.component).set(expiring)
 
     def stores(self, counts: Mapping[str, int]) -> None:
         for store, n in counts.items():

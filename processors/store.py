@@ -267,6 +267,14 @@ class DiskStore:
         )
         return int(row[0])
 
+    def count_due(self, store: str, before_ms: int | None = None) -> int:
+        """Entries of `store` with a timer (due before `before_ms`, if given)."""
+        row = self._db.execute(
+            "SELECT count(*) FROM kv WHERE store = ? AND due_ms IS NOT NULL AND due_ms <= ?",
+            (store, before_ms if before_ms is not None else 2**62),
+        ).fetchone()
+        return int(row[0])
+
     def close(self) -> None:
         self._db.close()
 

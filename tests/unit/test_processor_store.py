@@ -73,6 +73,22 @@ def test_timers_and_retention_come_due_by_the_clock(store: MemoryStore | DiskSto
     assert store.expired(100) == [("items", 0, "old")]
 
 
+def test_pending_timers_are_counted_by_store_and_horizon(tmp_path: Path) -> None:
+    store = DiskStore(tmp_path / "s.sqlite")
+    store.apply(
+        [
+            Change("items", 0, "a", Entry(1, due_ms=100)),
+            Change("items", 1, "b", Entry(1, due_ms=5_000)),
+            Change("items", 1, "closed", Entry(1, expires_ms=100)),
+            Change("waiting", 0, "w", Entry(1, due_ms=50)),
+        ]
+    )
+
+    assert store.count_due("items") == 2
+    assert store.count_due("items", before_ms=1_000) == 1
+    assert store.count_due("waiting") == 1
+
+
 def test_a_restore_replays_the_changelog_in_order_and_replaces_the_partition(
     tmp_path: Path,
 ) -> None:
