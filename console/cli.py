@@ -10,7 +10,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from console import demo_cmd, eval_cmd, operators_cmd, policy_cmd, readside_cmd, run_cmd
+from console import (
+    demo_cmd,
+    eval_cmd,
+    operators_cmd,
+    policy_cmd,
+    readside_cmd,
+    run_cmd,
+    status_cmd,
+)
 from console.failures import exit_on_setup_error
 from infra.settings import Settings
 
@@ -98,6 +106,7 @@ def _progress() -> Progress:
 
 
 app.command()(run_cmd.run)
+app.command()(status_cmd.status)
 app.command()(demo_cmd.demo)
 app.command()(readside_cmd.trace)
 app.command()(readside_cmd.metrics)
