@@ -1,5 +1,5 @@
 """`casegate status [--watch]`: every component's health, lag, rates and last error, on one
-screen, from the processes' own /metrics endpoints (see infra.observability)."""
+screen, from the processes' own /metrics endpoints (see infra.telemetry)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from infra.observability import METRICS_OFFSETS, metrics_port
 from infra.settings import Settings
+from infra.telemetry import METRICS_OFFSETS, metrics_port
 
 out = Console()
 INSTANCES = 3  # instances probed per component (0, 1, 2)

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import ClassVar
 
 from infra.deadletter import dead_letter
-from infra.observability import traceparent_of, with_traceparent
+from infra.telemetry import traceparent_of, with_traceparent
 from policy.loader import LoadedPolicy
 from processors.store import Due, State
 from schemas.codec import Codec

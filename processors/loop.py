@@ -48,8 +48,8 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 
 from infra.kafka import consumer_config, produce, producer_config, read_headers
-from infra.observability import context_of, make_tracer, traceparent_for, traceparent_of
 from infra.settings import Settings
+from infra.telemetry import context_of, make_tracer, traceparent_for, traceparent_of
 from infra.topics import ensure_changelogs
 from policy.loader import LoadedPolicy
 from processors.follow import PolicyFollower

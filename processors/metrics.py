@@ -1,4 +1,4 @@
-"""What a processor tells Prometheus (`/metrics`, see infra.observability).
+"""What a processor tells Prometheus (`/metrics`, see infra.telemetry).
 
 Counted per batch, once its transaction has committed: a batch that was aborted and read
 again counts once. Names follow Prometheus conventions (`_total` for counters, base

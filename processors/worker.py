@@ -16,8 +16,8 @@ import threading
 
 from prometheus_client import CollectorRegistry
 
-from infra.observability import serve_metrics, setup_logging
 from infra.settings import Settings
+from infra.telemetry import serve_metrics, setup_logging
 from processors.handler import Handler
 from processors.loop import Loop
 from schemas.codec import Codec
