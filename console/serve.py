@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 
 import uvicorn
+from prometheus_client import CollectorRegistry
 from psycopg_pool import ConnectionPool
 
 from console.api.app import create_app
 from infra.db import database_urls
 from infra.kafka import make_producer
 from infra.settings import Settings
+from infra.telemetry import serve_metrics, setup_logging
 from schemas.codec import Codec
 
 log = logging.getLogger("console")
@@ -22,9 +24,9 @@ log = logging.getLogger("console")
 
 def main() -> None:
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(settings, "console")
+    registry = CollectorRegistry()
+    serve_metrics(settings, "console", 0, registry)
     codec = Codec.load()
     # Autocommit for reads; writes open an explicit transaction (console.api.writes).
     pool = ConnectionPool(
@@ -38,7 +40,9 @@ def main() -> None:
     pool.open(wait=True, timeout=30)
     producer = make_producer(settings)
     try:
-        app = create_app(settings, conn_pool=pool, producer=producer, codec=codec)
+        app = create_app(
+            settings, conn_pool=pool, producer=producer, codec=codec, registry=registry
+        )
         log.info("console on http://127.0.0.1:%d (API docs at /api/docs)", settings.console_port)
         uvicorn.run(
             app,

@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
 from psycopg_pool import ConnectionPool
 from starlette.responses import Response
 
@@ -21,6 +22,7 @@ from console.api import cases, health, metrics, queue, reviews
 from console.api.deps import Services
 from console.api.errors import ConsoleError, Invalid, Unauthorized, dotted
 from console.api.policies import PolicyCache
+from console.api.telemetry import RequestMetrics
 from console.web import forms, pages
 from console.web.render import STATIC, build_templates, render
 from console.web.session import SignInRequired
@@ -45,6 +47,7 @@ def create_app(
     producer: Producer,
     codec: Codec,
     clock: Callable[[], datetime] = utc_clock,
+    registry: CollectorRegistry | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="casegate console",
@@ -69,6 +72,7 @@ def create_app(
     app.add_exception_handler(ConsoleError, _console_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.middleware("http")(_headers)
+    app.middleware("http")(RequestMetrics(registry or CollectorRegistry()).middleware)
     return app
 
 
