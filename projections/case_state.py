@@ -146,6 +146,18 @@ FROM pg_temp.case_state_stage d WHERE d.case_id = s.case_id)
 """
 
 
+# A case's row before any event (the columns' defaults; status 'pending', see CaseDelta).
+_EMPTY_ROW: dict[str, Any] = {
+    **dict.fromkeys(COLUMNS),
+    "status": "pending",
+    "reopen_count": 0,
+    "resolution_count": 0,
+    "reclassified": False,
+}
+_NOT_SET = dict.fromkeys(UPDATABLE, False)
+_NO_VALUES: dict[str, Any] = dict.fromkeys(UPDATABLE)
+
+
 def _first(a: Any, b: Any) -> Any:
     """SQL coalesce of two values."""
     return b if a is None else a
@@ -185,21 +197,15 @@ class CaseDelta:
     )
 
     def __init__(self, case_id: str) -> None:
-        self.row: dict[str, Any] = dict.fromkeys(COLUMNS)
-        self.row.update(
-            case_id=case_id,
-            status="pending",
-            reopen_count=0,
-            resolution_count=0,
-            actions_taken=[],
-            reclassified=False,
-        )
+        self.row: dict[str, Any] = _EMPTY_ROW.copy()
+        self.row["case_id"] = case_id
+        self.row["actions_taken"] = []
         self.exists = False
         self.p_status: str | None = None
         self.p_open_seen = False
         self.p_open_last = False
-        self.p_set = dict.fromkeys(UPDATABLE, False)
-        self.p_value: dict[str, Any] = dict.fromkeys(UPDATABLE)
+        self.p_set = _NOT_SET.copy()
+        self.p_value: dict[str, Any] = _NO_VALUES.copy()
         self.p_class_at: datetime | None = None
         self.p_class: str | None = None
         self.p_class_fill: str | None = None
@@ -325,9 +331,12 @@ class CaseStateProjection:
     def prepare(self, cur: psycopg.Cursor) -> None:
         self.stage.create(cur)
 
-    def apply(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> None:
-        deltas = fold(env.event for env in batch)
-        if not deltas:
-            return
-        self.stage.copy(cur, STAGE_COLUMNS, (d.staged() for d in deltas.values()))
-        cur.execute(MERGE_ROWS)
+    @staticmethod
+    def plan(batch: Sequence[Envelope]) -> list[tuple[Any, ...]]:
+        """One staging row per case the batch touches."""
+        return [d.staged() for d in fold(env.event for env in batch).values()]
+
+    def apply(self, cur: psycopg.Cursor, plan: list[tuple[Any, ...]]) -> None:
+        if plan:
+            self.stage.copy(cur, STAGE_COLUMNS, plan)
+            cur.execute(MERGE_ROWS)

@@ -34,7 +34,8 @@ statement per table, evaluated against the stored row as locked.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -266,6 +267,15 @@ def _action(action: ActionSpec | None) -> tuple[str | None, str | None]:
     return action.name, _json(action.params)
 
 
+# A recommendation's row before any event (the columns' defaults).
+_EMPTY_FACTS: dict[str, Any] = {
+    **dict.fromkeys(FACT_COLUMNS),
+    "approvals_received": 0,
+    "overridden": False,
+    "reviews_denied": 0,
+}
+
+
 class RecommendationDelta:
     """One recommendation's events of a batch, folded in order.
 
@@ -281,15 +291,10 @@ class RecommendationDelta:
     __slots__ = ("p_overridden_before", "p_reviewed", "p_status_set", "p_verdict", "row")
 
     def __init__(self, recommendation_id: str, case_id: str) -> None:
-        self.row: dict[str, Any] = dict.fromkeys(FACT_COLUMNS)
-        self.row.update(
-            recommendation_id=recommendation_id,
-            case_id=case_id,
-            approvals_received=0,
-            approvers=[],
-            overridden=False,
-            reviews_denied=0,
-        )
+        self.row: dict[str, Any] = _EMPTY_FACTS.copy()
+        self.row["recommendation_id"] = recommendation_id
+        self.row["case_id"] = case_id
+        self.row["approvers"] = []
         self.p_status_set = False
         self.p_reviewed = False
         self.p_verdict: str | None = None
@@ -601,25 +606,39 @@ class RecommendationFactsProjection:
         for stage in (self.facts, self.executions, self.policies, self.catalog):
             stage.create(cur)
 
-    def apply(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> None:
+    @staticmethod
+    def plan(batch: Sequence[Envelope]) -> FactsPlan:
+        """The staging rows of every table the batch touches."""
         events = [env.event for env in batch]
         versions, actions = policy_rows(events)
+        return FactsPlan(
+            list(versions.values()),
+            list(actions.values()),
+            [d.staged() for d in fold_facts(events).values()],
+            [d.staged() for d in fold_executions(events).values()],
+        )
+
+    def apply(self, cur: psycopg.Cursor, plan: FactsPlan) -> None:
         # Policies first: catalog actions refer to their version.
-        if versions:
-            self.policies.copy(cur, POLICY_COLUMNS, versions.values())
+        if plan.policies:
+            self.policies.copy(cur, POLICY_COLUMNS, plan.policies)
             cur.execute(MERGE_POLICIES)
-        if actions:
-            self.catalog.copy(cur, CATALOG_COLUMNS, actions.values())
+        if plan.catalog:
+            self.catalog.copy(cur, CATALOG_COLUMNS, plan.catalog)
             cur.execute(MERGE_CATALOG)
-        facts = fold_facts(events)
-        if facts:
-            self.facts.copy(cur, FACT_STAGE_COLUMNS, _staged(facts.values()))
+        if plan.facts:
+            self.facts.copy(cur, FACT_STAGE_COLUMNS, plan.facts)
             cur.execute(MERGE_FACTS)
-        executions = fold_executions(events)
-        if executions:
-            self.executions.copy(cur, EXECUTION_STAGE_COLUMNS, _staged(executions.values()))
+        if plan.executions:
+            self.executions.copy(cur, EXECUTION_STAGE_COLUMNS, plan.executions)
             cur.execute(MERGE_EXECUTIONS)
 
 
-def _staged(deltas: Iterable[RecommendationDelta | ExecutionDelta]) -> Iterator[tuple[Any, ...]]:
-    return (d.staged() for d in deltas)
+@dataclass(frozen=True)
+class FactsPlan:
+    """A batch's staging rows for the policy, recommendation and execution tables."""
+
+    policies: list[tuple[Any, ...]]
+    catalog: list[tuple[Any, ...]]
+    facts: list[tuple[Any, ...]]
+    executions: list[tuple[Any, ...]]

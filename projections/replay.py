@@ -39,16 +39,6 @@ READ_MODELS = (
 # transactions, and more of a case's events folded into one row change. Two batches are
 # in memory at once (one written, the next decoded), ~2.5 kB per event each.
 REPLAY_BATCH = 10_000
-# librdkafka's read-ahead: by default it keeps up to queued.min.messages (100,000) per
-# partition within queued.max.messages.kbytes (64 MB), and over a backlog it fills them;
-# measured on a 200,000-event replay, these caps took ~100 MB off its peak memory and
-# nothing off its speed: a fetch brings more than a batch consumes, long before it waits.
-REPLAY_CONSUMER = {
-    "queued.min.messages": 500,
-    "queued.max.messages.kbytes": 2048,
-    "fetch.max.bytes": 1024 * 1024,
-    "max.partition.fetch.bytes": 256 * 1024,
-}
 
 
 @dataclass(frozen=True)
@@ -85,12 +75,15 @@ def rebuild(
     schema: str = "rebuild",
     advance: Callable[[int], None] = lambda n: None,
     total: Callable[[int], None] = lambda n: None,
+    server_process: Callable[[int], None] = lambda pid: None,
 ) -> ReplayReport:
     """Drop and recreate ``schema``, then project every event up to the current end.
 
     The same runner and statements as the live read models, with bigger batches; the
     indexes no statement needs while loading are built once at the end (a sorted build
     instead of one index insertion per row), inside the time reported.
+    ``server_process`` is told the PostgreSQL process id of each connection doing the
+    work, so that a caller on the database's host can read what it costs there.
     """
     urls = database_urls(settings)
     with psycopg.connect(urls.admin, autocommit=True) as admin:
@@ -99,6 +92,7 @@ def rebuild(
     targets = {tp: end for tp, end in end_offsets(settings).items() if end > 0}
     total(sum(targets.values()))
     conn = psycopg.connect(urls.app, options=f"-c search_path={schema}")
+    server_process(conn.info.backend_pid)
     runner = build_runner(
         settings,
         codec,
@@ -106,10 +100,10 @@ def rebuild(
         name=f"replay-{uuid.uuid4().hex[:8]}",
         emit_dead_letters=False,
         batch_size=REPLAY_BATCH,
-        consumer_settings=REPLAY_CONSUMER,
     )
     started = time.monotonic()
     with psycopg.connect(urls.admin, autocommit=True) as admin:
+        server_process(admin.info.backend_pid)
         deferred = defer_indexes(admin, schema)
         runner.start()
         try:

@@ -51,22 +51,42 @@ class Projection(Protocol):
         """Set up what the connection needs before the first batch (staging tables)."""
         ...
 
-    def apply(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> None: ...
+    def plan(self, batch: Sequence[Envelope]) -> Any:
+        """The rows ``batch`` asks for if every event in it is new: Python only, no
+        database, so that it runs while the batch before is still being written."""
+        ...
+
+    def apply(self, cur: psycopg.Cursor, plan: Any) -> None:
+        """Write what ``plan`` made of the batch's new events."""
+        ...
 
 
 class Deduplicator(Protocol):
     """Keeps only events not recorded yet; the audit log plays this part."""
 
-    def fresh(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> list[Envelope]: ...
+    def unique(self, batch: Sequence[Envelope]) -> list[Envelope]:
+        """The first occurrence of each event in the batch."""
+        ...
+
+    def fresh(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> list[Envelope]:
+        """The events of ``batch`` (unique) that are not recorded yet."""
+        ...
+
+
+# Batches between two full garbage collections while a runner runs (see start).
+COLLECT_EVERY = 20
 
 
 @dataclass(frozen=True)
 class Batch:
-    """What one consume returned, decoded: the events and the position after each partition."""
+    """What one consume returned, decoded: each event once, the position after each
+    partition, and every projection's plan for the events."""
 
     envelopes: list[Envelope]
     next_offsets: dict[tuple[str, int], int]
     records: int
+    decoded: int  # events decoded, in-batch duplicates included
+    plans: list[Any]
 
 
 def group_id(settings: Settings, name: str) -> str:
@@ -117,8 +137,17 @@ class ProjectionRunner:
         # One thread writes batches, one at a time; _inflight is the batch it is writing.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-writer")
         self._inflight: Future[tuple[Batch, int]] | None = None
+        self._batches = 0
+        self._collecting = gc.isenabled()
 
     def start(self) -> None:
+        # The cyclic garbage collector, left to itself, walks the batches' tens of
+        # thousands of young objects again and again while they are built, though they
+        # hold no cycles and reference counting frees them: measured here, that took a
+        # third of the replay's Python time. It runs every COLLECT_EVERY batches instead
+        # (step), and as it was once the runner closes.
+        self._collecting = gc.isenabled()
+        gc.disable()
         self._prepare()
         topics = [self.settings.topic(t) for t in self.topics]
         self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -158,6 +187,8 @@ class ProjectionRunner:
         self._writer.shutdown(wait=True)
         self.consumer.close()
         self.producer.flush(10)
+        if self._collecting:
+            gc.enable()
 
     def _recover(
         self,
@@ -208,21 +239,15 @@ class ProjectionRunner:
         """Consume and decode one batch, then hand it to the writer once the previous batch
         has committed; returns how many records it covered. Errors of the previous batch's
         transaction are raised here; ``drain`` waits for the last one."""
-        # The cyclic garbage collector would walk the batch's tens of thousands of young
-        # objects again and again while they are built (they hold no cycles and reference
-        # counting frees them): measured here, it took a third of the replay's Python time.
-        # It runs again between batches.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            batch = self._read()
-            self.drain()
-            if batch is not None:
-                self._inflight = self._writer.submit(self._write, batch)
-        finally:
-            if collecting:
-                gc.enable()
-        return batch.records if batch is not None else 0
+        batch = self._read()
+        self.drain()
+        if batch is None:
+            return 0
+        self._inflight = self._writer.submit(self._write, batch)
+        self._batches += 1
+        if self._batches % COLLECT_EVERY == 0:
+            gc.collect()
+        return batch.records
 
     def drain(self) -> None:
         """Wait until the batch being written has committed; raise its error if it failed."""
@@ -231,7 +256,7 @@ class ProjectionRunner:
             return
         batch, fresh = inflight.result()
         self.processed += fresh
-        self.duplicates += len(batch.envelopes) - fresh
+        self.duplicates += batch.decoded - fresh
         # For lag tools only: the position that counts is the one stored with the rows.
         self.consumer.commit(
             offsets=[TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()],
@@ -291,7 +316,9 @@ class ProjectionRunner:
                 )
         if not next_offsets:
             return None
-        return Batch(envelopes, next_offsets, len(messages))
+        unique = self.dedupe.unique(envelopes)
+        plans = [projection.plan(unique) for projection in self.projections]
+        return Batch(unique, next_offsets, len(messages), len(envelopes), plans)
 
     def _write(self, batch: Batch) -> tuple[Batch, int]:
         """One transaction: the new events' rows in every read model and the offsets they
@@ -299,11 +326,16 @@ class ProjectionRunner:
         with self.conn.transaction(), self.conn.cursor() as cur:
             envelopes = batch.envelopes
             fresh = self.dedupe.fresh(cur, envelopes) if envelopes else []
+            plans = batch.plans
+            if len(fresh) != len(envelopes):
+                # Some were recorded already (a redelivery): the plans assumed they were
+                # all new, so they are made again from the new ones only.
+                plans = [projection.plan(fresh) for projection in self.projections]
             # Step 2: every read model sees the same new events in the same transaction,
             # so they can never disagree about what has been applied.
-            for projection in self.projections:
-                if fresh:
-                    projection.apply(cur, fresh)
+            if fresh:
+                for projection, plan in zip(self.projections, plans, strict=True):
+                    projection.apply(cur, plan)
             cur.executemany(
                 "INSERT INTO projection_offsets (consumer, topic, partition, next_offset) "
                 "VALUES (%s, %s, %s, %s) ON CONFLICT (consumer, topic, partition) DO UPDATE "

@@ -41,11 +41,12 @@ class _JsonText(str):
 
 @dataclass(frozen=True)
 class Stage:
-    """One staging table: ``like`` the read model's table, plus ``extra`` control columns
-    (name, SQL type) that tell the merge statement how the batch changed each row."""
+    """One staging table: ``like`` the read model's table (if any), plus ``extra`` columns
+    (name, SQL type), such as the control columns that tell a merge statement how the
+    batch changed each row."""
 
     name: str
-    like: str
+    like: str | None
     extra: tuple[tuple[str, str], ...] = ()
     key: tuple[str, ...] = ()
     # Column name -> type oid, read from the catalog once the table exists.
@@ -53,7 +54,7 @@ class Stage:
 
     def create(self, cur: psycopg.Cursor) -> None:
         """Create the table in this session (idempotent) and learn its column types."""
-        parts = [sql.SQL("LIKE {}").format(sql.Identifier(self.like))]
+        parts = [sql.SQL("LIKE {}").format(sql.Identifier(self.like))] if self.like else []
         parts += [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in self.extra]
         if self.key:
             key = sql.SQL(", ").join(map(sql.Identifier, self.key))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -37,9 +38,10 @@ class CaseTimelineProjection:
     def prepare(self, cur: psycopg.Cursor) -> None:
         self._oids = table_oids(cur, "case_timeline")
 
-    def apply(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> None:
-        """One row per case event, appended with one COPY (events are new: deduplicated)."""
-        rows = (
+    @staticmethod
+    def plan(batch: Sequence[Envelope]) -> list[tuple[Any, ...]]:
+        """One row per case event."""
+        return [
             (
                 e.event_id,
                 e.case_id,
@@ -54,5 +56,8 @@ class CaseTimelineProjection:
             )
             for env in batch
             if not isinstance(e := env.event, NOT_CASE_EVENTS)
-        )
-        copy_binary(cur, sql.Identifier("case_timeline"), COLUMNS, self._oids, rows)
+        ]
+
+    def apply(self, cur: psycopg.Cursor, plan: list[tuple[Any, ...]]) -> None:
+        """Append the rows with one COPY (the events are new: deduplicated before)."""
+        copy_binary(cur, sql.Identifier("case_timeline"), COLUMNS, self._oids, plan)

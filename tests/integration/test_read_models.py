@@ -957,7 +957,7 @@ def test_batched_merge_equals_one_upsert_per_event(
         batch = [Envelope("t", 0, i, None, e) for i, e in enumerate(history[start : start + size])]
         with merged.transaction(), merged.cursor() as cur:
             for projection in projections:
-                projection.apply(cur, batch)
+                projection.apply(cur, projection.plan(batch))
         start += size
     for table in MERGED_TABLES:
         query = sql.SQL(
