@@ -288,6 +288,28 @@ def test_replay_rebuilds_tables_equal_to_the_live_ones(projected: Settings) -> N
         assert conn.execute("SELECT count(*) FROM rebuild.audit_log").fetchone() == (
             len(STORY) + 1,
         )
+        # The indexes and keys the replay builds after loading are back, as migrated.
+        assert shape(conn, "rebuild") == shape(conn, "public")
+        assert ("case_timeline", "case_timeline_pkey", "PRIMARY KEY (event_id)") in shape(
+            conn, "rebuild"
+        )
+
+
+def shape(conn: psycopg.Connection, schema: str) -> set[tuple[str, str, str]]:
+    """Every index and constraint of ``schema``: (table, name, definition)."""
+    indexes = conn.execute(
+        "SELECT tablename, indexname, replace(indexdef, schemaname || '.', '') "
+        "FROM pg_indexes WHERE schemaname = %s",
+        (schema,),
+    ).fetchall()
+    constraints = conn.execute(
+        "SELECT t.relname, c.conname, replace(pg_get_constraintdef(c.oid), n.nspname || '.', '') "
+        "FROM pg_constraint c "
+        "JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace "
+        "WHERE n.nspname = %s",
+        (schema,),
+    ).fetchall()
+    return {tuple(r) for r in [*indexes, *constraints]}  # type: ignore[misc]
 
 
 def test_a_superuser_edit_is_caught_by_audit_verify(projected: Settings) -> None:
