@@ -3,28 +3,50 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Column, Table
 
+if TYPE_CHECKING:
+    from schemas.events import Event
+
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(help="Measure casegate's recommenders offline.", no_args_is_help=True)
 
-JsonlFile = Annotated[
+EventFile = Annotated[
     Path,
     typer.Option(
-        exists=True, dir_okay=False, help="JSON Lines of case events (the contract's JSON form)"
+        exists=True,
+        dir_okay=False,
+        help="case events as JSON Lines (the contract's JSON form), or a labelled CSV "
+        "(columns text, category; optional subject, action, queue, channel, priority)",
     ),
 ]
 
 
 @app.command("recommender")
 def recommender(
-    history: JsonlFile,
-    cases: JsonlFile,
+    history: EventFile,
+    cases: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="the cases to evaluate, in either form of --history (or use --split)",
+        ),
+    ] = None,
+    split: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="evaluate this fraction of HISTORY's cases instead of --cases, chosen by a "
+            "hash of the case id (deterministic), learning from the rest",
+        ),
+    ] = None,
     policy: Annotated[
         Path | None,
         typer.Option(
@@ -34,21 +56,35 @@ def recommender(
         ),
     ] = None,
 ) -> None:
-    """Replay HISTORY, recommend for each case of CASES, and score category accuracy and
-    next-action hit rate against the majority-class baseline, per category."""
-    from console.produce import InvalidFile, read_events
+    """Learn HISTORY, fit the baseline, recommend for each labelled case of CASES through
+    the processor's own batched planning, and score it: category accuracy and next-action
+    hit rate against the majority class, per category, then macro-F1, accuracy and
+    coverage at the abstention threshold, top-3 accuracy, similar-case precision@5 and the
+    expected calibration error."""
+    from console.produce import InvalidFile
     from policy.loader import load_policy_file
-    from processors.recommend.evaluate import evaluate
+    from processors.recommend.evaluate import evaluate, split_cases
 
+    if (cases is None) == (split is None):
+        err.print("[red]error:[/] give either --cases FILE or --split FRACTION.")
+        raise typer.Exit(2)
     try:
-        past, present = read_events(history), read_events(cases)
+        past = _read(history)
+        if cases is not None:
+            present = _read(cases)
+        else:
+            past, present = split_cases(past, split or 0.0)
     except InvalidFile as exc:
         for e in exc.errors[:20]:
             err.print(f"line {e.line}: {e.message}")
         err.print(f"[red]error:[/] {exc}; fix the lines above.")
         raise typer.Exit(2) from None
-    with out.status(f"replaying {len(past)} history events, scoring {len(present)} events…"):
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    with out.status(f"learning {len(past)} history events, scoring {len(present)} events…"):
         report = evaluate(past, present, policy=load_policy_file(policy) if policy else None)
+    scored = cases.name if cases is not None else f"{split:.0%} of {history.name}"
     table = Table(
         Column("category", no_wrap=True),
         "cases",
@@ -57,8 +93,8 @@ def recommender(
         "with action",
         "hit rate",
         "majority",
-        title=f"baseline recommender on {cases.name} "
-        f"({report.history_cases} resolved cases learned)",
+        title=f"baseline recommender on {scored} "
+        f"({report.history_cases} labelled cases learned, model {report.model_version})",
     )
     for name, s in [*report.per_category.items(), ("ALL", report.overall)]:
         table.add_row(
@@ -72,7 +108,24 @@ def recommender(
             style="bold" if name == "ALL" else None,
         )
     out.print(table)
+    q = report.quality
+    out.print(
+        f"macro-F1 {q.macro_f1:.3f}; at the abstention threshold: accuracy "
+        f"{q.accuracy_at_threshold:.3f}, coverage {q.coverage:.3f}; top-3 accuracy "
+        f"{q.top3_accuracy:.3f}; similar-case precision@5 {q.precision_at_5:.3f}; "
+        f"expected calibration error {q.ece:.3f}"
+    )
     out.print(
         f"majority class: {report.majority_category}; majority action: "
         f"{report.majority_action}; unlabelled cases (not scored): {report.unlabelled}"
     )
+
+
+def _read(path: Path) -> list[Event]:
+    """Events of a JSONL file, or of a labelled CSV (by its .csv suffix)."""
+    from console.produce import read_events
+    from processors.recommend.evaluate import read_labelled_csv
+
+    if path.suffix.lower() == ".csv":
+        return read_labelled_csv(path)
+    return list(read_events(path))

@@ -61,14 +61,28 @@ class BlastRadius(Frozen):
     window_s: int = Field(gt=0)
 
 
+# Calibrated probability below which the baseline abstains: it still names its most
+# probable category (routing needs one) but recommends no action.
+DEFAULT_MIN_CONFIDENCE = 0.5
+
+
 class BaselineRecommender(Frozen):
-    """The offline recommender learned from resolved-case history; no network."""
+    """The offline recommender learned from resolved-case history; no network.
+
+    min_confidence: below this calibrated probability of its category (the
+    recommendation's confidence) it abstains: no action, and the rationale says so.
+    """
 
     kind: Literal["baseline"] = "baseline"
+    min_confidence: float = Field(default=DEFAULT_MIN_CONFIDENCE, ge=0.0, le=1.0)
 
 
 class LlmRecommender(Frozen):
-    """An LLM (through litellm) with a versioned prompt; falls back to the baseline."""
+    """An LLM (through litellm) with a versioned prompt; falls back to the baseline.
+
+    min_confidence: the abstention threshold of the baseline answer (the fallback and
+    the evidence offered to the prompt), as in BaselineRecommender.
+    """
 
     kind: Literal["llm"] = "llm"
     model: str = Field(min_length=1)
@@ -76,6 +90,7 @@ class LlmRecommender(Frozen):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     timeout_s: float = Field(default=20.0, gt=0, le=120)
     max_retries: int = Field(default=1, ge=0, le=5)
+    min_confidence: float = Field(default=DEFAULT_MIN_CONFIDENCE, ge=0.0, le=1.0)
 
 
 Recommender = Annotated[BaselineRecommender | LlmRecommender, Field(discriminator="kind")]

@@ -1,181 +1,202 @@
-"""The baseline recommender's memory: resolved cases, indexed over what models may see.
+"""The baseline recommender's answer for one case, from the memory's evidence.
 
-It learns from the `cases` topic alone: CaseOpened/CaseUpdated give a case's text,
-CaseResolved labels it with the final category and the actions humans took. Rebuilt at
-start-up by replaying the topic, then fed live. Memory is bounded twice: at most
-`max_cases` resolved cases (the oldest evicted) and `max_open` unresolved ones.
-
-Only the allowlisted, redacted projection of a case is ever stored (`restrict`), so the
-baseline obeys the data-field guardrail exactly as the LLM does.
+Rules, in order:
+1. no model yet (no labelled history): no category, zero confidence, no action;
+2. a precedent (a case an operator corrected, with the very same words) gives the
+   category and the action, with confidence 1: a human already judged this text;
+3. otherwise the category is the most probable one and the confidence its calibrated
+   probability; the action is the most probable among the actions the workflow lets a
+   recommender suggest and "no catalog action", which also holds the probability of
+   the actions the workflow does not allow;
+4. below the workflow's `min_confidence` (the calibrated probability of the category,
+   which is the recommendation's confidence) the baseline abstains: no action, and the
+   rationale says so; the action's own probability is stated either way;
+5. parameters come from the case's own visible attribute of the same name, else from a
+   value at least two similar cases that took the action agree on with more than half
+   of their similarity; parameters the catalog binds to the case are then replaced by
+   the service (`binding`), so a history value never stands in for a case fact.
 """
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
-from collections.abc import Iterable
-from dataclasses import dataclass
+import re
+from collections.abc import Collection, Mapping
 
-from processors.recommend.answer import Neighbor
-from processors.recommend.case_view import CaseView, apply_update, open_view
-from processors.recommend.textindex import TfIdfIndex, tokenize, weigh
-from processors.recommend.visibility import ModelInput, Visibility, model_input, restrict
-from schemas.events import (
-    ActionSpec,
-    CaseOpened,
-    CaseReopened,
-    CaseResolved,
-    CaseUpdated,
-    Event,
-)
+from processors.recommend.answer import Answer, Neighbor
+from processors.recommend.memory import Evidence, Precedent
+from processors.recommend.visibility import ModelInput
+from schemas.events import ActionSpec, Scalar
 
-# Paths whose text is tokenized into words; any other path is one categorical feature
-# ("queue=billing"), because its value is a label, not prose.
-FREE_TEXT = frozenset({"subject", "description"})
-# Below this cosine a past case shares too little with this one to have a say.
-MIN_SIMILARITY = 0.05
+BASELINE_MODEL = "sklearn-ngram-linear-mlp-knn-v1"
+SUMMARY_CHARS = 280
+SHOWN_CASES = 5  # similar cases named in the rationale (all are in `similar_cases`)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_PLACEHOLDER = re.compile(r"\[[a-z_]+\]")
+NO_ACTION = ""
 
 
-def features(inp: ModelInput) -> dict[str, float]:
-    """Term weights of a model input: words of free text, `path=value` for the rest."""
-    counts: Counter[str] = Counter()
-    for path, value in inp.fields.items():
-        if path in FREE_TEXT and isinstance(value, str):
-            counts.update(tokenize(value))
-        else:
-            counts[f"{path}={value}".lower()] += 1
-    return weigh(counts)
-
-
-@dataclass(frozen=True, slots=True)
-class Resolved:
-    """A learned case: its restricted view and the humans' resolution."""
-
-    view: CaseView
-    category: str
-    actions: tuple[ActionSpec, ...]
-
-
-class BaselineIndex:
-    """Resolved-case history for the baseline; feed it every `cases` event in order."""
-
-    def __init__(
-        self,
-        visibility: Visibility,
-        *,
-        max_cases: int = 20_000,
-        max_open: int = 50_000,
-        k: int = 10,
-        max_candidates: int = 64,
-        walk_budget: int = 1_000,
-        max_query_terms: int = 24,
-    ) -> None:
-        """`max_cases`/`max_open` bound memory; `k` neighbours vote; the last three trade
-        accuracy for speed (see `TfIdfIndex`)."""
-        self.visibility = visibility
-        self.k = k
-        self.max_open = max_open
-        self._open: OrderedDict[str, CaseView] = OrderedDict()
-        self._index: TfIdfIndex[Resolved] = TfIdfIndex(
-            max_cases, max_candidates, walk_budget, max_query_terms
+def baseline_answer(
+    inp: ModelInput,
+    evidence: Evidence | None,
+    *,
+    allowed: Collection[str] | None,
+    min_confidence: float,
+    labelled: int,
+) -> Answer:
+    """The answer for one case; `allowed` None means any catalog action."""
+    summary = extractive_summary(inp)
+    if evidence is None:
+        return Answer(
+            summary,
+            None,
+            0.0,
+            (),
+            None,
+            f"Insufficient history: {labelled} labelled case(s) and no model fitted yet. "
+            "No action recommended.",
         )
-        self._categories: Counter[str] = Counter()
-        self._actions: Counter[str] = Counter()
-        # The recommender asks twice for the same case's neighbours (`route` picks the
-        # workflow, then `plan` answers within it); the search is most of a
-        # recommendation's cost, so the last answer is kept until the index changes.
-        self._changes = 0
-        self._last: tuple[tuple[str, str | None, int], tuple[Neighbor, ...]] | None = None
-
-    @property
-    def resolved_count(self) -> int:
-        """How many resolved cases are indexed now."""
-        return len(self._index)
-
-    @property
-    def categories(self) -> Counter[str]:
-        """Final categories of the indexed cases, with their counts."""
-        return +self._categories
-
-    @property
-    def actions(self) -> Counter[str]:
-        """Action names taken in the indexed cases (once per case), with their counts."""
-        return +self._actions
-
-    def observe(self, event: Event) -> None:
-        """Learn from one `cases` event; events of other kinds are ignored."""
-        if isinstance(event, CaseOpened):
-            self._remember(restrict(open_view(event), self.visibility))
-        elif isinstance(event, CaseUpdated):
-            view = self._open.get(event.case_id)
-            if view is not None:
-                updated = apply_update(view, event)
-                self._open[event.case_id] = restrict(updated, self.visibility)
-        elif isinstance(event, CaseResolved):
-            self._learn(event)
-        elif isinstance(event, CaseReopened):
-            # The old resolution no longer stands: unlearn it, and wait for the next one.
-            self._changes += 1
-            resolved = self._index.remove(event.case_id)
-            if resolved is not None:
-                self._forget(resolved)
-                self._remember(resolved.view)
-
-    def replay(self, events: Iterable[Event]) -> int:
-        """Observe every event in order (start-up rebuild); how many were read."""
-        count = 0
-        for event in events:
-            self.observe(event)
-            count += 1
-        return count
-
-    def neighbors(
-        self, inp: ModelInput, *, exclude_case: str | None = None
-    ) -> tuple[Neighbor, ...]:
-        """The `k` most similar resolved cases (cosine >= MIN_SIMILARITY), best first."""
-        query = (inp.sha256, exclude_case, self._changes)
-        if self._last is not None and self._last[0] == query:
-            return self._last[1]
-        hits = self._index.search(features(inp), self.k, exclude=exclude_case)
-        found = tuple(
-            Neighbor(str(key), round(sim, 4), resolved.category, resolved.actions)
-            for key, sim, resolved in hits
-            if sim >= MIN_SIMILARITY
+    precedent = evidence.precedent
+    category, confidence = evidence.categories[0]
+    if precedent is not None and precedent.category is not None:
+        category, confidence = precedent.category, 1.0
+    candidates = _candidates(evidence.actions, allowed)
+    # Ties go to "no action" (the cautious choice), then to the first in the model's order.
+    action_name, action_p = max(candidates, key=lambda kv: (kv[1], kv[0] == NO_ACTION))
+    follows = precedent is not None and precedent.actions is not None
+    if precedent is not None and precedent.actions is not None:
+        action_name, action_p = _precedent_action(precedent.actions, allowed), 1.0
+    text = [_category_text(evidence, category, confidence, precedent)]
+    text.append(_similar_text(evidence.similar))
+    action = None
+    if confidence < min_confidence:
+        text.append(
+            f"Confidence {confidence:.2f} is below this workflow's threshold "
+            f"{min_confidence:.2f}: the recommender abstains, no action recommended."
         )
-        self._last = (query, found)
-        return found
+    elif action_name == NO_ACTION:
+        text.append(
+            "Following the precedent, no catalog action is recommended."
+            if follows
+            else f"Taking no allowed catalog action is the most probable next step "
+            f"({action_p:.2f}), so none is recommended."
+        )
+    else:
+        action = ActionSpec(
+            name=action_name, params=_params(action_name, evidence.similar, inp.fields)
+        )
+        took = sum(1 for n in evidence.similar if any(a.name == action_name for a in n.actions))
+        source = "as the precedent did" if follows else f"probability {action_p:.2f}"
+        text.append(
+            f"Next action {action_name} ({source}); "
+            f"humans took it in {took} of the {len(evidence.similar)} similar cases."
+        )
+    text.append(f"Model {evidence.model_version}.")
+    ranked = sorted(candidates, key=lambda kv: (-kv[1], kv[0]))[:3]
+    return Answer(
+        summary,
+        category,
+        round(confidence, 3),
+        evidence.similar,
+        action,
+        " ".join(text),
+        category_probabilities=evidence.categories[:3],
+        action_probabilities=tuple(ranked),
+        model_version=evidence.model_version,
+    )
 
-    def terms(self) -> frozenset[str]:
-        """Every term the index holds: what an audit checks for leaked personal data."""
-        return self._index.terms()
 
-    def idf(self, term: str) -> float:
-        """How informative `term` is in the current history."""
-        return self._index.idf(term)
+def _candidates(
+    probabilities: Mapping[str, float], allowed: Collection[str] | None
+) -> list[tuple[str, float]]:
+    """The allowed actions the model knows, and "no action", which also takes the
+    probability of every action this workflow does not allow (a recommender cannot
+    propose those, so their share is a share of recommending nothing)."""
+    kept = [
+        (name, p)
+        for name, p in probabilities.items()
+        if name != NO_ACTION and (allowed is None or name in allowed)
+    ]
+    rest = max(0.0, 1.0 - sum(p for _, p in kept))
+    return [*kept, (NO_ACTION, round(rest, 4))]
 
-    def _remember(self, view: CaseView) -> None:
-        self._open[view.case_id] = view
-        self._open.move_to_end(view.case_id)
-        while len(self._open) > self.max_open:
-            self._open.popitem(last=False)
 
-    def _learn(self, event: CaseResolved) -> None:
-        self._changes += 1  # whatever follows, the resolved set (and idf) may move
-        view = self._open.pop(event.case_id, None)
-        if view is None:
-            # Resolved twice without a reopen: the latest resolution wins. Otherwise the
-            # case was opened before the history we kept, and there is no text to learn.
-            previous = self._index.remove(event.case_id)
-            if previous is None:
-                return
-            self._forget(previous)
-            view = previous.view
-        resolved = Resolved(view, event.category, event.actions_taken)
-        weights = features(model_input(view, self.visibility))
-        for displaced in self._index.add(event.case_id, weights, resolved):
-            self._forget(displaced)
-        self._categories[resolved.category] += 1
-        self._actions.update({a.name for a in resolved.actions})
+def _precedent_action(taken: tuple[ActionSpec, ...], allowed: Collection[str] | None) -> str:
+    """The first action the precedent took that this workflow allows, else no action."""
+    return next((a.name for a in taken if allowed is None or a.name in allowed), NO_ACTION)
 
-    def _forget(self, resolved: Resolved) -> None:
-        self._categories[resolved.category] -= 1
-        self._actions.subtract({a.name for a in resolved.actions})
+
+def _params(
+    action: str, neighbors: tuple[Neighbor, ...], visible: Mapping[str, Scalar]
+) -> dict[str, Scalar]:
+    """Parameters for `action`: the case's own visible attribute, else a majority value.
+
+    A value proposed from history needs at least two voters holding more than half of
+    the action's similarity: a value only one past case used (an order id) is that
+    case's own, not this one's. A redacted value is never proposed.
+    """
+    total = 0.0
+    support: dict[tuple[str, Scalar], list[float]] = {}
+    own_names: set[str] = set()
+    for n in neighbors:
+        for taken in n.actions:
+            if taken.name != action:
+                continue
+            total += n.similarity
+            for name, value in taken.params.items():
+                own_names.add(name)
+                support.setdefault((name, value), []).append(n.similarity)
+    params: dict[str, Scalar] = {}
+    if len(support) > 0:
+        ranked = sorted(support.items(), key=lambda kv: (-sum(kv[1]), str(kv[0])))
+        for (name, value), sims in ranked:
+            if name not in params and len(sims) >= 2 and sum(sims) > total / 2:
+                params[name] = value
+    for name in own_names:
+        own = visible.get(f"attributes.{name}")
+        if own is not None and not (isinstance(own, str) and _PLACEHOLDER.search(own)):
+            params[name] = own
+    return dict(sorted(params.items()))
+
+
+def extractive_summary(inp: ModelInput) -> str:
+    """The subject, then the description's first sentence; at most SUMMARY_CHARS."""
+    parts = []
+    subject = inp.fields.get("subject")
+    if isinstance(subject, str) and subject.strip():
+        parts.append(subject.strip().rstrip("."))
+    description = inp.fields.get("description")
+    if isinstance(description, str) and description.strip():
+        parts.append(_SENTENCE_END.split(description.strip(), maxsplit=1)[0])
+    text = ": ".join(parts) or "(no visible text)"
+    return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 1].rstrip() + "…"
+
+
+def _category_text(
+    evidence: Evidence, category: str, confidence: float, precedent: Precedent | None
+) -> str:
+    if precedent is not None and precedent.category is not None:
+        return (
+            f"Category {category}: an operator corrected case {precedent.case_id}, which "
+            "has the same words, to it; the recommendation follows that precedent."
+        )
+    linear, network, vote = evidence.parts
+    runner_up = (
+        f"; next {evidence.categories[1][0]} {evidence.categories[1][1]:.2f}"
+        if len(evidence.categories) > 1
+        else ""
+    )
+    return (
+        f"Category {category} with probability {confidence:.2f} (linear model {linear:.2f}, "
+        f"network {network:.2f}, vote of similar cases {vote:.2f}{runner_up})."
+    )
+
+
+def _similar_text(similar: tuple[Neighbor, ...]) -> str:
+    if not similar:
+        return "No labelled case is similar enough to show."
+    listed = "; ".join(
+        f"{n.case_id} ({n.category}, {', '.join(a.name for a in n.actions) or 'no action'}, "
+        f"similarity {n.similarity:.2f})"
+        for n in similar[:SHOWN_CASES]
+    )
+    return f"Most similar labelled cases: {listed}."

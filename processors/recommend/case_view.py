@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from policy.case_fields import CASE_FIELDS
-from schemas.events import CaseOpened, CaseUpdated, Scalar
+from schemas.events import CaseOpened, CaseUpdated, Routing, Scalar
 
 # Top-level string fields a CaseUpdated may change by name (the case's fields but its maps).
 TOP_LEVEL_FIELDS = tuple(f for f in CASE_FIELDS if f not in ("customer", "attributes"))
@@ -57,6 +57,19 @@ class CaseView:
             "priority": self.priority,
             "source": self.source,
         }
+
+    @property
+    def routing(self) -> Routing:
+        """The structured fields workflows route on, as they are now (no free text, no
+        personal data): what a recommendation records for the guard to route on."""
+        return Routing(
+            channel=self.channel,
+            queue=self.queue,
+            team=self.team,
+            issue_class=self.issue_class,
+            priority=self.priority,
+            source=self.source,
+        )
 
 
 def open_view(event: CaseOpened) -> CaseView:

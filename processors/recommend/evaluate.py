@@ -1,28 +1,66 @@
 """Offline evaluation of the baseline recommender against labelled cases.
 
-History events teach the index; every case of the evaluated set that ends in a
-CaseResolved is recommended for (on its last view before resolution, routed and
-restricted exactly as in production, never calling an LLM) and scored against what
-humans did. The evaluated cases are held out: they never teach the index.
+History events teach a `Memory`, which is then fitted (`refit`); every evaluated case
+that ends in a CaseResolved is planned for, on its last view before resolution, by the
+very function the processor calls (`plan_batch`, in batches), so routing, the allowlist
+and redaction, abstention, vetting and binding are those of production; no LLM is
+called. The evaluated cases never teach the memory.
 
-- category accuracy: predicted category == CaseResolved.category (no prediction: miss);
-- next-action hit rate: recommended action among actions_taken, over the cases where
-  humans took at least one action;
-- the majority-class baseline: always the most frequent category / action of history.
+Scores, against what humans did:
+- category accuracy (no prediction: a miss), beside the majority class of history;
+- macro-F1: the mean over categories (true or predicted) of per-category F1;
+- accuracy at the threshold and coverage: accuracy over the cases whose confidence
+  reaches their workflow's `min_confidence`, and the share of cases that do;
+- top-3 accuracy: the true category among the three most probable;
+- next-action hit rate: the recommended action among actions_taken, over the cases
+  where humans took at least one action, beside the majority action of history;
+- similar-case precision@5: the share of the first five similar cases (fewer when fewer
+  are shown) with the case's own true category;
+- expected calibration error: over ten equal-width confidence bins, the case-weighted
+  mean of |accuracy - mean confidence|.
+
+Labelled CSV files (columns `text` and `category`; optional `subject`, `action`,
+`queue`, `channel`, `priority`) are read as one CaseOpened and one CaseResolved per row
+(`read_labelled_csv`), and one file can be split deterministically (`split_cases`).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
+import csv
+import hashlib
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from policy.loader import LoadedPolicy, default_policy_path, load_policy_file
-from processors.recommend.baseline import BaselineIndex
+from policy.workflow import DEFAULT_MIN_CONFIDENCE
 from processors.recommend.case_view import CaseView, apply_update, open_view
-from processors.recommend.service import plan, route
+from processors.recommend.memory import Memory
+from processors.recommend.service import Plan, plan_batch
 from processors.recommend.visibility import Visibility
-from schemas.events import CaseOpened, CaseResolved, CaseUpdated, Event
+from schemas.events import ActionSpec, CaseOpened, CaseResolved, CaseUpdated, Event
+
+BATCH = 200
+CSV_NAMESPACE = uuid.UUID("6c1d2a57-0f3e-4b8e-9a61-3d2f5b7c8e90")
+CSV_START = datetime(2026, 1, 1, tzinfo=UTC)
+ECE_BINS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One evaluated case: what was recommended beside what humans did."""
+
+    truth: str
+    predicted: str | None
+    confidence: float
+    threshold: float
+    top3: tuple[str, ...]
+    taken: frozenset[str]
+    action: str | None
+    similar: tuple[str, ...]  # categories of the similar cases, most similar first
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +92,26 @@ class Score:
 
 
 @dataclass(frozen=True, slots=True)
+class Quality:
+    """The figures beyond accuracy and hit rate, over all evaluated cases."""
+
+    macro_f1: float
+    coverage: float  # share of cases at or above their threshold
+    accuracy_at_threshold: float  # accuracy over those cases
+    top3_accuracy: float
+    precision_at_5: float  # over the cases with at least one similar case
+    ece: float
+
+
+@dataclass(frozen=True, slots=True)
 class EvalReport:
-    history_cases: int  # resolved cases the index learned from
+    history_cases: int  # labelled cases the memory learned from
     unlabelled: int  # evaluated cases opened but never resolved: not scored
     majority_category: str | None
     majority_action: str | None
+    model_version: str | None
     overall: Score
+    quality: Quality
     per_category: dict[str, Score]  # by true category, sorted by name
 
 
@@ -68,43 +120,57 @@ def evaluate(
     case_events: Iterable[Event],
     *,
     policy: LoadedPolicy | None = None,
-    max_cases: int = 20_000,
+    max_cases: int = 50_000,
 ) -> EvalReport:
-    """Replay history, recommend for each labelled case, score against the majority class."""
+    """Learn history, fit, plan every labelled case in batches, score (see module doc)."""
     loaded = policy or load_policy_file(default_policy_path())
-    index = BaselineIndex(
-        Visibility.from_policy(loaded.policy.model_visibility), max_cases=max_cases
-    )
-    index.replay(history_events)
-    majority_category = _most_common(index.categories)
-    majority_action = _most_common(index.actions)
+    memory = Memory(Visibility.from_policy(loaded.policy.model_visibility), max_cases=max_cases)
+    memory.replay(history_events)
+    memory.refit(in_process=True)  # one process: nothing to keep lean
+    majority_category = _most_common(memory.categories)
+    majority_action = _most_common(memory.actions)
     views: dict[str, CaseView] = {}
-    rows: dict[str, list[tuple[bool, bool, bool | None, bool | None]]] = {}
+    due: list[tuple[CaseView, CaseResolved]] = []
     for event in case_events:
         if isinstance(event, CaseOpened):
             views[event.case_id] = open_view(event)
         elif isinstance(event, CaseUpdated) and event.case_id in views:
             views[event.case_id] = apply_update(views[event.case_id], event)
         elif isinstance(event, CaseResolved) and event.case_id in views:
-            view = views.pop(event.case_id)
-            answer = plan(view, route(view, loaded, index), loaded, index).baseline
-            taken = {a.name for a in event.actions_taken}
-            rows.setdefault(event.category, []).append(
-                (
-                    answer.category == event.category,
-                    majority_category == event.category,
-                    (answer.action is not None and answer.action.name in taken) if taken else None,
-                    (majority_action in taken) if taken else None,
-                )
-            )
-    per_category = {cat: _score(r) for cat, r in sorted(rows.items())}
+            due.append((views.pop(event.case_id), event))
+    rows: list[Row] = []
+    for start in range(0, len(due), BATCH):
+        chunk = due[start : start + BATCH]
+        plans = plan_batch([view for view, _ in chunk], loaded, memory)
+        rows += [_row(p, resolved) for p, (_, resolved) in zip(plans, chunk, strict=True)]
+    memory.close()
+    by_category: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        by_category[row.truth].append(row)
     return EvalReport(
-        index.resolved_count,
+        memory.labelled_count,
         len(views),
         majority_category,
         majority_action,
-        _score([row for r in rows.values() for row in r]),
-        per_category,
+        memory.model_version,
+        _score(rows, majority_category, majority_action),
+        _quality(rows),
+        {c: _score(r, majority_category, majority_action) for c, r in sorted(by_category.items())},
+    )
+
+
+def _row(p: Plan, resolved: CaseResolved) -> Row:
+    answer = p.baseline
+    recommender = p.workflow.recommender if p.workflow is not None else None
+    return Row(
+        truth=resolved.category,
+        predicted=answer.category,
+        confidence=answer.confidence,
+        threshold=recommender.min_confidence if recommender else DEFAULT_MIN_CONFIDENCE,
+        top3=tuple(c for c, _ in answer.category_probabilities[:3]),
+        taken=frozenset(a.name for a in resolved.actions_taken),
+        action=answer.action.name if answer.action is not None else None,
+        similar=tuple(n.category for n in answer.similar),
     )
 
 
@@ -113,24 +179,136 @@ def _most_common(counts: Counter[str]) -> str | None:
     return min(counts, key=lambda k: (-counts[k], k)) if counts else None
 
 
-def _score(rows: list[tuple[bool, bool, bool | None, bool | None]]) -> Score:
-    with_actions = [r for r in rows if r[2] is not None]
+def _score(rows: Sequence[Row], majority: str | None, majority_action: str | None) -> Score:
+    with_actions = [r for r in rows if r.taken]
     return Score(
         cases=len(rows),
-        correct=sum(r[0] for r in rows),
-        majority_correct=sum(r[1] for r in rows),
+        correct=sum(r.predicted == r.truth for r in rows),
+        majority_correct=sum(majority == r.truth for r in rows),
         action_cases=len(with_actions),
-        hits=sum(bool(r[2]) for r in with_actions),
-        majority_hits=sum(bool(r[3]) for r in with_actions),
+        hits=sum(r.action in r.taken for r in with_actions),
+        majority_hits=sum(majority_action in r.taken for r in with_actions),
     )
 
 
+def _quality(rows: Sequence[Row]) -> Quality:
+    n = len(rows)
+    if n == 0:
+        return Quality(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    answered = [r for r in rows if r.predicted is not None and r.confidence >= r.threshold]
+    shown = [r for r in rows if r.similar]
+    precision = sum(sum(c == r.truth for c in r.similar[:5]) / len(r.similar[:5]) for r in shown)
+    return Quality(
+        macro_f1=macro_f1(rows),
+        coverage=len(answered) / n,
+        accuracy_at_threshold=(
+            sum(r.predicted == r.truth for r in answered) / len(answered) if answered else 0.0
+        ),
+        top3_accuracy=sum(r.truth in r.top3 for r in rows) / n,
+        precision_at_5=precision / len(shown) if shown else 0.0,
+        ece=expected_calibration_error(
+            [r.confidence for r in rows], [r.predicted == r.truth for r in rows]
+        ),
+    )
+
+
+def macro_f1(rows: Sequence[Row]) -> float:
+    """Mean F1 over every category that is true or predicted for some case."""
+    labels = {r.truth for r in rows} | {r.predicted for r in rows if r.predicted is not None}
+    scores = []
+    for label in sorted(labels):
+        tp = sum(r.truth == label and r.predicted == label for r in rows)
+        fp = sum(r.truth != label and r.predicted == label for r in rows)
+        fn = sum(r.truth == label and r.predicted != label for r in rows)
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool]) -> float:
+    """ECE over ECE_BINS equal-width bins of confidence (1.0 falls in the last bin)."""
+    bins: dict[int, list[tuple[float, bool]]] = defaultdict(list)
+    for c, ok in zip(confidence, correct, strict=True):
+        bins[min(int(c * ECE_BINS), ECE_BINS - 1)].append((c, ok))
+    total = len(confidence)
+    return sum(
+        abs(sum(ok for _, ok in b) / len(b) - sum(c for c, _ in b) / len(b)) * len(b) / total
+        for b in bins.values()
+    )
+
+
+def read_labelled_csv(path: Path) -> list[Event]:
+    """Rows of a labelled CSV as CaseOpened + CaseResolved pairs in the contract form.
+
+    Required columns `text` (the description) and `category`; optional `subject`,
+    `action` (one action name humans took; empty for none), `queue`, `channel` and
+    `priority`. Case ids are `<file stem>-<row number>`, event ids derived from them, and
+    events one second apart from 2026-01-01, so a file always reads the same.
+    """
+    events: list[Event] = []
+    with path.open(newline="", encoding="utf-8") as source:
+        reader = csv.DictReader(source)
+        missing = {"text", "category"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path.name}: missing column(s) {', '.join(sorted(missing))}")
+        for number, row in enumerate(reader, start=1):
+            case_id = f"{path.stem}-{number:06d}"
+            at = CSV_START + timedelta(seconds=2 * number)
+            action = (row.get("action") or "").strip()
+            events.append(
+                CaseOpened(
+                    event_id=str(uuid.uuid5(CSV_NAMESPACE, f"{case_id}/opened")),
+                    case_id=case_id,
+                    occurred_at=at,
+                    source="csv",
+                    channel=row.get("channel") or "web",
+                    queue=row.get("queue") or "csv",
+                    team="csv",
+                    issue_class=None,
+                    subject=row.get("subject") or "",
+                    description=row["text"],
+                    priority=row.get("priority") or "normal",
+                    customer={},
+                    attributes={},
+                )
+            )
+            events.append(
+                CaseResolved(
+                    event_id=str(uuid.uuid5(CSV_NAMESPACE, f"{case_id}/resolved")),
+                    case_id=case_id,
+                    occurred_at=at + timedelta(seconds=1),
+                    resolved_by="csv",
+                    resolution_code="labelled",
+                    category=row["category"],
+                    actions_taken=(ActionSpec(name=action, params={}),) if action else (),
+                )
+            )
+    return events
+
+
+def split_cases(events: Sequence[Event], fraction: float) -> tuple[list[Event], list[Event]]:
+    """(history, evaluated): a case's events go to the evaluated side when the sha256 of
+    its id, read as a number in [0, 1), is below `fraction`; order kept on both sides."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError("the split fraction must be between 0 and 1")
+    held: dict[str, bool] = {}
+    history: list[Event] = []
+    evaluated: list[Event] = []
+    for event in events:
+        side = held.get(event.case_id)
+        if side is None:
+            digest = hashlib.sha256(event.case_id.encode()).digest()
+            side = held[event.case_id] = int.from_bytes(digest[:8], "big") / 2**64 < fraction
+        (evaluated if side else history).append(event)
+    return history, evaluated
+
+
 def render(report: EvalReport) -> str:
-    """The report as a plain-text table, one row per true category and one overall."""
+    """The report as plain text: a header, one row per true category and one overall,
+    then the quality figures."""
     head = (
-        f"history: {report.history_cases} resolved cases; majority category "
-        f"{report.majority_category}, majority action {report.majority_action}; "
-        f"unlabelled (not scored): {report.unlabelled}"
+        f"history: {report.history_cases} labelled cases; model {report.model_version}; "
+        f"majority category {report.majority_category}, majority action "
+        f"{report.majority_action}; unlabelled (not scored): {report.unlabelled}"
     )
     lines = [
         head,
@@ -143,4 +321,10 @@ def render(report: EvalReport) -> str:
             f"{name:<24}{s.cases:>6}{s.accuracy:>10.3f}{s.majority_accuracy:>10.3f}"
             f"{s.action_cases:>10}{s.hit_rate:>10.3f}{s.majority_hit_rate:>10.3f}"
         )
+    q = report.quality
+    lines.append(
+        f"macro-F1 {q.macro_f1:.3f}; at the threshold: accuracy {q.accuracy_at_threshold:.3f}, "
+        f"coverage {q.coverage:.3f}; top-3 accuracy {q.top3_accuracy:.3f}; similar-case "
+        f"precision@5 {q.precision_at_5:.3f}; expected calibration error {q.ece:.3f}"
+    )
     return "\n".join(lines)

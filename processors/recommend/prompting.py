@@ -9,7 +9,10 @@ Placeholders: `{{categories}}`, `{{history}}`, `{{case}}`, and the workflow's ac
 either `{{actions}}` (every parameter with its limits; recommend_v1) or
 `{{actions_marking_bound}}` (parameters bound from the case shown as filled by casegate,
 so the model need not guess them; recommend_v2). Two placeholders rather than one whose
-rendering changed, so that a published prompt version keeps meaning the same text.
+rendering changed, so that a published prompt version keeps meaning the same text. For
+the same reason the baseline model's evidence has a placeholder of its own,
+`{{evidence}}` (recommend_v3): the similar cases as in `{{history}}`, then the baseline's
+most probable categories and allowed actions with their calibrated probabilities.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from policy.checks import PARAM_INVALID, action_findings
 from policy.model import Policy, Workflow
-from processors.recommend.answer import Neighbor
+from processors.recommend.answer import Answer, Neighbor
 from processors.recommend.binding import without_bound
 from processors.recommend.visibility import ModelInput
 from schemas.events import ActionSpec
@@ -62,8 +65,13 @@ def render_messages(
     policy: Policy,
     categories: Collection[str],
     neighbors: tuple[Neighbor, ...],
+    *,
+    baseline: Answer | None = None,
 ) -> list[dict[str, str]]:
-    """The chat messages for one case: rules and catalog as system, case data as user."""
+    """The chat messages for one case: rules and catalog as system, case data as user.
+
+    `baseline` is the baseline's answer whose probabilities `{{evidence}}` shows.
+    """
     system, user = load_prompt(version)
     names = sorted(categories)
     system = (
@@ -71,7 +79,11 @@ def render_messages(
         .replace("{{actions}}", _catalog(workflow, policy, mark_bound=False))
         .replace("{{actions_marking_bound}}", _catalog(workflow, policy, mark_bound=True))
     )
-    user = user.replace("{{history}}", _history(neighbors)).replace("{{case}}", case_json(inp))
+    user = (
+        user.replace("{{history}}", _history(neighbors))
+        .replace("{{evidence}}", _evidence(neighbors, baseline))
+        .replace("{{case}}", case_json(inp))
+    )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
@@ -126,6 +138,21 @@ def _history(neighbors: tuple[Neighbor, ...]) -> str:
         for n in neighbors
     ]
     return "\n".join(rows) or "(no similar resolved cases yet)"
+
+
+def _evidence(neighbors: tuple[Neighbor, ...], baseline: Answer | None) -> str:
+    # Names and probabilities only, like _history: nothing of another customer's case.
+    lines = ["Similar resolved cases (most similar first):", _history(neighbors)]
+    if baseline is not None and baseline.category_probabilities:
+        cats = ", ".join(f"{c} {p:.2f}" for c, p in baseline.category_probabilities)
+        acts = ", ".join(f"{a or 'no action'} {p:.2f}" for a, p in baseline.action_probabilities)
+        lines += [
+            f"Baseline model's most probable categories: {cats}.",
+            f"Baseline model's most probable actions among those allowed: {acts}.",
+        ]
+    else:
+        lines.append("(the baseline model has no estimate yet)")
+    return "\n".join(lines)
 
 
 class ModelAction(BaseModel):

@@ -1,28 +1,37 @@
-"""The recommend decision: a case view in, RecommendationProduced (+ rejection) out.
+"""The recommend decision: case views in, RecommendationProduced (+ rejection) out.
 
-Pure apart from the optional LLM exchange between the two pure halves `plan` and
-`conclude`: `recommend` makes it blocking, async callers (the processor) await `ask_async`. Rules:
+`plan_batch` is the processor's one call per batch of cases: the memory scores the whole
+batch at once (`Memory.evidence`), then per case it routes, answers, vets and binds, and
+for LLM workflows renders the messages. The LLM exchange (if any) happens between the two
+pure halves, `plan_batch` and `conclude`. Rules:
 - every recommender reads only the policy's allowlisted, redacted fields;
-- the workflow's recommender decides baseline or LLM; no workflow means baseline;
+- a case's workflow is the policy's first match on its routing fields and the baseline's
+  predicted category (the network-free baseline breaks the circle: workflows may match
+  on the category, yet the workflow picks the recommender); no workflow means baseline;
+- the baseline abstains below the workflow recommender's `min_confidence`;
 - LLM failure (timeout, error) -> the baseline answers and provenance says why;
 - LLM output that breaks the contract -> ModelOutputRejected, then the baseline answers;
 - ids derive from the cause event, so a redelivered cause yields the same events;
 - parameters the catalog binds to the case (`from_case`) are filled from the full case
-  view after either recommender answered, replacing what it proposed (`binding`).
+  view after either recommender answered, replacing what it proposed (`binding`);
+- no wall clock: the same memory and the same batch give the same events.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from policy.loader import LoadedPolicy
 from policy.model import LlmRecommender, Policy, Workflow
+from policy.workflow import DEFAULT_MIN_CONFIDENCE
 from processors.recommend.answer import Answer
-from processors.recommend.baseline import BaselineIndex
+from processors.recommend.baseline import BASELINE_MODEL, baseline_answer
 from processors.recommend.binding import bind_case_params
 from processors.recommend.case_view import CaseView
 from processors.recommend.llm import Endpoint, Exchange, acomplete, complete
+from processors.recommend.memory import Evidence, Memory
 from processors.recommend.prompting import (
     RAW_OUTPUT_CHARS,
     UNKNOWN,
@@ -34,7 +43,6 @@ from processors.recommend.prompting import (
     validate_output,
 )
 from processors.recommend.visibility import ModelInput, Visibility, model_input, sha256_json
-from processors.recommend.vote import baseline_answer
 from schemas.events import (
     ActionSpec,
     Event,
@@ -46,7 +54,16 @@ from schemas.events import (
     derived_event_id,
 )
 
-BASELINE_MODEL = "tfidf-knn-v1"
+__all__ = [
+    "BASELINE_MODEL",
+    "Plan",
+    "ask_async",
+    "conclude",
+    "plan",
+    "plan_batch",
+    "recommend",
+    "route",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,35 +80,86 @@ class Plan:
     messages: list[dict[str, str]] | None = None
 
 
-def route(case: CaseView, policy: LoadedPolicy, index: BaselineIndex) -> Workflow | None:
-    """The workflow a case falls in, matching `category` on the baseline's prediction.
+def plan_batch(cases: Sequence[CaseView], policy: LoadedPolicy, memory: Memory) -> list[Plan]:
+    """One plan per case, in order, from one scoring call for the whole batch.
 
-    Workflows may match on the predicted category, yet the workflow picks the
-    recommender; the network-free baseline breaks that circle.
+    Each case is routed on its predicted category (see the module rules); a case's plan
+    does not depend on the other cases of the batch.
     """
-    inp = model_input(case, _visibility(policy, index))
-    answer = baseline_answer(inp, index, case_id=case.case_id, allowed_actions=None)
-    return policy.policy.workflow_for(case.match_fields, answer.category)
+    visibility = _visibility(policy, memory)
+    inputs = [model_input(case, visibility) for case in cases]
+    evidence = memory.evidence(inputs, [case.case_id for case in cases])
+    vetting: dict[tuple[object, ...], list[str]] = {}  # the batch's cases share verdicts
+    plans = []
+    for case, inp, ev in zip(cases, inputs, evidence, strict=True):
+        workflow = policy.policy.workflow_for(case.match_fields, _predicted(ev))
+        plans.append(_plan(case, workflow, policy, inp, ev, memory, vetting))
+    return plans
 
 
-def plan(
-    case: CaseView, workflow: Workflow | None, policy: LoadedPolicy, index: BaselineIndex
+def route(case: CaseView, policy: LoadedPolicy, memory: Memory) -> Workflow | None:
+    """The workflow `plan_batch` would put one case in."""
+    inp = model_input(case, _visibility(policy, memory))
+    [ev] = memory.evidence([inp], [case.case_id])
+    return policy.policy.workflow_for(case.match_fields, _predicted(ev))
+
+
+def plan(case: CaseView, workflow: Workflow | None, policy: LoadedPolicy, memory: Memory) -> Plan:
+    """The plan for one case in a given workflow (`plan_batch` routes by itself)."""
+    inp = model_input(case, _visibility(policy, memory))
+    [ev] = memory.evidence([inp], [case.case_id])
+    return _plan(case, workflow, policy, inp, ev, memory)
+
+
+def _predicted(evidence: Evidence | None) -> str | None:
+    """The category routing sees: a precedent's, else the model's most probable one."""
+    if evidence is None:
+        return None
+    precedent = evidence.precedent
+    if precedent is not None and precedent.category is not None:
+        return precedent.category
+    return evidence.categories[0][0]
+
+
+def _plan(
+    case: CaseView,
+    workflow: Workflow | None,
+    policy: LoadedPolicy,
+    inp: ModelInput,
+    evidence: Evidence | None,
+    memory: Memory,
+    vetting: dict[tuple[object, ...], list[str]] | None = None,
 ) -> Plan:
-    """The baseline's answer and, when the workflow asks for an LLM, its messages."""
-    inp = model_input(case, _visibility(policy, index))
+    """The baseline's answer and, when the workflow asks for an LLM, its messages.
+
+    `vetting` memoises `action_errors` by (workflow, action, parameters) within a batch.
+    """
     allowed = suggestible(workflow) if workflow is not None else list(policy.policy.catalog)
-    baseline = baseline_answer(inp, index, case_id=case.case_id, allowed_actions=allowed)
+    recommender = workflow.recommender if workflow is not None else None
+    threshold = recommender.min_confidence if recommender is not None else DEFAULT_MIN_CONFIDENCE
+    baseline = baseline_answer(
+        inp,
+        evidence,
+        allowed=allowed,
+        min_confidence=threshold,
+        labelled=memory.labelled_count,
+    )
     if workflow is not None:
-        baseline = _vetted(baseline, workflow, policy.policy)
+        baseline = _vetted(baseline, workflow, policy.policy, {} if vetting is None else vetting)
     # Bound after vetting: a case value outside the limits is the guard's to deny (with
     # the policy's reason), not the recommender's to withdraw silently.
     baseline = _bound(baseline, case, policy.policy)
-    recommender = workflow.recommender if workflow is not None else None
     if workflow is None or not isinstance(recommender, LlmRecommender):
         return Plan(case, workflow, policy, inp, baseline, frozenset())
-    categories = known_categories(policy.policy, index.categories)
+    categories = known_categories(policy.policy, memory.categories)
     messages = render_messages(
-        recommender.prompt_version, inp, workflow, policy.policy, categories, baseline.similar
+        recommender.prompt_version,
+        inp,
+        workflow,
+        policy.policy,
+        categories,
+        baseline.similar,
+        baseline=baseline,
     )
     return Plan(case, workflow, policy, inp, baseline, categories, recommender, messages)
 
@@ -141,13 +209,14 @@ def recommend(
     case: CaseView,
     workflow: Workflow | None,
     policy: LoadedPolicy,
-    index: BaselineIndex,
+    memory: Memory,
     now: datetime,
     *,
     endpoint: Endpoint | None = None,
 ) -> list[Event]:
-    """Plan, call the LLM if the workflow wants one (blocking, bounded), conclude."""
-    p = plan(case, workflow, policy, index)
+    """One case end to end: plan, call the LLM if the workflow wants one (blocking,
+    bounded), conclude."""
+    p = plan(case, workflow, policy, memory)
     exchange = None
     if p.llm is not None and p.messages is not None:
         exchange = complete(p.llm, p.messages, endpoint or Endpoint())
@@ -161,18 +230,23 @@ async def ask_async(p: Plan, endpoint: Endpoint | None = None) -> Exchange | Non
     return await acomplete(p.llm, p.messages, endpoint or Endpoint())
 
 
-def _visibility(policy: LoadedPolicy, index: BaselineIndex) -> Visibility:
-    """The policy's allowlist; the index must have learned under the very same one."""
+def _visibility(policy: LoadedPolicy, memory: Memory) -> Visibility:
+    """The policy's allowlist; the memory must have learned under the very same one."""
     visibility = Visibility.from_policy(policy.policy.model_visibility)
-    if visibility != index.visibility:
+    if visibility != memory.visibility:
         raise ValueError(
-            "the baseline index was built under another model_visibility; "
+            "the recommender memory was built under another model_visibility; "
             "rebuild it for policy " + policy.version
         )
     return visibility
 
 
-def _vetted(answer: Answer, workflow: Workflow, policy: Policy) -> Answer:
+def _vetted(
+    answer: Answer,
+    workflow: Workflow,
+    policy: Policy,
+    memo: dict[tuple[object, ...], list[str]],
+) -> Answer:
     """The baseline obeys the LLM's rule: no action a recommender may not propose.
 
     History may hold parameters the catalog no longer declares (dropped) or values now
@@ -185,11 +259,14 @@ def _vetted(answer: Answer, workflow: Workflow, policy: Policy) -> Answer:
         name=answer.action.name,
         params={k: v for k, v in answer.action.params.items() if k in declared},
     )
-    errors = action_errors(action, workflow, policy)
+    key = (workflow.name, action.name, *sorted(action.params.items(), key=str))
+    errors = memo.get(key)
+    if errors is None:
+        errors = memo[key] = action_errors(action, workflow, policy)
     if not errors:
-        return replace(answer, action=action)
+        return _with(answer, action, answer.rationale)
     note = f" {action.name} is not proposed: {'; '.join(errors)}."
-    return replace(answer, action=None, rationale=answer.rationale + note)
+    return _with(answer, None, answer.rationale + note)
 
 
 def _bound(answer: Answer, case: CaseView, policy: Policy) -> Answer:
@@ -197,7 +274,22 @@ def _bound(answer: Answer, case: CaseView, policy: Policy) -> Answer:
     entry = policy.action(answer.action.name) if answer.action is not None else None
     if answer.action is None or entry is None:
         return answer
-    return replace(answer, action=bind_case_params(answer.action, entry, case))
+    return _with(answer, bind_case_params(answer.action, entry, case), answer.rationale)
+
+
+def _with(answer: Answer, action: ActionSpec | None, rationale: str) -> Answer:
+    """`answer` with another action and rationale (dataclasses.replace, minus its cost)."""
+    return Answer(
+        answer.summary,
+        answer.category,
+        answer.confidence,
+        answer.similar,
+        action,
+        rationale,
+        answer.category_probabilities,
+        answer.action_probabilities,
+        answer.model_version,
+    )
 
 
 def _recommendation_id(p: Plan) -> str:
@@ -235,6 +327,7 @@ def _baseline_provenance(
         fields_seen=p.inp.fields_seen,
         input_sha256=p.inp.sha256,
         fallback_reason=fallback,
+        model_version=p.baseline.model_version,
         prompt_tokens=exchange.prompt_tokens if exchange else None,
         completion_tokens=exchange.completion_tokens if exchange else None,
         latency_ms=exchange.latency_ms if exchange else None,
@@ -263,4 +356,5 @@ def _produced(
         action=answer.action,
         rationale=answer.rationale,
         provenance=provenance,
+        routing=p.case.routing,
     )

@@ -20,7 +20,7 @@ from tests.unit.test_recommend_support import (
     AT,
     default_policy,
     history,
-    index_for,
+    memory_for,
     opened,
     resolved,
     updated,
@@ -63,7 +63,7 @@ def recommended(
     view = open_view(case) if isinstance(case, CaseOpened) else case
     return only(
         recommend(
-            view, POLICY.policy.workflows[workflow], POLICY, index_for(POLICY, events=events), AT
+            view, POLICY.policy.workflows[workflow], POLICY, memory_for(POLICY, events=events), AT
         )
     )
 

@@ -28,7 +28,7 @@ from processors.recommend.prompting import action_errors
 from processors.recommend.service import ask_async, conclude, plan, recommend
 from processors.recommend.visibility import sha256_json
 from schemas.events import ActionSpec, Event, ModelOutputRejected, RecommendationProduced
-from tests.unit.test_recommend_support import AT, index_for, opened, policy_with
+from tests.unit.test_recommend_support import AT, memory_for, opened, policy_with
 
 SECRETS = (
     "Bo Chen",
@@ -161,7 +161,7 @@ def run(
         open_view(case),
         policy.policy.workflows["billing"],
         policy,
-        index_for(policy),
+        memory_for(policy),
         AT,
         endpoint=Endpoint(stub.base_url, api_key),
     )
@@ -421,7 +421,7 @@ def test_the_async_path_makes_the_same_exchange(stub: Stub) -> None:
     stub.replies = [Reply(answer(REFUND))]
     policy = policy_with(kind="llm", model="openai/gpt-4o-mini", prompt_version="recommend_v1")
     # As the processor does: plan, await the exchange, conclude.
-    p = plan(open_view(CASE), policy.policy.workflows["billing"], policy, index_for(policy))
+    p = plan(open_view(CASE), policy.policy.workflows["billing"], policy, memory_for(policy))
     [rec] = conclude(p, asyncio.run(ask_async(p, Endpoint(stub.base_url, "x"))), AT)
     assert isinstance(rec, RecommendationProduced) and rec.provenance.recommender == "llm"
     assert len(stub.requests) == 1

@@ -14,8 +14,9 @@ from processors.recommend.prompting import (
     render_messages,
     validate_output,
 )
+from processors.recommend.service import plan_batch
 from processors.recommend.visibility import Visibility, model_input
-from tests.unit.test_recommend_support import default_policy, opened
+from tests.unit.test_recommend_support import default_policy, memory_for, opened
 
 POLICY = default_policy().policy
 BILLING = POLICY.workflows["billing"]
@@ -87,3 +88,34 @@ def test_a_proposed_value_of_a_bound_parameter_is_not_an_error() -> None:
     )
     output, errors = validate_output(raw, BILLING, POLICY, {"double_charge"})
     assert errors == [] and output is not None
+
+
+def test_prompt_v3_offers_the_baseline_evidence_and_v1_v2_keep_their_text() -> None:
+    policy = default_policy()
+    memory = memory_for(policy)
+    view = open_view(opened("c1", "Charged twice", "My card was charged twice, refund."))
+    [p] = plan_batch([view], policy, memory)
+    inp, baseline = p.inp, p.baseline
+    args = (inp, BILLING, POLICY, {"double_charge"}, baseline.similar)
+    v1, v2, v3 = (render_messages(v, *args, baseline=baseline) for v in PROMPTS)
+    user = v3[1]["content"]
+    top, probability = baseline.category_probabilities[0]
+    assert f"most probable categories: {top} {probability:.2f}" in user
+    assert "most probable actions among those allowed: refund_payment" in user
+    assert "similarity" in user and baseline.similar[0].category in user
+    assert "{{" not in user and v3[0]["content"] == v2[0]["content"].replace(
+        V2_RULES, V3_RULES
+    ).replace("6. Answer", "7. Answer")
+    # Earlier versions never show the probabilities, whatever the caller passes.
+    assert "most probable" not in v1[1]["content"] + v2[1]["content"]
+    # Evidence holds names and numbers only: no other customer's words.
+    assert "Duplicate charge" not in user and "ORD-100" not in user
+
+
+PROMPTS = ("recommend_v1", "recommend_v2", "recommend_v3")
+V2_RULES = "5. Some values were redacted"
+V3_RULES = (
+    "5. The baseline model's evidence (similar resolved cases and probabilities) is a hint\n"
+    "   from history, not a rule: weigh it against the case itself.\n"
+    "6. Some values were redacted"
+)

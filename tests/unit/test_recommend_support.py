@@ -12,11 +12,22 @@ from typing import Any
 import yaml
 
 from policy.loader import LoadedPolicy, default_policy_path, load_policy_text
-from processors.recommend.baseline import BaselineIndex
+from processors.recommend.memory import Memory
 from processors.recommend.visibility import Visibility
-from schemas.events import ActionSpec, CaseOpened, CaseResolved, CaseUpdated, Event, Scalar
+from schemas.events import (
+    ActionSpec,
+    CaseOpened,
+    CaseReclassified,
+    CaseReopened,
+    CaseResolved,
+    CaseUpdated,
+    Event,
+    ReviewSubmitted,
+    Scalar,
+)
 
 AT = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+LATER = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
 
 def opened(
@@ -57,16 +68,47 @@ def updated(case_id: str, changes: dict[str, Scalar], n: int = 1) -> CaseUpdated
     )
 
 
-def resolved(case_id: str, category: str, *actions: ActionSpec) -> CaseResolved:
+def resolved(case_id: str, category: str, *actions: ActionSpec, at: datetime = AT) -> CaseResolved:
     return CaseResolved(
-        event_id=f"res-{case_id}",
+        event_id=f"res-{case_id}-{at.timestamp():.0f}",
         case_id=case_id,
-        occurred_at=AT,
+        occurred_at=at,
         resolved_by="agent.lou",
         resolution_code="done",
         category=category,
         actions_taken=tuple(actions),
     )
+
+
+def reclassified(case_id: str, category: str, at: datetime = LATER) -> CaseReclassified:
+    return CaseReclassified(
+        event_id=f"rcl-{case_id}-{category}",
+        case_id=case_id,
+        occurred_at=at,
+        review_id=f"rv-{case_id}",
+        actor="op.ada",
+        roles=("operator",),
+        category=category,
+        reason="wrong class",
+    )
+
+
+def overridden(case_id: str, action: ActionSpec, at: datetime = LATER) -> ReviewSubmitted:
+    return ReviewSubmitted(
+        event_id=f"ovr-{case_id}-{action.name}",
+        case_id=case_id,
+        occurred_at=at,
+        review_id=f"rv-{case_id}",
+        recommendation_id=f"rec-{case_id}",
+        actor="op.ada",
+        roles=("operator",),
+        verdict="override",
+        override_action=action,
+    )
+
+
+def reopened(case_id: str, at: datetime = LATER) -> CaseReopened:
+    return CaseReopened(event_id=f"reo-{case_id}", case_id=case_id, occurred_at=at, reason="again")
 
 
 def history() -> list[Event]:
@@ -202,9 +244,10 @@ def policy_with(*, case_bound: bool = True, **billing_recommender: Any) -> Loade
     return load_policy_text(yaml.safe_dump(document, sort_keys=False))
 
 
-def index_for(
-    policy: LoadedPolicy, events: list[Event] | None = None, **knobs: int
-) -> BaselineIndex:
-    index = BaselineIndex(Visibility.from_policy(policy.policy.model_visibility), **knobs)
-    index.replay(history() if events is None else events)
-    return index
+def memory_for(policy: LoadedPolicy, events: list[Event] | None = None, **knobs: int) -> Memory:
+    """A memory under the policy's allowlist that learned `events` (default: `history()`)
+    and was fitted in this process (no child process to spawn in unit tests)."""
+    memory = Memory(Visibility.from_policy(policy.policy.model_visibility), **knobs)
+    memory.replay(history() if events is None else events)
+    memory.refit(in_process=True)
+    return memory

@@ -1,0 +1,133 @@
+"""The recommender's cost: CPU per case of batched planning, fit time and memory, at several
+history sizes. ``python -m bench.recommender [SIZE ...] [--batch N]``.
+
+Per size, in a process of its own (spawned, so its memory is the recommender's alone): the
+demo workload (`console.demo.generate`, seed 7) supplies the history, `Memory.replay` and
+`Memory.refit()` (blocking, in that process) learn and fit it, and batches of `batch` new
+cases (another seed, so none is in the history) go through `plan_batch` under the default
+policy, exactly as the processor calls it. Figures, per size label ("20k"):
+
+- ``recommender.cpu_ms_per_case.<n>``: process CPU time of `plan_batch` per case, all
+  threads included, median over the measured batches (after one warm-up batch);
+- ``recommender.fit_s.<n>``: wall seconds of the blocking `refit()`, which fits in the
+  memory's child process as the processor's start-up does (its CPU is the child's);
+- ``recommender.rss_mb.<n>``: resident memory of the measuring process once it holds the
+  memory and the fitted model;
+- ``recommender.peak_rss_mb.<n>``: its peak resident memory (the fit itself happens in
+  the child, whose memory is not counted here).
+
+BLAS runs on one thread (the scoring's matrix products are too small to gain from more,
+and spinning helper threads only add CPU time): set before numpy loads, in the child.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from multiprocessing import get_context
+from multiprocessing.connection import Connection
+
+HISTORY_SEED = 7
+CASES_SEED = 8
+START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+MEASURED_BATCHES = 5
+
+
+def label(size: int) -> str:
+    """5000 -> "5k", 1500 -> "1.5k"."""
+    return f"{size / 1000:g}k"
+
+
+def measure(sizes: Sequence[int] = (5_000, 20_000, 50_000), batch: int = 200) -> dict[str, float]:
+    """Figure name -> value for every size (see the module docstring)."""
+    figures: dict[str, float] = {}
+    context = get_context("spawn")
+    for size in sizes:
+        receive, send = context.Pipe(duplex=False)
+        # Not a Pool: its workers are daemons, and the memory spawns its own fitter child.
+        child = context.Process(target=_measure_one, args=(size, batch, send))
+        child.start()
+        send.close()
+        try:
+            figures.update(receive.recv())
+        except EOFError:
+            raise RuntimeError(f"the measuring process for {size} cases died") from None
+        finally:
+            child.join()
+    return figures
+
+
+def _measure_one(size: int, batch: int, send: Connection) -> None:
+    """In the spawned child: build, fit and time one history size; send the figures."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from threadpoolctl import threadpool_limits
+
+    from console.demo import generate
+    from policy.loader import default_policy_path, load_policy_file
+    from processors.recommend.case_view import open_view
+    from processors.recommend.memory import Memory
+    from processors.recommend.service import plan_batch
+    from processors.recommend.visibility import Visibility
+    from schemas.events import CaseOpened
+
+    threadpool_limits(1)
+    policy = load_policy_file(default_policy_path())
+    memory = Memory(Visibility.from_policy(policy.policy.model_visibility), max_cases=size)
+    # A few cases stay unresolved: generate a little more, and the window keeps `size`.
+    memory.replay(generate(HISTORY_SEED, size + size // 10, START, None))
+    started = time.perf_counter()
+    memory.refit()
+    fit_s = time.perf_counter() - started
+    wanted = batch * (MEASURED_BATCHES + 1)
+    cases = [
+        open_view(e)
+        for e in generate(CASES_SEED, wanted * 2, START, None)
+        if isinstance(e, CaseOpened)
+    ][:wanted]
+    gc.collect()
+    rss = _status_mb("VmRSS")
+    per_case = []
+    for start in range(0, len(cases), batch):
+        chunk = cases[start : start + batch]
+        began = time.process_time()
+        plan_batch(chunk, policy, memory)
+        per_case.append((time.process_time() - began) * 1000 / len(chunk))
+    memory.close()
+    name = label(size)
+    send.send(
+        {
+            f"recommender.cpu_ms_per_case.{name}": round(statistics.median(per_case[1:]), 4),
+            f"recommender.fit_s.{name}": round(fit_s, 2),
+            f"recommender.rss_mb.{name}": round(rss, 1),
+            f"recommender.peak_rss_mb.{name}": round(_status_mb("VmHWM"), 1),
+        }
+    )
+
+
+def _status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status, in MB."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sizes", nargs="*", type=int, default=[5_000, 20_000, 50_000])
+    parser.add_argument("--batch", type=int, default=200)
+    args = parser.parse_args(argv)
+    json.dump(measure(args.sizes, args.batch), sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()
