@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -137,6 +138,10 @@ class ProjectionRunner:
         # One thread writes batches, one at a time; _inflight is the batch it is writing.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-writer")
         self._inflight: Future[tuple[Batch, int]] | None = None
+        # The position stored (or being stored) per partition: when the consumer has moved
+        # past transaction markers only, an offsets-only write catches up (lag reads 0).
+        self._positions: dict[tuple[str, int], int] = {}
+        self._next_idle_check = 0.0
         self._batches = 0
         self._collecting = gc.isenabled()
 
@@ -255,6 +260,7 @@ class ProjectionRunner:
         if inflight is None:
             return
         batch, fresh = inflight.result()
+        self._positions.update(batch.next_offsets)
         self.processed += fresh
         self.duplicates += batch.decoded - fresh
         # For lag tools only: the position that counts is the one stored with the rows.
@@ -273,7 +279,7 @@ class ProjectionRunner:
         if not messages:
             messages = self.consumer.consume(1, self.poll_timeout_s)
             if not messages:
-                return None
+                return self._past_markers()
             messages += self.consumer.consume(self.batch_size - 1, 0)
         envelopes: list[Envelope] = []
         dead = 0
@@ -316,9 +322,39 @@ class ProjectionRunner:
                 )
         if not next_offsets:
             return None
+        # Past the transaction markers the consumer has already skipped, too: the
+        # processors write in transactions, and a marker is an offset with no record.
+        for tp, position in self._consumer_positions(set(next_offsets)).items():
+            next_offsets[tp] = max(next_offsets[tp], position)
         unique = self.dedupe.unique(envelopes)
         plans = [projection.plan(unique) for projection in self.projections]
         return Batch(unique, next_offsets, len(messages), len(envelopes), plans)
+
+    def _past_markers(self) -> Batch | None:
+        """Idle: an offsets-only batch for partitions whose position moved past trailing
+        transaction markers since the last write (checked at most twice a second)."""
+        now = time.monotonic()
+        if now < self._next_idle_check:
+            return None
+        self._next_idle_check = now + 0.5
+        moved = {
+            tp: position
+            for tp, position in self._consumer_positions(None).items()
+            if position > self._positions.get(tp, -1)
+        }
+        if not moved:
+            return None
+        return Batch([], moved, 0, 0, [projection.plan([]) for projection in self.projections])
+
+    def _consumer_positions(self, only: set[tuple[str, int]] | None) -> dict[tuple[str, int], int]:
+        tps = (
+            self.consumer.assignment() if only is None else [TopicPartition(t, p) for t, p in only]
+        )
+        return {
+            (tp.topic, tp.partition): tp.offset
+            for tp in (self.consumer.position(tps) if tps else [])
+            if tp.offset >= 0
+        }
 
     def _write(self, batch: Batch) -> tuple[Batch, int]:
         """One transaction: the new events' rows in every read model and the offsets they
@@ -384,6 +420,7 @@ class ProjectionRunner:
         # The batch being written may hold the position of these partitions.
         self.drain()
         stored = self._stored_offsets()
+        self._positions.update(stored)
         for tp in partitions:
             tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
         consumer.assign(partitions)
