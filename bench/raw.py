@@ -19,6 +19,7 @@ from confluent_kafka import (
 
 from infra.kafka import consumer_config, producer_config
 from infra.settings import Settings
+from infra.topics import INTAKE
 
 BATCH = 10_000
 
@@ -139,8 +140,8 @@ def _check(deadline: float, seen: int, expect: int) -> None:
 
 
 def raw_consume(settings: Settings, expect: int, timeout_s: float = 300) -> Speed:
-    """Consume-only rate of ``cases``, records/s."""
-    consumer = _consumer(settings, settings.topic("cases"))
+    """Consume-only rate of the intake topic (where the pipeline's cases arrive), records/s."""
+    consumer = _consumer(settings, settings.topic(INTAKE))
     seen, clock, deadline = 0, _Clock(), _until(timeout_s)
     try:
         while seen < expect:
@@ -162,7 +163,7 @@ def raw_passthrough(
     The flush before the (asynchronous) commit makes it at-least-once, as the processors
     are: a crash never commits an input whose output was not acknowledged.
     """
-    consumer = _consumer(settings, settings.topic("cases"))
+    consumer = _consumer(settings, settings.topic(INTAKE))
     producer = Producer(producer_config(settings))
     seen, clock, deadline = 0, _Clock(), _until(timeout_s)
     try:
