@@ -1,6 +1,13 @@
 """One replay (`projections.replay.rebuild`, the code `casegate replay` runs) in a process of
 its own, so the bench samples its memory from /proc like any other component's.
 
+``python -m bench.replayer --measure EVENTS [--runs N]`` measures the replay alone, with
+its own same-run baseline: a sandbox holding the bench's replay mix (EVENTS events, a
+third each CaseOpened, RecommendationProduced, GuardrailDecided), ``bench.raw.raw_consume``
+over its CaseOpened (five runs, then two after each replay), then N replays in a child
+each: events/s, the ratio to the raw median, peak RSS, and CPU per event in this child
+and in its PostgreSQL server processes.
+
 ``python -m bench.replayer`` (settings from the environment, like a worker); the schema to
 rebuild into and the JSON file to write come from ``BENCH_REPLAY_SCHEMA`` and
 ``BENCH_REPLAY_OUT``; ``BENCH_REPLAY_CONSUMER`` (JSON, optional) adds librdkafka settings
@@ -14,9 +21,13 @@ when they cannot be read): the replay's cost is split between this process and t
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
+import resource
+import statistics
+import sys
 import threading
 import time
 from pathlib import Path
@@ -88,7 +99,61 @@ class ServerCpu:
         return sum(self.last[pid] - self.first[pid] for pid in self.first)
 
 
+def measure(events: int, runs: int) -> None:
+    """The replay of ``events`` events ``runs`` times against raw consumption of the same
+    sandbox, in the same run (see the module docstring)."""
+    from bench import raw, workload
+    from bench.procs import LOGS, Sampler, running
+    from infra import sandbox
+
+    base = Settings()
+    admin = sandbox.server_admin_url(base)
+    cases = -(-events // 3)
+    made = sandbox.create(base, admin, "replay")
+    try:
+        workload.produce(made, workload.replay_mix(cases, Codec.load()))
+        rates = [raw.raw_consume(made, cases).rate for _ in range(5)]
+        replays = []
+        for i in range(runs):
+            out = LOGS / f"{made.topic_prefix}replay-{i}.json"
+            names = {SCHEMA_VAR: "bench_replay", OUT_VAR: str(out)}
+            # The replay child's exact CPU: what this process's waited-for children used.
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            with running(made, "replay", env=names) as children, Sampler(children):
+                if children[0].proc.wait() != 0:
+                    raise RuntimeError(f"replay exited with {children[0].proc.returncode}")
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            done = json.loads(out.read_text())
+            out.unlink()
+            cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+            replays.append((done, children[0].hwm_kb / 1024, cpu))
+            rates += [raw.raw_consume(made, cases).rate for _ in range(2)]
+    finally:
+        sandbox.destroy(base, admin, [made])
+    median = statistics.median(rates)
+    print(
+        f"raw_consume {median:,.0f} events/s (median of {len(rates)}; "
+        f"{min(rates):,.0f} to {max(rates):,.0f}) over {cases:,} CaseOpened"
+    )
+    for done, peak_mb, cpu in replays:
+        n, seconds = done["report"]["events"], done["report"]["seconds"]
+        database = done.get("database_cpu_s")
+        db = "not readable" if database is None else f"{database * 1000 / n:.4f}"
+        print(
+            f"replay {n / seconds:,.0f} events/s ({n:,} in {seconds:.1f} s), "
+            f"replay / raw_consume {n / seconds / median:.3f}, peak RSS {peak_mb:.0f} MB, "
+            f"CPU ms/event: replay process {cpu * 1000 / n:.4f}, PostgreSQL {db}"
+        )
+
+
 def main() -> None:
+    if len(sys.argv) > 1:
+        parser = argparse.ArgumentParser(prog="bench.replayer")
+        parser.add_argument("--measure", type=int, required=True, metavar="EVENTS")
+        parser.add_argument("--runs", type=int, default=1)
+        args = parser.parse_args()
+        measure(args.measure, args.runs)
+        return
     out = Path(os.environ[OUT_VAR])
     if os.environ.get(CONSUMER_VAR):
         _with_consumer_settings(json.loads(os.environ[CONSUMER_VAR]))
