@@ -90,7 +90,7 @@ OPERATORS: dict[str, tuple[str, ...]] = {
 class ChaosPlan:
     cases: int = 20_000  # live cases, opened while the faults happen
     history: int = 600  # resolved cases on the topic beforehand, for the recommender to learn
-    rate: float = 20.0  # live cases per second (about what recommend keeps up with here)
+    rate: float = 100.0  # live cases per second (a tenth of what the pipeline drains here)
     kills_per_component: int = 3
     restart_broker: bool = True
     restart_postgres: bool = True
