@@ -84,6 +84,7 @@ def child_env(settings: Settings) -> dict[str, str]:
     env["CASEGATE_REVIEW_WAIT_S"] = str(settings.review_wait_s)
     env["CASEGATE_STATE_RETENTION_S"] = str(settings.state_retention_s)
     env["CASEGATE_TXN_HOLD_MS"] = str(settings.txn_hold_ms)
+    env["CASEGATE_BATCH_WAIT_MS"] = str(settings.batch_wait_ms)
     env["CASEGATE_METRICS_PORT"] = str(settings.metrics_port)
     env["CASEGATE_TRACING"] = settings.tracing
     env["CASEGATE_LOG_FORMAT"] = settings.log_format

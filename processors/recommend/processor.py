@@ -31,13 +31,7 @@ from policy.loader import LoadedPolicy
 from processors.follow import TopicFollower
 from processors.handler import Handler, Inbound, Step
 from processors.intake_rules import UPSTREAM
-from processors.recommend.case_view import (
-    CaseView,
-    apply_update,
-    open_view,
-    routing_changed,
-    text_changed,
-)
+from processors.recommend.case_view import CaseView, apply_update, open_view, text_changed
 from processors.recommend.llm import Endpoint, Exchange, complete
 from processors.recommend.memory import Memory
 from processors.recommend.service import Plan, conclude, plan_batch
@@ -90,6 +84,8 @@ class Recommend(Handler):
     def _rebuild(self, policy: LoadedPolicy) -> None:
         if self.history is not None:
             self.history.close()
+        if self.memory is not None:
+            self.memory.close()
         self.memory = Memory(Visibility.from_policy(policy.policy.model_visibility))
         self.history = TopicFollower(self.settings, ["cases", "reviews"], "history")
         read = self.history.catch_up(self._learn, self._stop, "history")
@@ -143,10 +139,8 @@ class Recommend(Handler):
             return None  # opened before the history we keep, or never: nothing to fold into
         if isinstance(event, CaseUpdated):
             view = apply_update(before, event)
-            step.state.put(
-                VIEWS, p, event.case_id, view_to_json(view), expires_ms=raw.expires_ms
-            )
-            return view if text_changed(before, view) or routing_changed(before, view) else None
+            step.state.put(VIEWS, p, event.case_id, view_to_json(view), expires_ms=raw.expires_ms)
+            return view if text_changed(before, view) or before.routing != view.routing else None
         if isinstance(event, CaseResolved):
             # Kept a while: a case can be reopened and updated again.
             at = round(event.occurred_at.timestamp() * 1000)
@@ -155,11 +149,9 @@ class Recommend(Handler):
             step.state.put(VIEWS, p, event.case_id, raw.value)
         return None
 
-    def _emit(
-        self, record: Inbound, plan: Plan, exchange: Exchange | None, step: Step
-    ) -> None:
+    def _emit(self, record: Inbound, plan: Plan, exchange: Exchange | None, step: Step) -> None:
         try:
-            step.out.emit(conclude(plan, exchange, record_time(record.timestamp)))
+            step.out.emit(conclude(plan, exchange, record_time(record.timestamp)), record)
         except CodecError as exc:
             step.out.reject(record, exc, record.event.case_id)
 
@@ -167,6 +159,8 @@ class Recommend(Handler):
         self._llm.shutdown(wait=False, cancel_futures=True)
         if self.history is not None:
             self.history.close()
+        if self.memory is not None:
+            self.memory.close()
 
 
 def _policy(policy: LoadedPolicy | None) -> LoadedPolicy:
