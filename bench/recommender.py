@@ -14,7 +14,8 @@ policy, exactly as the processor calls it. Figures, per size label ("20k"):
 - ``recommender.rss_mb.<n>``: resident memory of the measuring process once it holds the
   memory and the fitted model;
 - ``recommender.peak_rss_mb.<n>``: its peak resident memory (the fit itself happens in
-  the child, whose memory is not counted here).
+  the child, whose memory is not counted here);
+- ``recommender.fit_peak_rss_mb.<n>``: the fitting child's peak resident memory.
 
 BLAS runs on one thread (the scoring's matrix products are too small to gain from more,
 and spinning helper threads only add CPU time): set before numpy loads, in the child.
@@ -26,6 +27,7 @@ import argparse
 import gc
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -37,7 +39,7 @@ from multiprocessing.connection import Connection
 HISTORY_SEED = 7
 CASES_SEED = 8
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
-MEASURED_BATCHES = 5
+MEASURED_BATCHES = 10
 
 
 def label(size: int) -> str:
@@ -72,7 +74,7 @@ def _measure_one(size: int, batch: int, send: Connection) -> None:
     from console.demo import generate
     from policy.loader import default_policy_path, load_policy_file
     from processors.recommend.case_view import open_view
-    from processors.recommend.memory import Memory
+    from processors.recommend.memory import Memory, freeze_heap
     from processors.recommend.service import plan_batch
     from processors.recommend.visibility import Visibility
     from schemas.events import CaseOpened
@@ -85,6 +87,7 @@ def _measure_one(size: int, batch: int, send: Connection) -> None:
     started = time.perf_counter()
     memory.refit()
     fit_s = time.perf_counter() - started
+    freeze_heap()  # as the recommend processor does after its start-up replay and fit
     wanted = batch * (MEASURED_BATCHES + 1)
     cases = [
         open_view(e)
@@ -99,7 +102,7 @@ def _measure_one(size: int, batch: int, send: Connection) -> None:
         began = time.process_time()
         plan_batch(chunk, policy, memory)
         per_case.append((time.process_time() - began) * 1000 / len(chunk))
-    memory.close()
+    memory.close()  # stops the fitting child, so its peak memory is known
     name = label(size)
     send.send(
         {
@@ -107,8 +110,14 @@ def _measure_one(size: int, batch: int, send: Connection) -> None:
             f"recommender.fit_s.{name}": round(fit_s, 2),
             f"recommender.rss_mb.{name}": round(rss, 1),
             f"recommender.peak_rss_mb.{name}": round(_status_mb("VmHWM"), 1),
+            f"recommender.fit_peak_rss_mb.{name}": round(_children_peak_mb(), 1),
         }
     )
+
+
+def _children_peak_mb() -> float:
+    """Peak resident memory of the largest finished child (the fitting process), in MB."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def _status_mb(field: str) -> float:

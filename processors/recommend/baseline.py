@@ -42,8 +42,11 @@ def baseline_answer(
     allowed: Collection[str] | None,
     min_confidence: float,
     labelled: int,
+    bound: Mapping[str, Collection[str]] | None = None,
 ) -> Answer:
-    """The answer for one case; `allowed` None means any catalog action."""
+    """The answer for one case; `allowed` None means any catalog action. `bound` names,
+    per action, the parameters casegate fills from the case (no proposal is made for
+    them: whatever was proposed would be replaced)."""
     summary = extractive_summary(inp)
     if evidence is None:
         return Answer(
@@ -81,8 +84,9 @@ def baseline_answer(
             f"({action_p:.2f}), so none is recommended."
         )
     else:
+        skip = bound.get(action_name, ()) if bound is not None else ()
         action = ActionSpec(
-            name=action_name, params=_params(action_name, evidence.similar, inp.fields)
+            name=action_name, params=_params(action_name, evidence.similar, inp.fields, skip)
         )
         took = sum(1 for n in evidence.similar if any(a.name == action_name for a in n.actions))
         source = "as the precedent did" if follows else f"probability {action_p:.2f}"
@@ -126,7 +130,10 @@ def _precedent_action(taken: tuple[ActionSpec, ...], allowed: Collection[str] | 
 
 
 def _params(
-    action: str, neighbors: tuple[Neighbor, ...], visible: Mapping[str, Scalar]
+    action: str,
+    neighbors: tuple[Neighbor, ...],
+    visible: Mapping[str, Scalar],
+    skip: Collection[str] = (),
 ) -> dict[str, Scalar]:
     """Parameters for `action`: the case's own visible attribute, else a majority value.
 
@@ -135,23 +142,25 @@ def _params(
     case's own, not this one's. A redacted value is never proposed.
     """
     total = 0.0
-    support: dict[tuple[str, Scalar], list[float]] = {}
-    own_names: set[str] = set()
+    weight: dict[tuple[str, Scalar], float] = {}
+    voters: dict[tuple[str, Scalar], int] = {}
     for n in neighbors:
         for taken in n.actions:
             if taken.name != action:
                 continue
             total += n.similarity
-            for name, value in taken.params.items():
-                own_names.add(name)
-                support.setdefault((name, value), []).append(n.similarity)
-    params: dict[str, Scalar] = {}
-    if len(support) > 0:
-        ranked = sorted(support.items(), key=lambda kv: (-sum(kv[1]), str(kv[0])))
-        for (name, value), sims in ranked:
-            if name not in params and len(sims) >= 2 and sum(sims) > total / 2:
-                params[name] = value
-    for name in own_names:
+            for key in taken.params.items():
+                if key[0] in skip:
+                    continue
+                weight[key] = weight.get(key, 0.0) + n.similarity
+                voters[key] = voters.get(key, 0) + 1
+    # More than half of the weight: at most one value per name can have it.
+    params: dict[str, Scalar] = {
+        name: value
+        for (name, value), w in weight.items()
+        if voters[(name, value)] >= 2 and w > total / 2
+    }
+    for name in {name for name, _ in weight}:
         own = visible.get(f"attributes.{name}")
         if own is not None and not (isinstance(own, str) and _PLACEHOLDER.search(own)):
             params[name] = own
@@ -191,12 +200,17 @@ def _category_text(
     )
 
 
+def _names(actions: tuple[ActionSpec, ...]) -> str:
+    if len(actions) == 1:  # the usual case, without a generator
+        return actions[0].name
+    return ", ".join(a.name for a in actions) or "no action"
+
+
 def _similar_text(similar: tuple[Neighbor, ...]) -> str:
     if not similar:
         return "No labelled case is similar enough to show."
     listed = "; ".join(
-        f"{n.case_id} ({n.category}, {', '.join(a.name for a in n.actions) or 'no action'}, "
-        f"similarity {n.similarity:.2f})"
+        f"{n.case_id} ({n.category}, {_names(n.actions)}, similarity {n.similarity:.2f})"
         for n in similar[:SHOWN_CASES]
     )
     return f"Most similar labelled cases: {listed}."

@@ -65,16 +65,21 @@ def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _finish(h: np.ndarray, salt: int) -> np.ndarray:
-    """A well-spread bucket in [0, BUCKETS) for each 64-bit polynomial hash."""
-    h = (h ^ np.uint64(salt)) * _MIX
-    h ^= h >> np.uint64(31)
-    return ((h * _MIX) >> _SHIFT).astype(np.int64)
+    """A bucket in [0, BUCKETS) for each 64-bit polynomial hash: the top bits of a
+    multiplicative hash (the polynomial already folds every code point into them)."""
+    return (((h ^ np.uint64(salt)) * _MIX) >> _SHIFT).astype(np.int64)
 
 
 def _prepare(texts: Sequence[str]) -> str:
     """One string for the batch: each text lower-cased, whitespace runs made one space,
-    padded with a space on both sides, texts separated by a NUL (removed from the texts)."""
-    return "\0".join(" " + " ".join(t.replace("\0", " ").lower().split()) + " " for t in texts)
+    padded with a space on both sides, texts separated by a NUL (removed from the texts);
+    no two spaces are ever adjacent."""
+    return "\0".join(_padded(" ".join(t.replace("\0", " ").lower().split())) for t in texts)
+
+
+def _padded(text: str) -> str:
+    # An empty text is one space, not two: a window of spaces only would carry nothing.
+    return f" {text} " if text else " "
 
 
 def count_ngrams(texts: Sequence[str], tags: Sequence[Sequence[str]] | None = None) -> Counts:
@@ -116,37 +121,45 @@ def count_ngrams(texts: Sequence[str], tags: Sequence[Sequence[str]] | None = No
         cols.append(_finish(pair_hash, 2))
 
     # Character windows of each length: no separator inside, no space strictly inside.
-    is_space = (codes == _SPACE).astype(np.int64)
-    is_sep = (codes == _SEPARATOR).astype(np.int64)
-    spaces = np.concatenate(([0], np.cumsum(is_space)))
-    seps = np.concatenate(([0], np.cumsum(is_sep)))
+    # Their hashes roll forward over contiguous slices (h_{n+1}[i] = h_n[i] * BASE +
+    # c[i + n]): no gathers, which is what keeps this cheap for a whole batch.
+    char = codes.astype(np.uint64)
+    breaks = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum((codes == _SPACE) | (codes == _SEPARATOR), out=breaks[1:])
+    is_sep = codes == _SEPARATOR
     low, high = CHAR_NGRAMS
-    for size in range(low, high + 1):
+    window = char
+    for size in range(2, high + 1):
         if n < size:
             break
-        at = np.arange(n - size + 1)
-        inner_spaces = spaces[at + size - 1] - spaces[at + 1]
-        ok = (inner_spaces == 0) & (seps[at + size] == seps[at])
-        # A window of spaces only (possible for size 2 between texts) carries nothing.
-        ok &= ~((codes[at] == _SPACE) & (codes[at + size - 1] == _SPACE))
-        at = at[ok]
-        window_hash = (prefix[at + size] - prefix[at]) * down[at]
+        window = window[:-1] * _BASE + char[size - 1 :]
+        if size < low:
+            continue
+        count = n - size + 1
+        # Breaks strictly inside [i, i + size): breaks[i + size - 1] - breaks[i + 1].
+        ok = breaks[size - 1 : size - 1 + count] == breaks[1 : 1 + count]
+        ok &= ~is_sep[:count] & ~is_sep[size - 1 :]
+        at = np.flatnonzero(ok)
         rows.append(doc_of[at])
-        cols.append(_finish(window_hash, 10 + size) + BUCKETS)
+        cols.append(_finish(window[at], 10 + size) + BUCKETS)
 
     if tags is not None:
         tag_rows, tag_cols = _tag_entries(tags)
         rows.append(tag_rows)
         cols.append(tag_cols)
 
-    row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-    col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
     # One sort groups equal (row, column) pairs: their run lengths are the counts.
     width = FAMILIES * BUCKETS
-    keys, counts = np.unique(row * width + col, return_counts=True)
-    key_rows = keys // width
+    parts = [r * width + c for r, c in zip(rows, cols, strict=True)]
+    keys = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+    if keys.size:
+        first = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+        counts = np.diff(np.append(first, keys.size))
+        keys = keys[first]
+    else:
+        counts = np.zeros(0, dtype=np.int64)
     indptr = np.zeros(n_texts + 1, dtype=np.int64)
-    np.cumsum(np.bincount(key_rows, minlength=n_texts), out=indptr[1:])
+    np.cumsum(np.bincount(keys // width, minlength=n_texts), out=indptr[1:])
     matrix = sparse.csr_matrix(
         (counts.astype(np.float32), (keys % width).astype(np.int32), indptr),
         shape=(n_texts, width),

@@ -10,9 +10,11 @@ Heads, all over the same TF-IDF of word 1-2 grams and character 2-4 grams (`feat
   ("" for "no catalog action"), plus a Laplace-smoothed table of first actions per
   category (see `model` for how the two are combined with the similar cases' vote).
 Calibration: with enough examples (CALIBRATE_FROM) a seeded fifth is held out, the heads
-are fitted on the rest, and one temperature per head (category, action) is chosen to
-minimise the held-out negative log-likelihood; then every head is refitted on all
+are fitted on the rest, and one temperature per prediction (category, action) is chosen
+to minimise the held-out negative log-likelihood; then every head is refitted on all
 examples and keeps those temperatures. With fewer examples the temperature is 1.
+(Choosing the mixture's weights on the held-out fifth as well was tried: it lowered
+banking77 accuracy from 0.927 to 0.923 and left the demo's action hit rate unchanged.)
 
 Everything is seeded and runs on one BLAS thread, so the same examples give the same
 model, byte for byte; its version is a digest of the examples and of this configuration.
@@ -24,7 +26,7 @@ import hashlib
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import sparse
@@ -33,7 +35,7 @@ from processors.recommend.features import BUCKETS, FAMILIES, Counts, count_ngram
 from processors.recommend.model import FittedModel, Weighting, embed
 
 HIDDEN = 128
-EMBEDDING = 64  # dimensions of the similar-case search space
+EMBEDDING = 32  # dimensions of the similar-case search space
 LINEAR_C = 30.0
 ACTION_C = 3.0  # actions: noisier labels, more regularisation
 NETWORK = {"alpha": 1e-3, "batch_size": 512, "learning_rate_init": 4e-3}
@@ -207,7 +209,8 @@ def _network(
 
 
 def _calibrate(examples: Sequence[Example], counts: Counts, seed: int) -> tuple[float, float]:
-    """Temperatures (category, action) that fit a held-out, seeded fifth best."""
+    """Temperatures (category, action) that fit a held-out, seeded fifth best, the heads
+    being fitted on the other four fifths."""
     order = np.random.default_rng(seed).permutation(len(examples))
     cut = int(len(examples) * HOLDOUT)
     held, kept = np.sort(order[:cut]), np.sort(order[cut:])
@@ -217,8 +220,12 @@ def _calibrate(examples: Sequence[Example], counts: Counts, seed: int) -> tuple[
     model = _fit_all(part, Counts(counts.matrix[kept]), seed, 1.0, 1.0)
     scores = model.score(Counts(counts.matrix[held]))
     cat_truth = [_index(model.categories, examples[i].category) for i in held]
+    cat_temp = _temperature(scores.category, cat_truth)
+    # The action mixes in the category: score it with the category's temperature set.
+    tempered = replace(model, category_temperature=cat_temp)
+    scores = tempered.score(Counts(counts.matrix[held]))
     act_truth = [_index(model.actions, examples[i].action) for i in held]
-    return _temperature(scores.category, cat_truth), _temperature(scores.action, act_truth)
+    return cat_temp, _temperature(scores.action, act_truth)
 
 
 def _index(names: tuple[str, ...], name: str | None) -> int:

@@ -14,11 +14,11 @@ embeddings) and one `score` call per batch of cases does, in a few matrix produc
    of the batch against all of history, whose top k are the similar cases; their
    categories vote, weighted by similarity;
 4. the category probability is the mean of the three (linear, network, vote), sharpened or
-   flattened by the temperature fitted on held-out cases (calibration);
+   flattened by the temperature fitted on held-out cases (`fitting`: calibration);
 5. the action probability is, likewise, the mean of three: the linear action model, the
-   actions history took per category weighted by this case's category probabilities (so
-   that noise in a few cases' text does not decide), and the similar cases' vote for
-   their own first actions; with its own temperature.
+   actions history took per category weighted by this case's calibrated category
+   probabilities (so that noise in a few cases' text does not decide), and the similar
+   cases' vote for their own first actions; with its own temperature.
 
 Saved as one .npy file per array plus meta.json, loaded with `np.load` (whose file read
 releases the GIL), so a model fitted in another process can be taken in without holding
@@ -42,6 +42,7 @@ NEIGHBOURS = 10
 # Above this many history rows, candidates are pre-selected by lane maxima (see `_top_k`).
 _LANES_FROM = 4_096
 _LANE_WIDTH = 32
+_BLOCK = 64  # cases per similarity product: 64 x 20,000 floats fit the L2 cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,8 @@ class Scores:
     network: np.ndarray  # float64[B, C] the network's probabilities
     vote: np.ndarray  # float64[B, C] the similar cases' vote (zeros without labelled rows)
     action: np.ndarray  # float64[B, A], calibrated, over all of `actions` ("" = none)
+    action_linear: np.ndarray  # float64[B, A] the linear action model's probabilities
+    action_vote: np.ndarray  # float64[B, A] the similar cases' vote for their first actions
     neighbours: np.ndarray  # int64[B, k]: history rows, most similar first (-1: none)
     similarity: np.ndarray  # float32[B, k]
 
@@ -129,17 +132,35 @@ class FittedModel:
         linear = _softmax(z[:, :n_cat])
         hidden = np.maximum(z[:, n_cat : n_cat + n_hidden], 0.0)
         network = _softmax(hidden @ self.second + self.second_bias)
-        neighbours, similarity = _top_k(embed(hidden, self.projection) @ self.history.T, k)
+        neighbours, similarity = self._similar(embed(hidden, self.projection), k)
         vote = _vote(neighbours, similarity, cats, n_cat)
-        mean = _mean([linear, network], vote)
-        category = _softmax(np.log(mean), self.category_temperature)
-        by_category = mean @ self.action_given_category
-        act_mean = _mean(
-            [_softmax(z[:, n_cat + n_hidden :]), by_category],
-            _vote(neighbours, similarity, acts, n_act),
+        category = calibrated((linear, network, vote), self.category_temperature)
+        action_linear = _softmax(z[:, n_cat + n_hidden :])
+        action_vote = _vote(neighbours, similarity, acts, n_act)
+        action = calibrated(
+            (action_linear, category @ self.action_given_category, action_vote),
+            self.action_temperature,
         )
-        action = _softmax(np.log(act_mean), self.action_temperature)
-        return Scores(category, linear, network, vote, action, neighbours, similarity)
+        return Scores(
+            category,
+            linear,
+            network,
+            vote,
+            action,
+            action_linear,
+            action_vote,
+            neighbours,
+            similarity,
+        )
+
+    def _similar(self, unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k history rows by cosine, _BLOCK cases at a time: each block's similarity
+        matrix stays in the CPU cache while its top k is taken (one product per block)."""
+        found = [
+            _top_k(unit[start : start + _BLOCK] @ self.history.T, k)
+            for start in range(0, max(len(unit), 1), _BLOCK)
+        ]
+        return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
 
     def save(self, folder: Path) -> None:
         """Write the model into `folder` (created): arrays as .npy, the rest as JSON."""
@@ -201,13 +222,13 @@ def _unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.where(norms == 0.0, 1.0, norms)).astype(np.float32)  # type: ignore[no-any-return]
 
 
-def _mean(parts: list[np.ndarray], vote: np.ndarray) -> np.ndarray:
-    """Mean of the probability rows, the vote included only where some neighbour voted
-    (without one it abstains instead of pulling towards zero); never exactly zero."""
+def calibrated(parts: tuple[np.ndarray, np.ndarray, np.ndarray], temperature: float) -> np.ndarray:
+    """softmax(log(mean) / temperature) of three probability rows; the last (a vote) is
+    left out where no neighbour voted (it abstains instead of pulling towards zero)."""
+    first, second, vote = parts
     voted = vote.sum(axis=1, keepdims=True) > 0
-    total = sum(parts)
-    mean = np.where(voted, (total + vote) / (len(parts) + 1), total / len(parts))
-    return np.maximum(mean, 1e-12)  # type: ignore[no-any-return]
+    mean = np.where(voted, (first + second + vote) / 3.0, (first + second) / 2.0)
+    return _softmax(np.log(np.maximum(mean, 1e-12)), temperature)
 
 
 def _softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -241,8 +262,13 @@ def _top_k(similarity: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     else:
         candidates = np.broadcast_to(np.arange(n), (b, n))
     values = np.take_along_axis(similarity, candidates, axis=1)
-    # Sort by value descending, then by column ascending, for a deterministic order.
-    order = np.lexsort((candidates, -values), axis=1)[:, :k]
+    if candidates.shape[1] > k:
+        # The k largest candidates, unordered (cheap), then only those k sorted.
+        part = np.argpartition(values, candidates.shape[1] - k, axis=1)[:, -k:]
+        candidates = np.take_along_axis(candidates, part, axis=1)
+        values = np.take_along_axis(values, part, axis=1)
+    # By value descending, then column ascending: a deterministic order.
+    order = np.lexsort((candidates, -values), axis=1)
     picked = np.take_along_axis(candidates, order, axis=1)
     return picked.astype(np.int64), np.take_along_axis(values, order, axis=1)
 

@@ -33,7 +33,7 @@ from processors.handler import Handler, Inbound, Step
 from processors.intake_rules import UPSTREAM
 from processors.recommend.case_view import CaseView, apply_update, open_view, text_changed
 from processors.recommend.llm import Endpoint, Exchange, complete
-from processors.recommend.memory import Memory
+from processors.recommend.memory import Memory, freeze_heap
 from processors.recommend.service import Plan, conclude, plan_batch
 from processors.recommend.visibility import Visibility
 from processors.records import record_time
@@ -90,6 +90,7 @@ class Recommend(Handler):
         self.history = TopicFollower(self.settings, ["cases", "reviews"], "history")
         read = self.history.catch_up(self._learn, self._stop, "history")
         self.memory.refit()
+        freeze_heap()
         log.info("recommender memory learned from %d history records", read)
 
     def _learn(self, messages: list[Message]) -> None:

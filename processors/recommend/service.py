@@ -28,7 +28,7 @@ from policy.model import LlmRecommender, Policy, Workflow
 from policy.workflow import DEFAULT_MIN_CONFIDENCE
 from processors.recommend.answer import Answer
 from processors.recommend.baseline import BASELINE_MODEL, baseline_answer
-from processors.recommend.binding import bind_case_params
+from processors.recommend.binding import bind_case_params, bound_params
 from processors.recommend.case_view import CaseView
 from processors.recommend.llm import Endpoint, Exchange, acomplete, complete
 from processors.recommend.memory import Evidence, Memory
@@ -89,11 +89,13 @@ def plan_batch(cases: Sequence[CaseView], policy: LoadedPolicy, memory: Memory) 
     visibility = _visibility(policy, memory)
     inputs = [model_input(case, visibility) for case in cases]
     evidence = memory.evidence(inputs, [case.case_id for case in cases])
-    vetting: dict[tuple[object, ...], list[str]] = {}  # the batch's cases share verdicts
+    # Worked out once per batch: the cases share the policy.
+    vetting: dict[tuple[object, ...], list[str]] = {}
+    bound = _bound_names(policy.policy)
     plans = []
     for case, inp, ev in zip(cases, inputs, evidence, strict=True):
         workflow = policy.policy.workflow_for(case.match_fields, _predicted(ev))
-        plans.append(_plan(case, workflow, policy, inp, ev, memory, vetting))
+        plans.append(_plan(case, workflow, policy, inp, ev, memory, vetting, bound))
     return plans
 
 
@@ -129,10 +131,12 @@ def _plan(
     evidence: Evidence | None,
     memory: Memory,
     vetting: dict[tuple[object, ...], list[str]] | None = None,
+    bound: dict[str, frozenset[str]] | None = None,
 ) -> Plan:
     """The baseline's answer and, when the workflow asks for an LLM, its messages.
 
-    `vetting` memoises `action_errors` by (workflow, action, parameters) within a batch.
+    `vetting` memoises `action_errors` by (workflow, action, parameters) within a batch;
+    `bound` is `_bound_names` of the policy (both computed here when not given).
     """
     allowed = suggestible(workflow) if workflow is not None else list(policy.policy.catalog)
     recommender = workflow.recommender if workflow is not None else None
@@ -143,6 +147,7 @@ def _plan(
         allowed=allowed,
         min_confidence=threshold,
         labelled=memory.labelled_count,
+        bound=_bound_names(policy.policy) if bound is None else bound,
     )
     if workflow is not None:
         baseline = _vetted(baseline, workflow, policy.policy, {} if vetting is None else vetting)
@@ -259,7 +264,8 @@ def _vetted(
         name=answer.action.name,
         params={k: v for k, v in answer.action.params.items() if k in declared},
     )
-    key = (workflow.name, action.name, *sorted(action.params.items(), key=str))
+    # `baseline_answer` builds params in sorted order, so equal actions give equal keys.
+    key = (workflow.name, action.name, *action.params.items())
     errors = memo.get(key)
     if errors is None:
         errors = memo[key] = action_errors(action, workflow, policy)
@@ -275,6 +281,11 @@ def _bound(answer: Answer, case: CaseView, policy: Policy) -> Answer:
     if answer.action is None or entry is None:
         return answer
     return _with(answer, bind_case_params(answer.action, entry, case), answer.rationale)
+
+
+def _bound_names(policy: Policy) -> dict[str, frozenset[str]]:
+    """Per catalog action, the parameters bound from the case."""
+    return {name: frozenset(bound_params(a)) for name, a in policy.catalog.items()}
 
 
 def _with(answer: Answer, action: ActionSpec | None, rationale: str) -> Answer:
