@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:4318/v1/traces",
         description="Where CASEGATE_TRACING=otlp sends spans (OTLP over HTTP).",
     )
+    trace_link: str = Field(
+        default="",
+        description="The trace viewer's address for one trace, with {trace_id} in it "
+        "(e.g. http://127.0.0.1:16686/trace/{trace_id} for Jaeger): the case trace page "
+        "links each trace id there. Empty: the ids are shown unlinked.",
+    )
     console_port: int = Field(
         default=8080, ge=0, le=65535, description="Port of the console (API and pages, 127.0.0.1)."
     )

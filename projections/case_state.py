@@ -39,7 +39,7 @@ from typing import Any
 import psycopg
 
 from projections.envelope import Envelope
-from projections.staging import Stage
+from projections.staging import Load, Stage
 from schemas.events import (
     CaseOpened,
     CaseReclassified,
@@ -97,8 +97,9 @@ CONTROL = (
 )
 STAGE_COLUMNS = (*COLUMNS, *(name for name, _ in CONTROL))
 
-# s: the stored row (locked); d: the batch's delta for the case. The INSERT proposes the
-# row as the batch leaves a case that had none; on conflict each column combines the two.
+# s: the stored row (locked); d: the batch's delta for the case (projections.staging says
+# where d comes from). The INSERT proposes the row as the batch leaves a case that had none;
+# on conflict each column combines the two.
 MERGE_ROWS = """
 INSERT INTO case_state AS s (case_id, status, source, channel, queue, team, issue_class,
     subject, priority, workflow, phase, opened_at, first_action_at, resolved_at,
@@ -107,7 +108,7 @@ INSERT INTO case_state AS s (case_id, status, source, channel, queue, team, issu
 SELECT case_id, status, source, channel, queue, team, issue_class, subject, priority,
     workflow, phase, opened_at, first_action_at, resolved_at, reopen_count, resolution_count,
     actions_taken, reclassified, latest_recommendation_id, issue_class_at, updated_at
-FROM pg_temp.case_state_stage
+FROM d
 ON CONFLICT (case_id) DO UPDATE SET (status, source, channel, queue, team, issue_class,
     subject, priority, workflow, phase, opened_at, first_action_at, resolved_at,
     reopen_count, resolution_count, actions_taken, reclassified, latest_recommendation_id,
@@ -142,7 +143,7 @@ SELECT
          WHEN d.p_class_at >= s.issue_class_at THEN d.p_class_at
          ELSE s.issue_class_at END,
     greatest(s.updated_at, d.updated_at)
-FROM pg_temp.case_state_stage d WHERE d.case_id = s.case_id)
+FROM d WHERE d.case_id = s.case_id)
 """
 
 
@@ -336,7 +337,5 @@ class CaseStateProjection:
         """One staging row per case the batch touches."""
         return [d.staged() for d in fold(env.event for env in batch).values()]
 
-    def apply(self, cur: psycopg.Cursor, plan: list[tuple[Any, ...]]) -> None:
-        if plan:
-            self.stage.copy(cur, STAGE_COLUMNS, plan)
-            cur.execute(MERGE_ROWS)
+    def apply(self, load: Load, plan: list[tuple[Any, ...]]) -> None:
+        load.merge(self.stage, STAGE_COLUMNS, plan, MERGE_ROWS)

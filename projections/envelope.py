@@ -18,6 +18,7 @@ class Envelope:
     offset: int
     key: bytes | None
     event: Event
+    trace_id: str | None = None  # of the traceparent header the record carried
 
     @property
     def position(self) -> str:

@@ -52,7 +52,7 @@ def trace(conn: psycopg.Connection, case_id: str) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             "SELECT occurred_at, event_type, actor, summary, topic, partition, kafka_offset, "
-            "event_id, detail FROM case_timeline WHERE case_id = %s "
+            "event_id, detail, trace_id FROM case_timeline WHERE case_id = %s "
             "ORDER BY occurred_at, topic, partition, kafka_offset",
             (case_id,),
         ).fetchall()

@@ -42,7 +42,7 @@ import orjson
 import psycopg
 
 from projections.envelope import Envelope
-from projections.staging import Stage
+from projections.staging import Load, Stage
 from schemas.events import (
     ActionSpec,
     ApprovalCompleted,
@@ -115,7 +115,7 @@ SELECT recommendation_id, case_id, produced_at, workflow, phase, predicted_categ
     outcome, reasons, policy_version, decided_at, approvals_required, approvals_received,
     approvers, eligible_roles, expires_at, review_status, verdict, final_action_name,
     final_action_params, overridden, reviews_denied, closed_at
-FROM pg_temp.recommendation_facts_stage
+FROM d
 ON CONFLICT (recommendation_id) DO UPDATE SET (produced_at, workflow, phase,
     predicted_category, confidence, action_name, action_params, summary, rationale,
     similar_cases, provenance, outcome, reasons, policy_version, decided_at,
@@ -163,7 +163,7 @@ SELECT
     s.overridden OR d.overridden,
     s.reviews_denied + d.reviews_denied,
     coalesce(d.closed_at, s.closed_at)
-FROM pg_temp.recommendation_facts_stage d WHERE d.recommendation_id = s.recommendation_id)
+FROM d WHERE d.recommendation_id = s.recommendation_id)
 """
 
 EXECUTION_COLUMNS = (
@@ -201,7 +201,7 @@ INSERT INTO executions AS x (execution_id, recommendation_id, case_id, action_na
 SELECT execution_id, recommendation_id, case_id, action_name, action_params, mode,
     requested_by, policy_version, requested_at, status, error_class, message, timed_out,
     rolled_back, finished_at
-FROM pg_temp.executions_stage
+FROM d
 ON CONFLICT (execution_id) DO UPDATE SET (recommendation_id, action_name, action_params,
     mode, requested_by, policy_version, requested_at, status, error_class, message,
     timed_out, rolled_back, finished_at) = (
@@ -224,7 +224,7 @@ SELECT
     CASE WHEN d.p_finished THEN d.timed_out ELSE x.timed_out END,
     x.rolled_back OR d.rolled_back,
     CASE WHEN d.p_finished THEN d.finished_at ELSE x.finished_at END
-FROM pg_temp.executions_stage d WHERE d.execution_id = x.execution_id)
+FROM d WHERE d.execution_id = x.execution_id)
 """
 
 POLICY_COLUMNS = ("version", "sha256", "author", "published_at", "document")
@@ -243,7 +243,7 @@ CATALOG_COLUMNS = (
 # A version is published once: the first row for it stays.
 MERGE_POLICIES = """
 INSERT INTO policy_versions (version, sha256, author, published_at, document)
-SELECT version, sha256, author, published_at, document FROM pg_temp.policy_versions_stage
+SELECT version, sha256, author, published_at, document FROM d
 ON CONFLICT (version) DO NOTHING
 """
 MERGE_CATALOG = """
@@ -251,7 +251,7 @@ INSERT INTO catalog_actions (policy_version, name, description, risk, effects, r
     rollback_action, permission, approvals, approval_roles)
 SELECT policy_version, name, description, risk, effects, reversible, rollback_action,
     permission, approvals, approval_roles
-FROM pg_temp.catalog_actions_stage
+FROM d
 ON CONFLICT DO NOTHING
 """
 
@@ -618,20 +618,13 @@ class RecommendationFactsProjection:
             [d.staged() for d in fold_executions(events).values()],
         )
 
-    def apply(self, cur: psycopg.Cursor, plan: FactsPlan) -> None:
+    def apply(self, load: Load, plan: FactsPlan) -> None:
+        """One merge per table the batch touches (none for the others)."""
         # Policies first: catalog actions refer to their version.
-        if plan.policies:
-            self.policies.copy(cur, POLICY_COLUMNS, plan.policies)
-            cur.execute(MERGE_POLICIES)
-        if plan.catalog:
-            self.catalog.copy(cur, CATALOG_COLUMNS, plan.catalog)
-            cur.execute(MERGE_CATALOG)
-        if plan.facts:
-            self.facts.copy(cur, FACT_STAGE_COLUMNS, plan.facts)
-            cur.execute(MERGE_FACTS)
-        if plan.executions:
-            self.executions.copy(cur, EXECUTION_STAGE_COLUMNS, plan.executions)
-            cur.execute(MERGE_EXECUTIONS)
+        load.merge(self.policies, POLICY_COLUMNS, plan.policies, MERGE_POLICIES)
+        load.merge(self.catalog, CATALOG_COLUMNS, plan.catalog, MERGE_CATALOG)
+        load.merge(self.facts, FACT_STAGE_COLUMNS, plan.facts, MERGE_FACTS)
+        load.merge(self.executions, EXECUTION_STAGE_COLUMNS, plan.executions, MERGE_EXECUTIONS)
 
 
 @dataclass(frozen=True)

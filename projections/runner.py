@@ -15,11 +15,13 @@ only once batch N's has committed, so the overlap changes no result.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -33,14 +35,20 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from opentelemetry.trace import Span, SpanKind, Tracer
+from psycopg.pq import TransactionStatus
 
 from infra.deadletter import dead_letter
 from infra.kafka import read_headers
 from infra.settings import Settings
+from infra.telemetry import context_of, trace_id_of, traceparent_of
 from projections.envelope import Envelope, storable
+from projections.metrics import ReadModelMetrics
+from projections.staging import Load
 from schemas.codec import Codec, CodecError, Headers, InvalidEvent
 
 log = logging.getLogger(__name__)
+INTRANS, INERROR = TransactionStatus.INTRANS, TransactionStatus.INERROR
 
 
 class Projection(Protocol):
@@ -57,8 +65,8 @@ class Projection(Protocol):
         database, so that it runs while the batch before is still being written."""
         ...
 
-    def apply(self, cur: psycopg.Cursor, plan: Any) -> None:
-        """Write what ``plan`` made of the batch's new events."""
+    def apply(self, load: Load, plan: Any) -> None:
+        """Write what ``plan`` made of the batch's new events (``load`` says how)."""
         ...
 
 
@@ -70,12 +78,25 @@ class Deduplicator(Protocol):
         ...
 
     def fresh(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> list[Envelope]:
-        """The events of ``batch`` (unique) that are not recorded yet."""
+        """The events of ``batch`` (unique) that are not recorded yet (reads only: in a
+        pipeline, its statements are the transaction's one round trip before the writes)."""
         ...
 
 
-# Batches between two full garbage collections while a runner runs (see start).
+# Batches between two garbage collections while a runner runs (see start).
 COLLECT_EVERY = 20
+# Batches of at most this many events are written inline and pipelined (see
+# projections.staging): two round trips per transaction, no temporary table. Larger ones go
+# by COPY, whose merges look rows up by key: an inline merge scans its rows once per
+# stored row it changes, which is nothing at this size and too much at a replay's.
+INLINE_EVENTS = 500
+STORE_OFFSETS = """
+INSERT INTO projection_offsets (consumer, topic, partition, next_offset)
+SELECT %s, topic, partition, next_offset
+FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS o (topic, partition, next_offset)
+ON CONFLICT (consumer, topic, partition) DO UPDATE
+SET next_offset = EXCLUDED.next_offset, updated_at = now()
+"""
 
 
 @dataclass(frozen=True)
@@ -88,6 +109,16 @@ class Batch:
     records: int
     decoded: int  # events decoded, in-batch duplicates included
     plans: list[Any]
+    consumed: dict[str, int]  # records read, by topic (for the metrics)
+    spans: list[Span]  # one per event when tracing is on, ended once the batch commits
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a batch's committed transaction wrote."""
+
+    fresh: dict[str, int]  # new events, by topic
+    seconds: float  # BEGIN to COMMIT
 
 
 def group_id(settings: Settings, name: str) -> str:
@@ -112,6 +143,8 @@ class ProjectionRunner:
         emit_dead_letters: bool = True,
         poll_timeout_s: float = 0.25,
         reconnect: Callable[[], psycopg.Connection] | None = None,
+        metrics: ReadModelMetrics | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.settings = settings
         self.codec = codec
@@ -129,6 +162,9 @@ class ProjectionRunner:
         # How to open a new connection when PostgreSQL went away (restart, failover);
         # without it a lost connection ends run() with the error.
         self.reconnect = reconnect
+        self.metrics = metrics
+        self.tracer = tracer
+        self._next_gauges = 0.0
         # Offsets are stored per projection; dead letters name the consumer group.
         self.consumer_name = f"projection.{name}"
         self.group_id = group_id(settings, name)
@@ -159,7 +195,10 @@ class ProjectionRunner:
 
     def _prepare(self) -> None:
         """Ready a new connection: session settings and every projection's staging tables,
-        committed on their own so that a batch rolled back later keeps them."""
+        committed on their own so that a batch rolled back later keeps them. The runner
+        begins and commits every transaction itself (autocommit outside them), which a
+        pipelined transaction needs."""
+        self.conn.autocommit = True
         with self.conn.transaction(), self.conn.cursor() as cur:
             # Each batch's merge statements are planned afresh with new row counts; JIT
             # compiling them (PostgreSQL's default above a cost threshold that a big batch
@@ -246,6 +285,8 @@ class ProjectionRunner:
         transaction are raised here; ``drain`` waits for the last one."""
         batch = self._read()
         self.drain()
+        if self.metrics is not None:
+            self._gauges()
         if batch is None:
             return 0
         self._inflight = self._writer.submit(self._write, batch)
@@ -259,10 +300,22 @@ class ProjectionRunner:
         inflight, self._inflight = self._inflight, None
         if inflight is None:
             return
-        batch, fresh = inflight.result()
+        try:
+            batch, written = inflight.result()
+        except BaseException:
+            if self.metrics is not None:
+                self.metrics.failed()
+            raise
+        fresh = sum(written.fresh.values())
         self._positions.update(batch.next_offsets)
         self.processed += fresh
         self.duplicates += batch.decoded - fresh
+        if self.metrics is not None:
+            self.metrics.committed(
+                batch.consumed, written.fresh, batch.decoded - fresh, written.seconds
+            )
+        for span in batch.spans:
+            span.end()
         # For lag tools only: the position that counts is the one stored with the rows.
         self.consumer.commit(
             offsets=[TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()],
@@ -282,6 +335,7 @@ class ProjectionRunner:
                 return self._past_markers()
             messages += self.consumer.consume(self.batch_size - 1, 0)
         envelopes: list[Envelope] = []
+        spans: list[Span] = []
         dead = 0
         next_offsets: dict[tuple[str, int], int] = {}
         for msg in messages:
@@ -312,7 +366,12 @@ class ProjectionRunner:
                 self._dead_letter(topic, partition, offset, msg.key(), msg.value(), headers, exc)
                 dead += 1
                 continue
-            envelopes.append(storable(Envelope(topic, partition, offset, msg.key(), event)))
+            trace_id = trace_id_of(traceparent_of(headers))
+            envelopes.append(
+                storable(Envelope(topic, partition, offset, msg.key(), event, trace_id))
+            )
+            if self.tracer is not None:
+                spans.append(self._span(envelopes[-1], headers))
         if dead and self.emit_dead_letters:
             # Dead letters must be durable before the offsets that skip them are.
             remaining = self.producer.flush(30)
@@ -328,7 +387,45 @@ class ProjectionRunner:
             next_offsets[tp] = max(next_offsets[tp], position)
         unique = self.dedupe.unique(envelopes)
         plans = [projection.plan(unique) for projection in self.projections]
-        return Batch(unique, next_offsets, len(messages), len(envelopes), plans)
+        consumed = Counter(cast(str, m.topic()) for m in messages if m.error() is None)
+        return Batch(
+            unique, next_offsets, len(messages), len(envelopes), plans, dict(consumed), spans
+        )
+
+    def _span(self, env: Envelope, headers: Headers | None) -> Span:
+        """The event's span, child of the trace its record carries: from its read to the
+        commit of the batch that wrote it."""
+        assert self.tracer is not None
+        event = env.event
+        return self.tracer.start_span(
+            "readmodels",
+            context=context_of(traceparent_of(headers)),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "casegate.case_id": event.case_id,
+                "casegate.event_id": event.event_id,
+                "casegate.event_type": event.event_type,
+                "messaging.destination.name": env.topic,
+                "messaging.kafka.partition": env.partition,
+                "messaging.kafka.offset": env.offset,
+            },
+        )
+
+    def _gauges(self) -> None:
+        """Lag per partition from the stored positions and the cached high watermarks (no
+        broker round trip), at most once a second."""
+        now = time.monotonic()
+        if self.metrics is None or now < self._next_gauges:
+            return
+        self._next_gauges = now + 1.0
+        lags = []
+        for (topic, partition), position in self._positions.items():
+            _low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
+            if high >= 0:
+                lags.append((topic, partition, max(0, high - position)))
+        self.metrics.lags(lags)
 
     def _past_markers(self) -> Batch | None:
         """Idle: an offsets-only batch for partitions whose position moved past trailing
@@ -344,7 +441,8 @@ class ProjectionRunner:
         }
         if not moved:
             return None
-        return Batch([], moved, 0, 0, [projection.plan([]) for projection in self.projections])
+        plans = [projection.plan([]) for projection in self.projections]
+        return Batch([], moved, 0, 0, plans, {}, [])
 
     def _consumer_positions(self, only: set[tuple[str, int]] | None) -> dict[tuple[str, int], int]:
         tps = (
@@ -356,11 +454,13 @@ class ProjectionRunner:
             if tp.offset >= 0
         }
 
-    def _write(self, batch: Batch) -> tuple[Batch, int]:
+    def _write(self, batch: Batch) -> tuple[Batch, Written]:
         """One transaction: the new events' rows in every read model and the offsets they
-        came from. Returns the batch and how many of its events were new."""
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            envelopes = batch.envelopes
+        came from. Returns the batch and what of it was new."""
+        started = time.perf_counter()
+        envelopes = batch.envelopes
+        inline = len(envelopes) <= INLINE_EVENTS
+        with self._transaction(pipelined=inline) as cur:
             fresh = self.dedupe.fresh(cur, envelopes) if envelopes else []
             plans = batch.plans
             if len(fresh) != len(envelopes):
@@ -370,15 +470,48 @@ class ProjectionRunner:
             # Step 2: every read model sees the same new events in the same transaction,
             # so they can never disagree about what has been applied.
             if fresh:
+                load = Load(cur, inline)
                 for projection, plan in zip(self.projections, plans, strict=True):
-                    projection.apply(cur, plan)
-            cur.executemany(
-                "INSERT INTO projection_offsets (consumer, topic, partition, next_offset) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (consumer, topic, partition) DO UPDATE "
-                "SET next_offset = EXCLUDED.next_offset, updated_at = now()",
-                [(self.consumer_name, t, p, o) for (t, p), o in batch.next_offsets.items()],
+                    projection.apply(load, plan)
+            positions = batch.next_offsets.items()
+            cur.execute(
+                STORE_OFFSETS,
+                (
+                    self.consumer_name,
+                    [t for (t, _), _ in positions],
+                    [p for (_, p), _ in positions],
+                    [o for _, o in positions],
+                ),
             )
-        return batch, len(fresh)
+        return batch, Written(dict(Counter(e.topic for e in fresh)), time.perf_counter() - started)
+
+    @contextlib.contextmanager
+    def _transaction(self, pipelined: bool) -> Iterator[psycopg.Cursor]:
+        """A transaction, committed when the block ends without error, else rolled back.
+
+        Pipelined: BEGIN, the statements and COMMIT go out without waiting for one another;
+        the server answers when the block reads a result (the deduplication) and at the
+        commit, which waits for the disk (synchronous_commit) as any commit does. Nothing
+        in the block may COPY.
+        """
+        conn = self.conn
+        if not pipelined:
+            with conn.transaction(), conn.cursor() as cur:
+                yield cur
+            return
+        try:
+            with conn.pipeline() as pipeline, conn.cursor() as cur:
+                cur.execute("BEGIN")
+                yield cur
+                cur.execute("COMMIT")
+                pipeline.sync()
+        except BaseException:
+            # A failed statement left the transaction open and aborted (its COMMIT was
+            # skipped); a lost connection has none left to end.
+            if conn.info.transaction_status in (INTRANS, INERROR):
+                with contextlib.suppress(psycopg.OperationalError, psycopg.InterfaceError):
+                    conn.execute("ROLLBACK")
+            raise
 
     def _dead_letter(
         self,
@@ -393,6 +526,8 @@ class ProjectionRunner:
         self.dead_lettered += 1
         if not self.emit_dead_letters:
             return
+        if self.metrics is not None:
+            self.metrics.dead_letter(type(exc).__name__)
         log.warning("dead-lettering %s[%d]@%d: %s", topic, partition, offset, exc)
         event = dead_letter(
             consumer=self.group_id,

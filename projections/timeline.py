@@ -6,11 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from projections.describe import actor_of, summary_of
 from projections.envelope import Envelope
-from projections.staging import copy_binary, table_oids
+from projections.staging import Load, Table
 from schemas.events import DeadLettered, PolicyPublished
 
 # Policy documents and dead letters are not part of any case's story.
@@ -26,6 +25,7 @@ COLUMNS = (
     "actor",
     "summary",
     "detail",
+    "trace_id",
 )
 
 
@@ -33,10 +33,10 @@ class CaseTimelineProjection:
     name: str = "case_timeline"
 
     def __init__(self) -> None:
-        self._oids: dict[str, int] = {}
+        self.table = Table("case_timeline")
 
     def prepare(self, cur: psycopg.Cursor) -> None:
-        self._oids = table_oids(cur, "case_timeline")
+        self.table.learn(cur)
 
     @staticmethod
     def plan(batch: Sequence[Envelope]) -> list[tuple[Any, ...]]:
@@ -53,11 +53,13 @@ class CaseTimelineProjection:
                 actor_of(e),
                 summary_of(e),
                 env.payload,
+                env.trace_id,
             )
             for env in batch
             if not isinstance(e := env.event, NOT_CASE_EVENTS)
         ]
 
-    def apply(self, cur: psycopg.Cursor, plan: list[tuple[Any, ...]]) -> None:
-        """Append the rows with one COPY (the events are new: deduplicated before)."""
-        copy_binary(cur, sql.Identifier("case_timeline"), COLUMNS, self._oids, plan)
+    def apply(self, load: Load, plan: list[tuple[Any, ...]]) -> None:
+        """Append the rows in one statement (the events are new: deduplicated before)."""
+        if plan:
+            load.append(self.table, COLUMNS, plan)

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 import threading
 from typing import Any
 
 import psycopg
+from prometheus_client import CollectorRegistry
 
 from infra.db import database_urls
 from infra.kafka import make_consumer, make_producer
 from infra.settings import Settings
+from infra.telemetry import make_tracer, serve_metrics, setup_logging
 from infra.topics import PROJECTED
 from projections.audit import AuditLogProjection
 from projections.case_state import CaseStateProjection
+from projections.metrics import ReadModelMetrics
 from projections.recommendations import RecommendationFactsProjection
 from projections.runner import ProjectionRunner, group_id
 from projections.timeline import CaseTimelineProjection
@@ -45,9 +47,11 @@ def build_runner(
     emit_dead_letters: bool = True,
     batch_size: int = 5000,
     consumer_settings: dict[str, Any] | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> ProjectionRunner:
     """Every read model in one consumer: each record is decoded once and all tables move
-    together in one transaction per batch."""
+    together in one transaction per batch. With a ``registry`` it counts what it does
+    there, and it traces each event when ``CASEGATE_TRACING`` is on."""
     audit = AuditLogProjection()
     # The live worker (no connection handed in) reconnects by itself after PostgreSQL
     # restarts; a caller that brings its own connection (a replay) owns its failures.
@@ -80,6 +84,8 @@ def build_runner(
         batch_size=batch_size,
         emit_dead_letters=emit_dead_letters,
         reconnect=reconnect,
+        metrics=ReadModelMetrics(registry, settings.topic_prefix) if registry else None,
+        tracer=make_tracer(settings, NAME) if registry else None,
     )
 
 
@@ -88,10 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     if args != [NAME]:
         sys.exit(f"usage: python -m projections.worker {NAME}")
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
-    )
-    runner = build_runner(settings, Codec.load())
+    setup_logging(settings, f"{NAME}-{settings.instance}")
+    registry = CollectorRegistry()
+    serve_metrics(settings, NAME, settings.instance, registry)
+    runner = build_runner(settings, Codec.load(), registry=registry)
     stop = threading.Event()
     # Finish the batch in hand, then stop: SIGTERM never leaves a half-written batch.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

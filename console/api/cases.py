@@ -43,6 +43,7 @@ def _event(e: dict[str, Any], hidden: bool) -> TraceEvent:
         where=f"{e['topic']}[{e['partition']}]@{e['kafka_offset']}",
         event_id=e["event_id"],
         detail=None if withheld else e["detail"],
+        trace_id=e["trace_id"],
     )
 
 

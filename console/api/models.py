@@ -148,6 +148,9 @@ class TraceEvent(BaseModel):
     where: str = Field(description="topic[partition]@offset")
     event_id: str
     detail: dict[str, Any] | None = Field(description="the event's JSON form; null when hidden")
+    trace_id: str | None = Field(
+        None, description="the W3C trace id its record carried (OpenTelemetry), if any"
+    )
 
 
 class CaseTrace(BaseModel):

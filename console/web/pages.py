@@ -116,6 +116,10 @@ def trace_page(
     recorded = shown is not None and any(
         (e.detail or {}).get("review_id") == shown for e in story.events
     )
+    # One case is one trace when upstream starts it; a case whose events came in several
+    # (no traceparent upstream, say) lists each, in the order the case met them.
+    trace_ids = list(dict.fromkeys(e.trace_id for e in story.events if e.trace_id))
+    link = request.app.state.services.settings.trace_link
     return render(
         request,
         "trace.html",
@@ -124,6 +128,7 @@ def trace_page(
         story=story,
         submitted=shown,
         recorded=recorded,
+        traces=[(t, link.replace("{trace_id}", t) if link else None) for t in trace_ids],
         key=new_key(),
         error=error,
     )
