@@ -5,7 +5,8 @@ Order: raw baselines, each stage alone (on the processors' loop and in the plain
 loop running the same handler), the pipeline with one worker per processor (with latency
 at half its measured rate, and after an idle period, while its processes are still up) and
 with two, then the replay (in a process of its own, so its memory over the whole replay is
-sampled).
+sampled), then the recommender's CPU per case and memory at 5k, 20k and 50k cases of
+history (bench.recommender; no broker).
 Every child process is stopped and every sandbox dropped, whatever happens.
 
 Sizes come from flags, or from ``BENCH_<FLAG>`` environment variables (so
@@ -31,7 +32,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
 
-from bench import latency, raw, replayer, workload
+from bench import latency, raw, recommender, replayer, workload
 from bench.latency import Listener
 from bench.measure import WARM_FRACTION, Figures, Target, Trend, bytes_per_unit, growth, rss_at
 from bench.procs import LOGS, Child, Sampler, running
@@ -54,8 +55,13 @@ TARGETS = (
     Target("latency p99.9 (ms)", "<=", 250.0),
     Target("replay / raw_consume", ">=", 0.1),
     Target("replay peak RSS (MB)", "<=", 250.0),
+    Target("recommender CPU per case, 20k history (ms)", "<=", 0.2),
+    Target("recommender peak RSS, 50k history (MB)", "<=", 400.0),
 )
-PHASES = ("raw", "stages", "pipeline", "replay")
+PHASES = ("raw", "stages", "pipeline", "replay", "recommender")
+# History sizes the recommender is measured at (bench.recommender); --quick: small ones.
+RECOMMENDER_SIZES = (5_000, 20_000, 50_000)
+QUICK_RECOMMENDER_SIZES = (500, 2_000)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -127,6 +133,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.runs, args.events, args.stage_events, args.replay_events = 1, 400, 200, 3_000
         args.history, args.latency_s, args.idle_s = 20, 2.0, 2.0
         args.replay_runs, args.phases = 1, ",".join(PHASES)
+        args.recommender_sizes = QUICK_RECOMMENDER_SIZES
+    else:
+        args.recommender_sizes = RECOMMENDER_SIZES
     args.replay_runs = args.replay_runs or args.runs
     args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     unknown = set(args.phases) - set(PHASES)
@@ -181,6 +190,8 @@ def main() -> None:
         "replay / raw_consume": ratio("replay", "raw_consume"),
         "replay peak RSS (MB)": median("memory.replay.peak_rss"),
         "pipeline 2 workers / 1 worker": ratio("pipeline.2workers", "pipeline"),
+        "recommender CPU per case, 20k history (ms)": median("recommender.cpu_ms_per_case.20k"),
+        "recommender peak RSS, 50k history (MB)": median("recommender.peak_rss_mb.50k"),
     }
     params = {
         **vars(args),
@@ -234,6 +245,7 @@ class Bench:
             "stages": self.stages,
             "pipeline": self.pipeline,
             "replay": self.replay,
+            "recommender": self.recommender,
         }
         return phases[name]
 
@@ -326,6 +338,14 @@ class Bench:
         got.add(name, "cases/s", run.rate)
         got.add(f"{name}.cpu", "ms CPU/case", run.cpu_ms_per_record())
         return got, run
+
+    def recommender(self) -> None:
+        """CPU per case, fit time and memory of the recommender at each history size, in a
+        process of its own per size (bench.recommender); no broker involved. Once: each
+        CPU figure is already the median over that run's batches."""
+        for name, value in recommender.measure(self.args.recommender_sizes).items():
+            unit = "s" if "_s." in name else "MB" if "_mb." in name else "ms"
+            self.figures.add(name, unit, value)
 
     def replay(self) -> None:
         mix_cases = -(-self.args.replay_events // 3)  # three events per case

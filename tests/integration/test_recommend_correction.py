@@ -1,0 +1,89 @@
+"""A correction on the real broker: an operator's reclassification of a learned case
+changes the very next recommendation for a near-identical case, without waiting for a
+refit (issue 13: learning from corrections)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from schemas.codec import Codec
+from schemas.events import CaseOpened, CaseReclassified, CaseResolved, RecommendationProduced
+from tests.integration.helpers import spawn
+from tests.integration.pipeline import Tail, send
+from tests.integration.scenario import policy_event
+from tests.integration.test_recommend_processor import demo_events
+from tests.stack import Stack
+
+CORRECTED = "contract_question"
+
+
+def test_a_reclassification_changes_the_next_recommendation(stack: Stack) -> None:
+    settings = stack.isolated()
+    codec = Codec.load()
+    history = demo_events("history.jsonl")
+    resolved = {e.case_id: e for e in history if isinstance(e, CaseResolved)}
+    learned = next(e for e in history if isinstance(e, CaseOpened) and e.case_id in resolved)
+    category = resolved[learned.case_id].category
+    send(settings, codec, [policy_event(), *history])
+
+    def twin(n: int) -> CaseOpened:
+        """A new case with the learned case's very words."""
+        return replace(learned, event_id=f"twin-{n}", case_id=f"twin-{n}")
+
+    tail = Tail(settings, ("recommendations",), codec)
+    procs = [
+        spawn(settings, "processors.worker", "intake", "intake"),
+        spawn(settings, "processors.worker", "recommend", "recommend"),
+    ]
+
+    def recommended(case_id: str) -> RecommendationProduced:
+        [rec] = tail.wait(
+            lambda: [
+                r.event
+                for r in tail.records
+                if isinstance(r.event, RecommendationProduced) and r.event.case_id == case_id
+            ],
+            timeout_s=120,
+            what=f"the recommendation for {case_id}",
+        )
+        assert isinstance(rec, RecommendationProduced)
+        return rec
+
+    try:
+        send(settings, codec, [twin(1)])
+        before = recommended("twin-1")
+        assert before.category == category  # learned from the history
+        send(
+            settings,
+            codec,
+            [
+                CaseReclassified(
+                    event_id=f"reclassify-{learned.case_id}",
+                    case_id=learned.case_id,
+                    occurred_at=datetime.now(UTC),
+                    review_id=f"review-reclassify-{learned.case_id}",
+                    actor="sam",
+                    roles=("supervisor",),
+                    category=CORRECTED,
+                    reason="was a question about the contract",
+                )
+            ],
+        )
+        time.sleep(3.0)  # the memory follows `reviews` between batches
+        send(settings, codec, [twin(2)])
+        after = recommended("twin-2")
+    finally:
+        for proc in procs:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        tail.close()
+
+    assert after.category == CORRECTED != category
+    assert learned.case_id in {s.case_id for s in after.similar_cases}
+    assert after.provenance.model_version == before.provenance.model_version  # no refit
