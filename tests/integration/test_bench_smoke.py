@@ -45,6 +45,10 @@ FIGURES = (
     "memory.recommend.growth",
     "memory.guard.growth",
     "memory.readmodels.growth",
+    # --quick measures the recommender at 500, 1k and 2k cases of history.
+    "recommender.cpu_ms_per_case.1k",
+    "recommender.fit_s.2k",
+    "recommender.peak_rss_mb.2k",
 )
 RATIOS = (
     "pipeline / raw",
@@ -55,6 +59,8 @@ RATIOS = (
     "latency p99.9 (ms)",
     "replay / raw_consume",
     "replay peak RSS (MB)",
+    "recommender CPU per case (ms)",
+    "recommender peak RSS (MB)",
 )
 
 
