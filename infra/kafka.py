@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from infra.settings import Settings
 from schemas.codec import Headers, UndecodableRecord
@@ -67,6 +67,20 @@ def make_producer(settings: Settings, **overrides: Any) -> Producer:
 
 def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
     return Consumer(consumer_config(settings, group_id, **overrides))
+
+
+def partition_lags(
+    consumer: Consumer, positions: Mapping[tuple[str, int], int]
+) -> list[tuple[str, int, int]]:
+    """(topic, partition, lag) for each position: the high watermark the consumer last
+    fetched (cached, no broker round trip) minus the position, never below 0; partitions
+    with no fetched watermark yet are left out."""
+    lags = []
+    for (topic, partition), position in positions.items():
+        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+        if high >= 0:
+            lags.append((topic, partition, max(0, high - position)))
+    return lags
 
 
 def read_headers(msg: Message) -> Headers | None:

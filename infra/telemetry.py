@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.trace import Span, Tracer
+from opentelemetry.trace import Span, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, disable_created_metrics, start_http_server
 
@@ -153,6 +153,31 @@ def make_tracer(settings: Settings, component: str) -> Tracer | None:
             BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint))
         )
     return provider.get_tracer("casegate")
+
+
+def record_span(
+    tracer: Tracer,
+    name: str,
+    event: Any,
+    position: tuple[str, int, int],
+    traceparent: bytes | None,
+) -> Span:
+    """The span of one consumed record (``position``: topic, partition, offset), child of
+    the trace its ``traceparent`` header names (a new trace without one)."""
+    topic, partition, offset = position
+    return tracer.start_span(
+        name,
+        context=context_of(traceparent),
+        kind=SpanKind.CONSUMER,
+        attributes={
+            "casegate.case_id": event.case_id,
+            "casegate.event_id": event.event_id,
+            "casegate.event_type": event.event_type,
+            "messaging.destination.name": topic,
+            "messaging.kafka.partition": partition,
+            "messaging.kafka.offset": offset,
+        },
+    )
 
 
 def traceparent_of(headers: Iterable[tuple[str, Any]] | None) -> bytes | None:

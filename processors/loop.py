@@ -44,12 +44,12 @@ from confluent_kafka import (
     Producer,
 )
 from confluent_kafka import TopicPartition as TP
-from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.trace import Span, StatusCode
 from prometheus_client import CollectorRegistry
 
-from infra.kafka import consumer_config, produce, producer_config, read_headers
+from infra.kafka import consumer_config, partition_lags, produce, producer_config, read_headers
 from infra.settings import Settings
-from infra.telemetry import context_of, make_tracer, traceparent_for, traceparent_of
+from infra.telemetry import make_tracer, record_span, traceparent_for, traceparent_of
 from infra.topics import ensure_changelogs
 from policy.loader import LoadedPolicy
 from processors.follow import PolicyFollower
@@ -295,18 +295,12 @@ class Loop:
         if self.tracer is None or not batch:
             return {}
         spans = {
-            id(r): self.tracer.start_span(
+            id(r): record_span(
+                self.tracer,
                 self.handler.component,
-                context=context_of(traceparent_of(r.headers)),
-                kind=SpanKind.CONSUMER,
-                attributes={
-                    "casegate.case_id": r.event.case_id,
-                    "casegate.event_id": r.event.event_id,
-                    "casegate.event_type": r.event.event_type,
-                    "messaging.destination.name": r.topic,
-                    "messaging.kafka.partition": r.partition,
-                    "messaging.kafka.offset": r.offset,
-                },
+                r.event,
+                (r.topic, r.partition, r.offset),
+                traceparent_of(r.headers),
             )
             for r in batch
         }
@@ -320,12 +314,7 @@ class Loop:
         force, and the size of the state stores."""
         consumer = self.consumer
         if consumer is not None:
-            lags = []
-            for (topic, partition), position in self._positions().items():
-                _low, high = consumer.get_watermark_offsets(TP(topic, partition), cached=True)
-                if high >= 0:
-                    lags.append((topic, partition, max(0, high - position)))
-            self.metrics.lags(lags)
+            self.metrics.lags(partition_lags(consumer, self._positions()))
         policy = self._policy()
         self.metrics.policy_in_force(policy.version if policy is not None else None)
         if self.store is not None:

@@ -71,8 +71,7 @@ class ReadModelMetrics:
 
     def failed(self) -> None:
         """A batch's transaction failed (rolled back; its records are read again)."""
-        self.loop.transactions.labels(COMPONENT, "aborted").inc()
-        self.loop.last_error.labels(COMPONENT).set(time.time())
+        self.loop.aborted()
 
     def lags(self, lags: Iterable[tuple[str, int, int]]) -> None:
         self.loop.lags(lags)

@@ -35,13 +35,13 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import Span, Tracer
 from psycopg.pq import TransactionStatus
 
 from infra.deadletter import dead_letter
-from infra.kafka import read_headers
+from infra.kafka import partition_lags, read_headers
 from infra.settings import Settings
-from infra.telemetry import context_of, trace_id_of, traceparent_of
+from infra.telemetry import record_span, trace_id_of, traceparent_of
 from projections.envelope import Envelope, storable
 from projections.metrics import ReadModelMetrics
 from projections.staging import Load
@@ -285,8 +285,7 @@ class ProjectionRunner:
         transaction are raised here; ``drain`` waits for the last one."""
         batch = self._read()
         self.drain()
-        if self.metrics is not None:
-            self._gauges()
+        self._gauges()
         if batch is None:
             return 0
         self._inflight = self._writer.submit(self._write, batch)
@@ -366,12 +365,19 @@ class ProjectionRunner:
                 self._dead_letter(topic, partition, offset, msg.key(), msg.value(), headers, exc)
                 dead += 1
                 continue
-            trace_id = trace_id_of(traceparent_of(headers))
+            traceparent = traceparent_of(headers)
             envelopes.append(
-                storable(Envelope(topic, partition, offset, msg.key(), event, trace_id))
+                storable(
+                    Envelope(topic, partition, offset, msg.key(), event, trace_id_of(traceparent))
+                )
             )
             if self.tracer is not None:
-                spans.append(self._span(envelopes[-1], headers))
+                # From the record's read to the commit of the batch that wrote it.
+                spans.append(
+                    record_span(
+                        self.tracer, "readmodels", event, (topic, partition, offset), traceparent
+                    )
+                )
         if dead and self.emit_dead_letters:
             # Dead letters must be durable before the offsets that skip them are.
             remaining = self.producer.flush(30)
@@ -392,25 +398,6 @@ class ProjectionRunner:
             unique, next_offsets, len(messages), len(envelopes), plans, dict(consumed), spans
         )
 
-    def _span(self, env: Envelope, headers: Headers | None) -> Span:
-        """The event's span, child of the trace its record carries: from its read to the
-        commit of the batch that wrote it."""
-        assert self.tracer is not None
-        event = env.event
-        return self.tracer.start_span(
-            "readmodels",
-            context=context_of(traceparent_of(headers)),
-            kind=SpanKind.CONSUMER,
-            attributes={
-                "casegate.case_id": event.case_id,
-                "casegate.event_id": event.event_id,
-                "casegate.event_type": event.event_type,
-                "messaging.destination.name": env.topic,
-                "messaging.kafka.partition": env.partition,
-                "messaging.kafka.offset": env.offset,
-            },
-        )
-
     def _gauges(self) -> None:
         """Lag per partition from the stored positions and the cached high watermarks (no
         broker round trip), at most once a second."""
@@ -418,14 +405,7 @@ class ProjectionRunner:
         if self.metrics is None or now < self._next_gauges:
             return
         self._next_gauges = now + 1.0
-        lags = []
-        for (topic, partition), position in self._positions.items():
-            _low, high = self.consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), cached=True
-            )
-            if high >= 0:
-                lags.append((topic, partition, max(0, high - position)))
-        self.metrics.lags(lags)
+        self.metrics.lags(partition_lags(self.consumer, self._positions))
 
     def _past_markers(self) -> Batch | None:
         """Idle: an offsets-only batch for partitions whose position moved past trailing
