@@ -10,6 +10,8 @@ with `utc_now()` (or truncate yourself) when an exact round trip matters.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +30,21 @@ def derived_event_id(cause_event_id: str, kind: str) -> str:
     Redelivery of the cause yields the same id, so consumers can drop duplicates.
     """
     return str(uuid.uuid5(CASEGATE_NAMESPACE, f"{cause_event_id}:{kind}"))
+
+
+def action_digest(action: ActionSpec) -> str:
+    """SHA-256 (hex) of an action's name and parameters in one canonical JSON form.
+
+    What an approval is bound to: a review names the digest of what its operator saw,
+    and the approve rules refuse it if the item's action is no longer that one.
+    """
+    canonical = json.dumps(
+        {"name": action.name, "params": action.params},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def new_event_id() -> str:
@@ -50,6 +67,14 @@ class ActionSpec:
 
     name: str
     params: dict[str, Scalar] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Approval:
+    """One approver of an approved run, with the roles they approved with."""
+
+    actor: str
+    roles: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,6 +217,7 @@ class RecommendationProduced(InternalEvent):
     provenance: Provenance
     # Absent only from recommendations written before it existed.
     routing: Routing | None = None
+    case_bound: dict[str, Scalar] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -224,6 +250,7 @@ class GuardrailDecided(InternalEvent):
     approvals_required: int
     eligible_roles: tuple[str, ...]
     expires_at: datetime | None = None
+    case_bound: dict[str, Scalar] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -238,6 +265,11 @@ class ReviewRecorded(InternalEvent):
     verdict: str  # approve | reject | override
     approvals_received: int
     approvals_required: int
+    action: ActionSpec | None = None
+    params_hash: str | None = None
+    policy_version: str | None = None
+    proposed_by: str | None = None
+    eligible_roles: tuple[str, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -258,9 +290,10 @@ class ApprovalCompleted(InternalEvent):
     topic: ClassVar[str] = "decisions"
 
     recommendation_id: str
-    outcome: str  # approved | rejected
+    outcome: str  # approved | rejected | closed (reason says why)
     approvers: tuple[str, ...]
     action: ActionSpec | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -289,6 +322,9 @@ class ReviewSubmitted(InternalEvent):
     reason: str | None = None
     override_action: ActionSpec | None = None
     idempotency_key: str | None = None
+    action_name: str | None = None
+    params_hash: str | None = None
+    policy_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -318,6 +354,7 @@ class ExecutionRequested(InternalEvent):
     requested_by: str
     policy_version: str
     workflow: str | None = None
+    approvals: tuple[Approval, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -420,6 +457,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
 VALUE_TYPES: dict[str, type] = {
     "casegate.ActionSpec": ActionSpec,
     "casegate.SimilarCase": SimilarCase,
+    "casegate.Approval": Approval,
     "casegate.Provenance": Provenance,
     "casegate.Routing": Routing,
 }
