@@ -164,4 +164,5 @@ def _decided(
         approvals_required=approvals,
         eligible_roles=roles,
         expires_at=expires_at,
+        case_bound=dict(rec.case_bound),
     )

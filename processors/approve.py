@@ -6,6 +6,8 @@ per partition:
   closes (for `state_retention_s`) so that late reviews are refused, or a marker for a
   decision that opened no item (a review of it is refused at once). A pending item's
   timer is its expiry;
+- `by_case`: case_id -> the recommendation ids of its items, so that a `CaseResolved`
+  (read from `cases`) closes every open item of its case;
 - `waiting`: recommendation_id -> reviews read before the decision they answer (the
   console can show an item before this processor has read its decision), handled when
   it arrives, or refused as `unknown_item` once they waited `review_wait_s` (their timer).
@@ -25,6 +27,7 @@ from policy.loader import LoadedPolicy
 from processors.approve_rules import (
     PENDING,
     Pending,
+    on_case_resolved,
     on_decision,
     on_expired,
     on_review,
@@ -32,6 +35,7 @@ from processors.approve_rules import (
 )
 from processors.approve_state import item_from_json, item_to_json, no_item
 from processors.handler import Handler, Inbound, Record, Step
+from processors.intake_rules import UPSTREAM
 from processors.records import HeldRecord, record_time
 from processors.store import Due
 from schemas.codec import Codec
@@ -40,6 +44,7 @@ from schemas.events import (
     ApprovalCompleted,
     ApprovalExpired,
     CaseReclassified,
+    CaseResolved,
     GuardrailDecided,
     ReviewDenied,
     ReviewRecorded,
@@ -47,7 +52,7 @@ from schemas.events import (
 )
 
 log = logging.getLogger(__name__)
-ITEMS, WAITING = "items", "waiting"
+ITEMS, WAITING, BY_CASE = "items", "waiting", "by_case"
 UNKNOWN_ITEM = "unknown_item"
 
 
@@ -66,8 +71,10 @@ class Approve(Handler):
             ApprovalExpired,
         ),
         "reviews": (ReviewSubmitted, CaseReclassified),
+        # Only resolutions matter here: they close the case's open items.
+        "cases": UPSTREAM,
     }
-    stores = (ITEMS, WAITING)
+    stores = (ITEMS, WAITING, BY_CASE)
     needs_policy = True
     timed = {ITEMS: "approvals"}  # a pending item's timer is its expiry
 
@@ -83,6 +90,8 @@ class Approve(Handler):
             try:
                 if record.stream == "decisions":
                     self._on_decision_topic(record, step)
+                elif isinstance(record.event, CaseResolved):
+                    self._on_resolved(record, record.event, step)
                 elif isinstance(record.event, ReviewSubmitted):
                     self._on_review(record, record.event, step)
                 # CaseReclassified: the read models and the recommender use it; not the queue.
@@ -100,6 +109,8 @@ class Approve(Handler):
             after, events = on_decision(event, event.occurred_at, item)
             step.out.emit(events, record)
             self._store(step, p, item, after, at)
+            if after is not None and item is None:
+                self._index(step, p, after.case_id, after.recommendation_id, at)
             if after is None and step.state.entry(ITEMS, p, event.recommendation_id) is None:
                 step.state.put(
                     ITEMS,
@@ -114,6 +125,25 @@ class Approve(Handler):
             self._store(step, p, item, on_expired(item, event), at)
         elif isinstance(event, ReviewDenied) and event.reason == UNKNOWN_ITEM:
             self._forget_waiting(event, p, step)
+
+    def _on_resolved(self, record: Inbound, resolved: CaseResolved, step: Step) -> None:
+        p = record.partition
+        at = record_time(record.timestamp)
+        for recommendation_id in step.state.get(BY_CASE, p, resolved.case_id) or ():
+            item = self._item(step, p, recommendation_id)
+            after, events = on_case_resolved(item, resolved)
+            step.out.emit(events, record)
+            self._store(step, p, item, after, at)
+        step.state.delete(BY_CASE, p, resolved.case_id)
+
+    def _index(
+        self, step: Step, p: int, case_id: str, recommendation_id: str, at: datetime
+    ) -> None:
+        ids = list(step.state.get(BY_CASE, p, case_id) or ())
+        if recommendation_id not in ids:
+            ids.append(recommendation_id)
+        # Kept as long as a closed item is, so a late resolution still finds open ones.
+        step.state.put(BY_CASE, p, case_id, ids, expires_ms=_ms(at) + self.retention_ms)
 
     def _on_review(self, record: Inbound, review: ReviewSubmitted, step: Step) -> None:
         p = record.partition

@@ -9,25 +9,32 @@ consumers drop the duplicates. The semantics as tables: docs/decision-tables.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from policy.checks import action_findings, is_denied
+from policy.checks import action_findings, approval_shortfall, is_denied
 from policy.loader import LoadedPolicy
+from processors.recommend.binding import bind_values
 from schemas.events import (
     ActionSpec,
+    Approval,
     ApprovalCompleted,
     ApprovalExpired,
+    CaseResolved,
     Event,
     ExecutionRequested,
     GuardrailDecided,
     ReviewDenied,
     ReviewRecorded,
     ReviewSubmitted,
+    Scalar,
+    action_digest,
     derived_event_id,
 )
 
 PENDING, APPROVED, REJECTED, EXPIRED = "pending", "approved", "rejected", "expired"
+CLOSED = "closed"  # closed without a verdict: the case resolved, the policy withdrew it
 VERDICTS = ("approve", "reject", "override")
 
 
@@ -45,7 +52,12 @@ class Pending:
     eligible_roles: tuple[str, ...]
     expires_at: datetime
     approvers: tuple[str, ...] = ()
-    status: str = PENDING  # pending | approved | rejected | expired
+    status: str = PENDING  # pending | approved | rejected | expired | closed
+    # The roles each of `approvers` approved with (re-checked against the policy in force).
+    approver_roles: tuple[tuple[str, ...], ...] = ()
+    proposed_by: str | None = None  # operator whose override `action` is; never its approver
+    # The case's values of the catalog's bound paths: an override's bound parameters.
+    case_bound: Mapping[str, Scalar] = field(default_factory=dict)
     suggest_only: bool = False  # approval is recorded, casegate never executes
     policy_version: str  # the version under which `action` was last checked
     reviews_seen: tuple[str, ...] = ()  # review_ids already taken (redelivery guard)
@@ -108,6 +120,7 @@ def on_decision(
         expires_at=decision.expires_at,
         suggest_only="suggest_only" in decision.reasons,
         policy_version=decision.policy_version,
+        case_bound=dict(decision.case_bound),
     )
     return item, []
 
@@ -118,9 +131,12 @@ def on_review(
     """Apply one operator review to its queue item.
 
     Refused (ReviewDenied) when: the item is unknown; the verdict is malformed; the item
-    is closed or expired; the operator holds no eligible role; the operator already
-    reviewed it; an override action fails the guardrails. Otherwise recorded, and at
-    quorum (or on reject, or a one-approval override) the item completes.
+    is closed or expired; the review does not name the item's current action, parameter
+    digest and policy version (what its operator saw); the operator holds no eligible
+    role, already approved it, or proposed its action; an override action fails the
+    guardrails. Otherwise recorded. An override replaces the item's action and starts its
+    approvals from zero; at quorum, re-checked under the policy in force, the item
+    completes (or closes when that policy withdrew the action); a reject closes it.
     """
     if pending is None or pending.case_id != review.case_id:
         return pending, [
@@ -148,7 +164,7 @@ def on_review(
     try:
         _check_review(pending, review, now)
         if review.verdict == "approve":
-            return _approve(pending, review, now)
+            return _approve(pending, review, policy, now)
         if review.verdict == "reject":
             return _reject(pending, review, now)
         return _override(pending, review, policy, now)
@@ -212,6 +228,7 @@ def _check_review(pending: Pending, review: ReviewSubmitted, now: datetime) -> N
         )
     if now >= pending.expires_at:
         raise _Refusal("expired", f"approval expired at {pending.expires_at.isoformat()}")
+    _check_binding(pending, review)
     if not set(review.roles) & set(pending.eligible_roles):
         raise _Refusal(
             "role_not_eligible",
@@ -222,17 +239,103 @@ def _check_review(pending: Pending, review: ReviewSubmitted, now: datetime) -> N
         raise _Refusal(
             "duplicate_approver", f"{review.actor} already approved; one operator counts once"
         )
+    if review.verdict == "approve" and review.actor == pending.proposed_by:
+        raise _Refusal(
+            "proposer_cannot_approve",
+            f"{review.actor} proposed {pending.action.name} by override; another operator "
+            "must approve it",
+        )
+
+
+def _check_binding(pending: Pending, review: ReviewSubmitted) -> None:
+    """A review approves exactly what its operator was shown: the item's action, its
+    parameters (by digest) and the policy version it stood under. Anything else is a
+    review of something that is no longer there."""
+    if review.action_name is None or review.params_hash is None or review.policy_version is None:
+        raise _Refusal(
+            "unbound_review",
+            "a review must name the action, params_hash and policy_version it was shown",
+        )
+    digest = action_digest(pending.action)
+    if (review.action_name, review.params_hash) != (pending.action.name, digest):
+        by = f" (proposed by {pending.proposed_by})" if pending.proposed_by else ""
+        raise _Refusal(
+            "stale_review",
+            f"reviewed {review.action_name} {review.params_hash[:12]}; the item now holds "
+            f"{pending.action.name} {digest[:12]}{by}: reload it and review again",
+        )
+    if review.policy_version != pending.policy_version:
+        raise _Refusal(
+            "policy_changed",
+            f"reviewed under policy {review.policy_version}; the item stands under "
+            f"{pending.policy_version}: reload it and review again",
+        )
 
 
 def _approve(
-    pending: Pending, review: ReviewSubmitted, now: datetime
+    pending: Pending, review: ReviewSubmitted, policy: LoadedPolicy, now: datetime
 ) -> tuple[Pending, list[Event]]:
-    approvers = (*pending.approvers, review.actor)
-    item = replace(_taken(pending, review), approvers=approvers)
-    events: list[Event] = [_recorded(item, review, now)]
-    if len(approvers) < item.approvals_required:
-        return item, events
-    return _complete(item, review, now, events)
+    item = replace(
+        _taken(pending, review),
+        approvers=(*pending.approvers, review.actor),
+        approver_roles=(*pending.approver_roles, tuple(review.roles)),
+    )
+    if len(item.approvers) < item.approvals_required:
+        return item, [_recorded(item, review, now)]
+    # At quorum: the policy in force decides, not the one the item was opened under.
+    withdrawn = _withdrawn(item, policy)
+    if withdrawn is not None:
+        closed = replace(item, status=CLOSED)
+        return closed, [
+            _recorded(closed, review, now),
+            _closed(closed, review.event_id, now, withdrawn),
+        ]
+    if approval_shortfall(item.action.name, _approvals(item), policy) is not None:
+        entry = policy.policy.action(item.action.name)
+        if entry is None:  # unreachable: _withdrawn refused unknown actions
+            raise _Refusal("unknown_action", f"{item.action.name!r} is not in the catalog")
+        roles = policy.policy.approver_roles(entry)
+        kept = [(a, r) for a, r in _approvals(item) if set(r) & set(roles)]
+        item = replace(
+            item,
+            approvers=tuple(a for a, _ in kept),
+            approver_roles=tuple(r for _, r in kept),
+            approvals_required=max(1, entry.approvals.count),
+            eligible_roles=roles,
+            policy_version=policy.version,
+        )
+        return item, [_recorded(item, review, now)]
+    return _complete(item, review, now, [_recorded(item, review, now)])
+
+
+def _withdrawn(item: Pending, policy: LoadedPolicy) -> str | None:
+    """Why the policy in force no longer lets the item's action run, or None."""
+    workflow = policy.policy.workflows.get(item.workflow)
+    if workflow is None:
+        return f"action_withdrawn: workflow {item.workflow} is not in policy {policy.version}"
+    findings = action_findings(item.action, workflow, policy)
+    rule = workflow.actions.get(item.action.name)
+    if rule is None or is_denied(findings, rule.on_out_of_bounds):
+        detail = "; ".join(f.detail for f in findings) or "not allowed"
+        return f"action_withdrawn: policy {policy.version}: {detail}"
+    return None
+
+
+def on_case_resolved(
+    pending: Pending | None, resolved: CaseResolved
+) -> tuple[Pending | None, list[Event]]:
+    """A case resolved by any path closes its open item: nothing is left to approve, and
+    a refund made by hand is not paid a second time."""
+    if pending is None or pending.status != PENDING or pending.case_id != resolved.case_id:
+        return pending, []
+    closed = replace(pending, status=CLOSED)
+    reason = f"case_resolved: resolved by {resolved.resolved_by} ({resolved.resolution_code})"
+    return closed, [_closed(closed, resolved.event_id, resolved.occurred_at, reason)]
+
+
+def _approvals(item: Pending) -> list[tuple[str, tuple[str, ...]]]:
+    roles = (*item.approver_roles, *((),) * (len(item.approvers) - len(item.approver_roles)))
+    return list(zip(item.approvers, roles, strict=True))
 
 
 def _reject(
@@ -256,13 +359,15 @@ def _override(
         raise _Refusal(
             "unknown_workflow", f"workflow {pending.workflow} is not in policy {policy.version}"
         )
+    entry = policy.policy.action(action.name)
+    if entry is None:
+        raise _Refusal("unknown_action", f"{action.name!r} is not in the action catalog")
+    # Facts of the case (an order id, an amount) come from the case, never the operator.
+    action = bind_values(action, entry, lambda path: pending.case_bound.get(path))
     findings = action_findings(action, workflow, policy)
     rule = workflow.actions.get(action.name)
     if rule is None or is_denied(findings, rule.on_out_of_bounds):
         raise _Refusal(findings[0].code, "; ".join(f.detail for f in findings))
-    entry = policy.policy.action(action.name)
-    if entry is None:  # unreachable: action_findings reports unknown actions
-        raise _Refusal("unknown_action", f"{action.name!r} is not in the action catalog")
     roles = policy.policy.approver_roles(entry)
     if not set(review.roles) & set(roles):
         raise _Refusal(
@@ -270,20 +375,19 @@ def _override(
             f"{review.actor} may not approve {action.name}; eligible: {', '.join(roles)}",
         )
     # The override is a new proposal: approvals given to the old action do not carry over,
-    # and the overriding operator is its first approver.
+    # and its proposer may not approve it (four eyes see the same action).
     item = replace(
         _taken(pending, review),
         action=action,
-        approvers=(review.actor,),
+        approvers=(),
+        approver_roles=(),
+        proposed_by=review.actor,
         approvals_required=max(1, entry.approvals.count),
         eligible_roles=roles,
         suggest_only=rule.mode == "suggest",
         policy_version=policy.version,
     )
-    events: list[Event] = [_recorded(item, review, now)]
-    if item.approvals_required > 1:
-        return item, events
-    return _complete(item, review, now, events)
+    return item, [_recorded(item, review, now)]
 
 
 def _complete(
@@ -305,6 +409,7 @@ def _complete(
                 item.policy_version,
                 item.workflow,
                 now,
+                tuple(Approval(actor=a, roles=r) for a, r in _approvals(item)),
             )
         )
     return item, events
@@ -343,6 +448,29 @@ def _recorded(item: Pending, review: ReviewSubmitted, now: datetime) -> ReviewRe
         verdict=review.verdict,
         approvals_received=len(item.approvers),
         approvals_required=item.approvals_required,
+        action=item.action,
+        params_hash=action_digest(item.action),
+        policy_version=item.policy_version,
+        proposed_by=item.proposed_by,
+        eligible_roles=item.eligible_roles,
+        approvers=item.approvers,
+    )
+
+
+def _closed(item: Pending, cause_event_id: str, now: datetime, reason: str) -> ApprovalCompleted:
+    """The item closed without a verdict; nothing runs."""
+    return ApprovalCompleted(
+        # Per item: one resolution closes every open item of its case.
+        event_id=derived_event_id(cause_event_id, f"ApprovalClosed:{item.recommendation_id}"),
+        case_id=item.case_id,
+        occurred_at=now,
+        causation_id=cause_event_id,
+        correlation_id=item.correlation_id,
+        recommendation_id=item.recommendation_id,
+        outcome=CLOSED,
+        approvers=item.approvers,
+        action=item.action,
+        reason=reason,
     )
 
 
@@ -377,6 +505,7 @@ def _execution(
     policy_version: str,
     workflow: str | None,
     now: datetime,
+    approvals: tuple[Approval, ...] = (),
 ) -> ExecutionRequested:
     return ExecutionRequested(
         event_id=derived_event_id(cause_event_id, "ExecutionRequested"),
@@ -394,6 +523,7 @@ def _execution(
         policy_version=policy_version,
         # The executor re-checks the action against this workflow in the current policy.
         workflow=workflow,
+        approvals=approvals,
     )
 
 

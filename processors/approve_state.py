@@ -29,6 +29,9 @@ def item_to_json(item: Pending, partition: int) -> dict[str, Any]:
         "policy_version": item.policy_version,
         "reviews_seen": list(item.reviews_seen),
         "review_events": list(item.review_events),
+        "approver_roles": [list(r) for r in item.approver_roles],
+        "proposed_by": item.proposed_by,
+        "case_bound": dict(item.case_bound),
     }
 
 
@@ -58,4 +61,8 @@ def item_from_json(data: dict[str, Any] | None) -> Pending | None:
         reviews_seen=tuple(data["reviews_seen"]),
         # Absent from items stored before replays were told apart from redeliveries.
         review_events=tuple(data.get("review_events", ())),
+        # Absent from items stored before approvals were bound to roles and proposers.
+        approver_roles=tuple(tuple(r) for r in data.get("approver_roles", ())),
+        proposed_by=data.get("proposed_by"),
+        case_bound=dict(data.get("case_bound", {})),
     )

@@ -47,6 +47,15 @@ def action_digest(action: ActionSpec) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def review_binding(action: ActionSpec, policy_version: str) -> dict[str, str]:
+    """The ReviewSubmitted fields that bind a review to the item its operator was shown."""
+    return {
+        "action_name": action.name,
+        "params_hash": action_digest(action),
+        "policy_version": policy_version,
+    }
+
+
 def new_event_id() -> str:
     """A fresh random id for an event with no cause (upstream, operator input)."""
     return str(uuid.uuid4())
@@ -270,6 +279,7 @@ class ReviewRecorded(InternalEvent):
     policy_version: str | None = None
     proposed_by: str | None = None
     eligible_roles: tuple[str, ...] = field(default_factory=tuple)
+    approvers: tuple[str, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

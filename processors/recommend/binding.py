@@ -15,7 +15,7 @@ processors.recommend.service.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from policy.catalog import Action, ParamType
 from processors.recommend.case_view import TOP_LEVEL_FIELDS, CaseView
@@ -55,15 +55,32 @@ def bind_case_params(action: ActionSpec, catalog_action: Action, case: CaseView)
     one. Proposed values of bound parameters never survive, even when the case lacks
     the value: a parameter the case cannot fill is left out.
     """
+    return bind_values(action, catalog_action, lambda path: case_value(case, path))
+
+
+def bind_values(
+    action: ActionSpec, catalog_action: Action, lookup: Callable[[str], Scalar]
+) -> ActionSpec:
+    """`action` with every bound parameter taken from `lookup(case path)`: the one rule
+    for a recommender's proposal (the case view) and an operator's override (the values
+    the decision carried, `GuardrailDecided.case_bound`)."""
     bound = bound_params(catalog_action)
     if not bound:
         return action
     params = {k: v for k, v in action.params.items() if k not in bound}
     for name, path in bound.items():
-        value = case_value(case, path)
+        value = lookup(path)
         if _present(value):
             params[name] = as_declared(value, catalog_action.params[name].type)
     return ActionSpec(name=action.name, params=params)
+
+
+def case_bound_values(catalog: Iterable[Action], case: CaseView) -> dict[str, Scalar]:
+    """The case's value at every path the catalog binds: what a recommendation carries so
+    that an override's bound parameters come from the case, never from the operator."""
+    paths = {path for entry in catalog for path in bound_params(entry).values()}
+    values = {path: case_value(case, path) for path in sorted(paths)}
+    return {path: value for path, value in values.items() if _present(value)}
 
 
 def case_value(case: CaseView, path: str) -> Scalar:

@@ -28,7 +28,7 @@ from policy.model import LlmRecommender, Policy, Workflow
 from policy.workflow import DEFAULT_MIN_CONFIDENCE
 from processors.recommend.answer import Answer
 from processors.recommend.baseline import BASELINE_MODEL, baseline_answer
-from processors.recommend.binding import bind_case_params, bound_params
+from processors.recommend.binding import bind_case_params, bound_params, case_bound_values
 from processors.recommend.case_view import CaseView
 from processors.recommend.llm import Endpoint, Exchange, acomplete, complete
 from processors.recommend.memory import Evidence, Memory
@@ -368,4 +368,5 @@ def _produced(
         rationale=answer.rationale,
         provenance=provenance,
         routing=p.case.routing,
+        case_bound=case_bound_values(p.policy.policy.catalog.values(), p.case),
     )

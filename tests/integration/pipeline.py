@@ -37,6 +37,7 @@ from schemas.events import (
     ReviewSubmitted,
     Routing,
     derived_event_id,
+    review_binding,
 )
 
 T = TypeVar("T")
@@ -98,7 +99,12 @@ def review(
     roles: tuple[str, ...],
     verdict: str = "approve",
     n: int = 1,
+    *,
+    shown: ActionSpec | None = None,
+    policy_version: str | None = None,
 ) -> ReviewSubmitted:
+    """A review as the console submits it, bound to the item it showed: by default the
+    recommended action under the policy tests publish (`policy_text`'s default)."""
     review_id = f"review-{rec.recommendation_id}-{actor}-{n}"
     return ReviewSubmitted(
         event_id=f"event-{review_id}",
@@ -110,6 +116,12 @@ def review(
         actor=actor,
         roles=roles,
         verdict=verdict,
+        # What the console would have shown: the recommended action under its policy.
+        **(
+            review_binding(shown or rec.action, policy_version or "test.1")
+            if (shown or rec.action) is not None
+            else {}
+        ),
     )
 
 

@@ -9,17 +9,20 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from policy.loader import LoadedPolicy, default_policy_path, load_policy_file, load_policy_text
-from processors.approve_rules import Pending, on_decision, on_expired, on_review, on_tick
+from processors.approve_rules import Pending, on_case_resolved, on_decision, on_expired, on_tick
+from processors.approve_rules import on_review as rule_on_review
 from schemas.events import (
     ActionSpec,
     ApprovalCompleted,
     ApprovalExpired,
+    CaseResolved,
     Event,
     ExecutionRequested,
     GuardrailDecided,
     ReviewDenied,
     ReviewRecorded,
     ReviewSubmitted,
+    action_digest,
     derived_event_id,
 )
 
@@ -31,6 +34,8 @@ POLICY: LoadedPolicy = load_policy_file(default_policy_path())
 REFUND = ActionSpec(name="refund_payment", params={"amount": 49.0, "order_id": "ORD-88213"})
 PLAN_PRO = ActionSpec(name="change_plan", params={"plan": "pro"})
 PLAN_BASIC = ActionSpec(name="change_plan", params={"plan": "basic"})
+# What the case holds at the paths the default catalog binds (refund amount and order).
+CASE_BOUND = {"attributes.amount": 49.0, "attributes.order_id": "ORD-88213"}
 
 
 def decision(
@@ -57,6 +62,7 @@ def decision(
         approvals_required=approvals if outcome == "approval_required" else 0,
         eligible_roles=roles if outcome == "approval_required" else (),
         expires_at=EXPIRES if outcome == "approval_required" else None,
+        case_bound=dict(CASE_BOUND),
     )
 
 
@@ -68,6 +74,25 @@ def pending(action: ActionSpec = REFUND, **overrides: object) -> Pending:
     return replace(item, **overrides)  # type: ignore[arg-type]
 
 
+# A review's binding fields as the console fills them: the item as it is when reviewed.
+SHOWN = "<the item as shown>"
+
+
+def on_review(
+    item: Pending | None, rev: ReviewSubmitted, policy: LoadedPolicy, now: datetime
+) -> tuple[Pending | None, list[Event]]:
+    """The rule, with a review marked SHOWN naming the item's current action, digest and
+    version (what the console showed its operator)."""
+    if item is not None and rev.action_name == SHOWN:
+        rev = replace(
+            rev,
+            action_name=item.action.name,
+            params_hash=action_digest(item.action),
+            policy_version=item.policy_version,
+        )
+    return rule_on_review(item, rev, policy, now)
+
+
 def review(
     actor: str = "alice",
     roles: tuple[str, ...] = ("supervisor",),
@@ -75,6 +100,7 @@ def review(
     review_id: str | None = None,
     override: ActionSpec | None = None,
     case_id: str = "c1",
+    action_name: str | None = SHOWN,
 ) -> ReviewSubmitted:
     rid = review_id or f"rev-{actor}-{verdict}"
     return ReviewSubmitted(
@@ -88,6 +114,9 @@ def review(
         roles=roles,
         verdict=verdict,
         override_action=override,
+        action_name=action_name,
+        params_hash=None if action_name in (None, SHOWN) else "?",
+        policy_version=None if action_name in (None, SHOWN) else "?",
     )
 
 
@@ -119,6 +148,7 @@ def test_approval_required_opens_an_item_and_emits_nothing() -> None:
         eligible_roles=("supervisor", "finance_lead"),
         expires_at=EXPIRES,
         policy_version=POLICY.version,
+        case_bound=CASE_BOUND,  # kept for an override's bound parameters
     )
 
 
@@ -274,37 +304,183 @@ def test_one_eligible_rejection_closes_the_item() -> None:
 # --- override ------------------------------------------------------------------------------
 
 
-def test_a_valid_override_runs_the_operators_action() -> None:
+def test_a_valid_override_is_a_new_proposal_that_another_operator_must_approve() -> None:
     after, events = on_review(
         pending(PLAN_PRO), review(verdict="override", override=PLAN_BASIC), POLICY, LATER
     )
 
-    assert after is not None and (after.status, after.action) == ("approved", PLAN_BASIC)
+    assert after is not None and (after.status, after.action) == ("pending", PLAN_BASIC)
+    assert (after.approvers, after.proposed_by) == ((), "alice")
+    [recorded] = events
+    assert isinstance(recorded, ReviewRecorded)
+    # The queue learns exactly what now waits for approval, and who proposed it.
+    assert (recorded.action, recorded.params_hash, recorded.proposed_by) == (
+        PLAN_BASIC,
+        action_digest(PLAN_BASIC),
+        "alice",
+    )
+    assert recorded.approvals_received == 0
+
+    refused = on_review(after, review("alice", review_id="again"), POLICY, LATER)[1]
+    assert denial(refused) == "proposer_cannot_approve"
+
+    done, events = on_review(after, review("bob", ("supervisor",)), POLICY, LATER)
+    assert done is not None and done.status == "approved"
     assert kinds(events) == ["ReviewRecorded", "ApprovalCompleted", "ExecutionRequested"]
     completed, request = events[1], events[2]
     assert isinstance(completed, ApprovalCompleted) and completed.action == PLAN_BASIC
     assert isinstance(request, ExecutionRequested) and request.action == PLAN_BASIC
+    assert [(a.actor, a.roles) for a in request.approvals] == [("bob", ("supervisor",))]
+
+
+def test_an_override_takes_case_bound_parameters_from_the_case_not_the_operator() -> None:
+    # The issue's scenario: the AI proposed refund(20, ORD-1) for the case; a supervisor
+    # overrides to refund(200, ORD-777). Amount and order are bound to the case.
+    item = pending(REFUND, case_bound={"attributes.amount": 20.0, "attributes.order_id": "ORD-1"})
+    forged = ActionSpec(name="refund_payment", params={"amount": 200.0, "order_id": "ORD-777"})
+
+    after, events = on_review(item, review(verdict="override", override=forged), POLICY, LATER)
+
+    assert after is not None
+    assert after.action == ActionSpec(
+        name="refund_payment", params={"amount": 20.0, "order_id": "ORD-1"}
+    )
+    [recorded] = events
+    assert isinstance(recorded, ReviewRecorded) and recorded.action == after.action
+
+
+def test_an_approval_of_what_the_item_no_longer_holds_is_refused() -> None:
+    # bob opened the item while it held the AI's plan change; alice then overrode it.
+    item = pending(PLAN_PRO)
+    shown_to_bob = review("bob", ("supervisor",), action_name=PLAN_PRO.name, review_id="bob-1")
+    shown_to_bob = replace(
+        shown_to_bob, params_hash=action_digest(PLAN_PRO), policy_version=item.policy_version
+    )
+    overridden, _ = on_review(item, review(verdict="override", override=PLAN_BASIC), POLICY, LATER)
+
+    after, events = on_review(overridden, shown_to_bob, POLICY, LATER)
+
+    assert denial(events) == "stale_review"
+    assert after == overridden
 
 
 @pytest.mark.parametrize(
-    ("override", "reason"),
+    ("changes", "reason"),
     [
-        (ActionSpec(name="close_account"), "action_prohibited"),
+        ({"action_name": None, "params_hash": None, "policy_version": None}, "unbound_review"),
+        ({"params_hash": action_digest(PLAN_BASIC)}, "stale_review"),
+        ({"action_name": "refund_payment"}, "stale_review"),
+        ({"policy_version": "2020.1"}, "policy_changed"),
+    ],
+    ids=["unbound", "other-params", "other-action", "other-policy"],
+)
+def test_a_review_must_name_the_items_action_digest_and_policy(
+    changes: dict[str, object], reason: str
+) -> None:
+    item = pending(PLAN_PRO)
+    rev = replace(
+        review(action_name=PLAN_PRO.name),
+        params_hash=action_digest(PLAN_PRO),
+        policy_version=item.policy_version,
+    )
+    assert kinds(on_review(item, rev, POLICY, LATER)[1])[0] == "ReviewRecorded"
+
+    after, events = on_review(item, replace(rev, **changes), POLICY, LATER)  # type: ignore[arg-type]
+
+    assert denial(events) == reason
+    assert after == item
+
+
+def test_quorum_and_roles_are_rechecked_under_the_policy_in_force_at_completion() -> None:
+    # Opened needing 2 of supervisor/finance_lead; the policy now wants 3 finance leads.
+    stricter = load_policy_text(
+        POLICY.text.replace(
+            "approvals: {count: 2, roles: [supervisor, finance_lead]}",
+            "approvals: {count: 3, roles: [finance_lead]}",
+        ).replace(f'version: "{POLICY.version}"', 'version: "stricter.1"')
+    )
+    item, _ = on_review(pending(), review("alice", ("supervisor",)), POLICY, LATER)
+    assert item is not None
+
+    after, events = on_review(item, review("bob", ("finance_lead",)), stricter, LATER)
+
+    assert after is not None and after.status == "pending"
+    assert kinds(events) == ["ReviewRecorded"]  # no ApprovalCompleted, no ExecutionRequested
+    assert (after.approvers, after.approvals_required, after.eligible_roles) == (
+        ("bob",),
+        3,
+        ("finance_lead",),
+    )
+    assert after.policy_version == "stricter.1"
+
+
+def test_an_action_the_policy_in_force_prohibits_closes_the_item_at_quorum() -> None:
+    banned = load_policy_text(
+        POLICY.text.replace("change_plan: {mode: approve}", "change_plan: {mode: prohibited}")
+    )
+    assert banned.text != POLICY.text
+
+    after, events = on_review(pending(PLAN_PRO), review(), banned, LATER)
+
+    assert after is not None and after.status == "closed"
+    assert kinds(events) == ["ReviewRecorded", "ApprovalCompleted"]
+    closed = events[1]
+    assert isinstance(closed, ApprovalCompleted) and closed.outcome == "closed"
+    assert closed.reason is not None and closed.reason.startswith("action_withdrawn")
+
+
+def test_a_resolved_case_closes_its_open_item_and_later_reviews_are_refused() -> None:
+    resolved = CaseResolved(
+        event_id="resolved-1",
+        case_id="c1",
+        occurred_at=LATER,
+        resolved_by="agent-7",
+        resolution_code="refunded",
+        category="refund_request",
+        actions_taken=(),
+    )
+
+    after, events = on_case_resolved(pending(), resolved)
+
+    assert after is not None and after.status == "closed"
+    [closed] = events
+    assert isinstance(closed, ApprovalCompleted)
+    assert (closed.outcome, closed.causation_id) == ("closed", "resolved-1")
+    assert closed.reason is not None and closed.reason.startswith("case_resolved")
+    assert denial(on_review(after, review(), POLICY, LATER)[1]) == "item_closed"
+    assert on_case_resolved(after, resolved) == (after, [])
+
+
+@pytest.mark.parametrize(
+    ("override", "case", "reason"),
+    [
+        (ActionSpec(name="close_account"), CASE_BOUND, "action_prohibited"),
+        # Amount and order are bound: the case's values are the ones judged.
         (
-            ActionSpec(name="refund_payment", params={"amount": 350.0, "order_id": "ORD-1"}),
+            ActionSpec(name="refund_payment"),
+            {"attributes.amount": 350.0, "attributes.order_id": "ORD-1"},
             "param_out_of_bounds",
         ),
         (
-            ActionSpec(name="refund_payment", params={"amount": 900.0, "order_id": "ORD-1"}),
+            ActionSpec(name="refund_payment"),
+            {"attributes.amount": 900.0, "attributes.order_id": "ORD-1"},
             "param_out_of_bounds",
         ),
         (
-            ActionSpec(name="refund_payment", params={"amount": 10.0, "order_id": "nope"}),
+            ActionSpec(name="refund_payment"),
+            {"attributes.amount": 10.0, "attributes.order_id": "nope"},
             "param_invalid",
         ),
-        (ActionSpec(name="wire_money"), "unknown_action"),
+        (
+            # An operator cannot supply a fact the case lacks.
+            ActionSpec(name="refund_payment", params={"amount": 10.0, "order_id": "ORD-1"}),
+            {},
+            "param_invalid",
+        ),
+        (ActionSpec(name="wire_money"), CASE_BOUND, "unknown_action"),
         (
             ActionSpec(name="reset_password", params={"method": "email_link"}),
+            CASE_BOUND,
             "action_not_in_workflow",
         ),
     ],
@@ -313,14 +489,15 @@ def test_a_valid_override_runs_the_operators_action() -> None:
         "outside-workflow-bound",
         "outside-catalog-bound",
         "malformed-order-id",
+        "fact-not-in-case",
         "unknown-action",
         "not-in-workflow",
     ],
 )
 def test_an_override_passes_the_same_guardrails_as_a_model_action(
-    override: ActionSpec, reason: str
+    override: ActionSpec, case: dict[str, object], reason: str
 ) -> None:
-    item = pending(PLAN_PRO)
+    item = pending(PLAN_PRO, case_bound=case)
 
     after, events = on_review(item, review(verdict="override", override=override), POLICY, LATER)
 
@@ -328,7 +505,9 @@ def test_an_override_passes_the_same_guardrails_as_a_model_action(
     assert after == item
 
 
-def test_an_override_needing_two_approvals_waits_with_the_operator_as_first_approver() -> None:
+def test_an_override_needing_two_approvals_waits_for_two_operators_other_than_its_proposer() -> (
+    None
+):
     refund = ActionSpec(name="refund_payment", params={"amount": 20.0, "order_id": "ORD-5"})
 
     switched, events = on_review(
@@ -336,27 +515,32 @@ def test_an_override_needing_two_approvals_waits_with_the_operator_as_first_appr
     )
 
     assert switched is not None
-    assert (switched.status, switched.action, switched.approvers) == ("pending", refund, ("alice",))
+    # Amount and order are bound to the case: its values, whatever the operator typed.
+    bound = ActionSpec(name="refund_payment", params={"amount": 49.0, "order_id": "ORD-88213"})
+    assert (switched.status, switched.action, switched.approvers) == ("pending", bound, ())
     assert (switched.approvals_required, switched.eligible_roles) == (
         2,
         ("supervisor", "finance_lead"),
     )
     assert kinds(events) == ["ReviewRecorded"]
 
-    done, events = on_review(switched, review("bob", ("finance_lead",)), POLICY, LATER)
+    half, events = on_review(switched, review("bob", ("finance_lead",)), POLICY, LATER)
+    assert half is not None and half.status == "pending"
+    done, events = on_review(half, review("carol", ("supervisor",)), POLICY, LATER)
 
     assert done is not None and done.status == "approved"
     request = events[-1]
     assert isinstance(request, ExecutionRequested)
-    assert (request.action, request.requested_by) == (refund, "alice,bob")
+    assert (request.action, request.requested_by) == (bound, "bob,carol")
 
 
 def test_an_override_with_a_suggest_only_action_is_recorded_but_not_run() -> None:
     escalate = ActionSpec(name="escalate_to_specialist", params={"team": "finance"})
 
-    after, events = on_review(
+    proposed, _ = on_review(
         pending(PLAN_PRO), review(verdict="override", override=escalate), POLICY, LATER
     )
+    after, events = on_review(proposed, review("bob", ("supervisor",)), POLICY, LATER)
 
     assert after is not None and after.status == "approved"
     assert kinds(events) == ["ReviewRecorded", "ApprovalCompleted"]
