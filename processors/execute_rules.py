@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from policy.checks import Finding, action_findings, as_policy, is_denied, param_findings
+from policy.checks import Finding, action_findings, approval_shortfall, as_policy, is_denied
 from policy.loader import LoadedPolicy
 from policy.model import Action, Policy
 from schemas.events import (
@@ -65,8 +65,10 @@ def authorize_execution(
     The policy may have changed since the guard or the approvers saw the action, so it
     is checked again: still in the catalog, parameters still valid, and — given the
     case's workflow (`workflow`, else the one the request carries) — not prohibited,
-    within bounds, workflow not back in shadow, and for an automatic run still `auto`
-    in a `bounded` workflow. Without a workflow only the catalog checks apply.
+    within bounds, workflow not back in shadow, for an automatic run still `auto` in a
+    `bounded` workflow, and for an approved run approved by enough holders of the roles
+    the policy names now. It fails closed: a request that does not name its workflow
+    (every request casegate makes does) is refused, whatever its action.
     """
     pol = as_policy(policy)
     workflow = workflow if workflow is not None else req.workflow
@@ -76,8 +78,13 @@ def authorize_execution(
     if entry is None:
         return f"unknown_action: {req.action.name!r} is no longer in the action catalog"
     if workflow is None:
-        findings = param_findings(req.action, entry, {})
-        return _reason(findings[0].code, findings) if findings else None
+        return "no_workflow: a run must name the workflow whose policy allowed it"
+    if req.mode == "approved":
+        shortfall = approval_shortfall(
+            req.action.name, [(a.actor, a.roles) for a in req.approvals], pol
+        )
+        if shortfall is not None:
+            return shortfall
     wf = pol.workflows.get(workflow)
     if wf is None:
         return f"unknown_workflow: workflow {workflow} is no longer in the policy"

@@ -20,6 +20,7 @@ from processors.execute_rules import (
 )
 from schemas.events import (
     ActionSpec,
+    Approval,
     ExecutionFailed,
     ExecutionRequested,
     ExecutionRolledBack,
@@ -33,6 +34,10 @@ POLICY: LoadedPolicy = load_policy_file(default_policy_path())
 REFUND = ActionSpec(name="refund_payment", params={"amount": 49.0, "order_id": "ORD-88213"})
 PLAN = ActionSpec(name="change_plan", params={"plan": "pro"})
 RESET = ActionSpec(name="reset_password", params={"method": "email_link"})
+APPROVALS = (
+    Approval(actor="alice", roles=("supervisor",)),
+    Approval(actor="bob", roles=("finance_lead",)),
+)
 
 
 def request(action: ActionSpec = REFUND, mode: str = "approved") -> ExecutionRequested:
@@ -48,6 +53,7 @@ def request(action: ActionSpec = REFUND, mode: str = "approved") -> ExecutionReq
         mode=mode,
         requested_by="alice,bob",
         policy_version=POLICY.version,
+        approvals=APPROVALS if mode == "approved" else (),
     )
 
 
@@ -74,9 +80,8 @@ def catalog(name: str) -> Action:
         (request(), "billing"),
         (request(PLAN), "billing"),
         (request(RESET, "auto"), "identity_access"),
-        (request(), None),
     ],
-    ids=["approved-refund", "approved-plan-change", "auto-reset-in-bounded", "no-workflow"],
+    ids=["approved-refund", "approved-plan-change", "auto-reset-in-bounded"],
 )
 def test_requests_inside_the_current_policy_are_authorized(
     req: ExecutionRequested, workflow: str | None
@@ -93,7 +98,51 @@ def test_the_workflow_a_request_carries_is_checked_when_none_is_passed() -> None
     assert authorize_execution(carried, POLICY) is None
     reason = authorize_execution(carried, prohibited)
     assert reason is not None and reason.startswith("action_prohibited")
-    assert authorize_execution(replace(carried, workflow=None), prohibited) is None  # catalog only
+    # Fails closed: without a workflow nothing proves the run allowed, prohibited or not.
+    for policy in (POLICY, prohibited):
+        reason = authorize_execution(replace(carried, workflow=None), policy)
+        assert reason is not None and reason.startswith("no_workflow")
+
+
+def test_a_request_without_a_workflow_is_refused_even_for_an_action_prohibited_everywhere() -> None:
+    # The scenario: mode=approved, workflow=null, close_account was authorized.
+    req = replace(request(ActionSpec(name="close_account")), workflow=None)
+
+    reason = authorize_execution(req, POLICY)
+
+    assert reason is not None and reason.startswith("no_workflow")
+
+
+@pytest.mark.parametrize(
+    ("approvals", "policy"),
+    [
+        ((), POLICY),
+        ((Approval(actor="alice", roles=("supervisor",)),), POLICY),
+        (
+            (
+                Approval(actor="alice", roles=("agent",)),
+                Approval(actor="bob", roles=("agent",)),
+            ),
+            POLICY,
+        ),
+        (
+            APPROVALS,
+            edited(
+                "approvals: {count: 2, roles: [supervisor, finance_lead]}",
+                "approvals: {count: 3, roles: [finance_lead]}",
+            ),
+        ),
+    ],
+    ids=["none", "one-of-two", "wrong-roles", "policy-raised-quorum"],
+)
+def test_an_approved_run_needs_the_quorum_and_roles_of_the_policy_in_force(
+    approvals: tuple[Approval, ...], policy: LoadedPolicy
+) -> None:
+    req = replace(request(), approvals=approvals)
+
+    reason = authorize_execution(req, policy, "billing")
+
+    assert reason is not None and reason.startswith("quorum_not_met")
 
 
 @pytest.mark.parametrize(
@@ -145,9 +194,10 @@ def test_the_workflow_a_request_carries_is_checked_when_none_is_passed() -> None
                 ActionSpec(name="refund_payment", params={"amount": 900.0, "order_id": "ORD-1"})
             ),
             POLICY,
-            None,
+            "billing",
             "param_out_of_bounds",
         ),
+        (request(), POLICY, None, "no_workflow"),
     ],
     ids=[
         "prohibited-since-request",
@@ -160,7 +210,8 @@ def test_the_workflow_a_request_carries_is_checked_when_none_is_passed() -> None
         "not-in-this-workflow",
         "unknown-action",
         "invalid-mode",
-        "catalog-bound-no-workflow",
+        "catalog-bound",
+        "no-workflow-fails-closed",
     ],
 )
 def test_requests_the_current_policy_no_longer_allows_are_refused(
