@@ -79,12 +79,6 @@ def authorize_execution(
         return f"unknown_action: {req.action.name!r} is no longer in the action catalog"
     if workflow is None:
         return "no_workflow: a run must name the workflow whose policy allowed it"
-    if req.mode == "approved":
-        shortfall = approval_shortfall(
-            req.action.name, [(a.actor, a.roles) for a in req.approvals], pol
-        )
-        if shortfall is not None:
-            return shortfall
     wf = pol.workflows.get(workflow)
     if wf is None:
         return f"unknown_workflow: workflow {workflow} is no longer in the policy"
@@ -102,6 +96,8 @@ def authorize_execution(
             f"not_auto: {req.action.name} is {rule.mode} in workflow {workflow} "
             f"({wf.phase} phase){_details(findings)}"
         )
+    if req.mode == "approved":
+        return approval_shortfall(req.action.name, [(a.actor, a.roles) for a in req.approvals], pol)
     return None
 
 

@@ -57,6 +57,7 @@ from schemas.events import (
     RecommendationProduced,
     ReviewDenied,
     ReviewRecorded,
+    action_digest,
 )
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,14 @@ FACT_COLUMNS = (
     "overridden",
     "reviews_denied",
     "closed_at",
+    "pending_action_name",
+    "pending_action_params",
+    "params_hash",
+    "item_policy_version",
+    "proposed_by",
 )
 FACT_CONTROL = (
+    ("p_item", "boolean"),
     ("p_status_set", "boolean"),
     ("p_reviewed", "boolean"),
     ("p_verdict", "text"),
@@ -109,19 +116,22 @@ INSERT INTO recommendation_facts AS s (recommendation_id, case_id, produced_at, 
     similar_cases, provenance, outcome, reasons, policy_version, decided_at,
     approvals_required, approvals_received, approvers, eligible_roles, expires_at,
     review_status, verdict, final_action_name, final_action_params, overridden,
-    reviews_denied, closed_at)
+    reviews_denied, closed_at, pending_action_name, pending_action_params, params_hash,
+    item_policy_version, proposed_by)
 SELECT recommendation_id, case_id, produced_at, workflow, phase, predicted_category,
     confidence, action_name, action_params, summary, rationale, similar_cases, provenance,
     outcome, reasons, policy_version, decided_at, approvals_required, approvals_received,
     approvers, eligible_roles, expires_at, review_status, verdict, final_action_name,
-    final_action_params, overridden, reviews_denied, closed_at
+    final_action_params, overridden, reviews_denied, closed_at, pending_action_name,
+    pending_action_params, params_hash, item_policy_version, proposed_by
 FROM d
 ON CONFLICT (recommendation_id) DO UPDATE SET (produced_at, workflow, phase,
     predicted_category, confidence, action_name, action_params, summary, rationale,
     similar_cases, provenance, outcome, reasons, policy_version, decided_at,
     approvals_required, approvals_received, approvers, eligible_roles, expires_at,
     review_status, verdict, final_action_name, final_action_params, overridden,
-    reviews_denied, closed_at) = (
+    reviews_denied, closed_at, pending_action_name, pending_action_params, params_hash,
+    item_policy_version, proposed_by) = (
 SELECT
     coalesce(d.produced_at, s.produced_at),
     -- The guard's workflow and action win; the recommender's count only before a decision.
@@ -143,13 +153,16 @@ SELECT
     CASE WHEN d.decided_at IS NOT NULL THEN d.reasons ELSE s.reasons END,
     CASE WHEN d.decided_at IS NOT NULL THEN d.policy_version ELSE s.policy_version END,
     coalesce(d.decided_at, s.decided_at),
-    CASE WHEN d.decided_at IS NOT NULL THEN d.approvals_required
+    CASE WHEN d.decided_at IS NOT NULL OR d.p_item THEN d.approvals_required
          ELSE s.approvals_required END,
     CASE WHEN d.p_reviewed THEN d.approvals_received ELSE s.approvals_received END,
-    -- Each approver once, in the order first seen.
-    s.approvers || ARRAY(SELECT a FROM unnest(d.approvers) WITH ORDINALITY AS u (a, n)
-                         WHERE a <> ALL (s.approvers) ORDER BY n),
-    CASE WHEN d.decided_at IS NOT NULL THEN d.eligible_roles ELSE s.eligible_roles END,
+    -- The item's own list when the batch says what the item holds (an override starts
+    -- it again); else each approver once, in the order first seen.
+    CASE WHEN d.p_item THEN d.approvers
+         ELSE s.approvers || ARRAY(SELECT a FROM unnest(d.approvers) WITH ORDINALITY
+                                   AS u (a, n) WHERE a <> ALL (s.approvers) ORDER BY n) END,
+    CASE WHEN d.decided_at IS NOT NULL OR d.p_item THEN d.eligible_roles
+         ELSE s.eligible_roles END,
     CASE WHEN d.decided_at IS NOT NULL THEN d.expires_at ELSE s.expires_at END,
     CASE WHEN d.p_status_set THEN d.review_status ELSE s.review_status END,
     -- An approval of the recommended action counts as overridden once an override was
@@ -162,7 +175,12 @@ SELECT
          ELSE s.final_action_params END,
     s.overridden OR d.overridden,
     s.reviews_denied + d.reviews_denied,
-    coalesce(d.closed_at, s.closed_at)
+    coalesce(d.closed_at, s.closed_at),
+    CASE WHEN d.p_item THEN d.pending_action_name ELSE s.pending_action_name END,
+    CASE WHEN d.p_item THEN d.pending_action_params ELSE s.pending_action_params END,
+    CASE WHEN d.p_item THEN d.params_hash ELSE s.params_hash END,
+    CASE WHEN d.p_item THEN d.item_policy_version ELSE s.item_policy_version END,
+    CASE WHEN d.p_item THEN d.proposed_by ELSE s.proposed_by END
 FROM d WHERE d.recommendation_id = s.recommendation_id)
 """
 
@@ -288,13 +306,14 @@ class RecommendationDelta:
     check; ``p_overridden_before``, an override in the batch came before that completion.
     """
 
-    __slots__ = ("p_overridden_before", "p_reviewed", "p_status_set", "p_verdict", "row")
+    __slots__ = ("p_item", "p_overridden_before", "p_reviewed", "p_status_set", "p_verdict", "row")
 
     def __init__(self, recommendation_id: str, case_id: str) -> None:
         self.row: dict[str, Any] = _EMPTY_FACTS.copy()
         self.row["recommendation_id"] = recommendation_id
         self.row["case_id"] = case_id
         self.row["approvers"] = []
+        self.p_item = False
         self.p_status_set = False
         self.p_reviewed = False
         self.p_verdict: str | None = None
@@ -339,14 +358,25 @@ class RecommendationDelta:
                 row["eligible_roles"] = list(e.eligible_roles)
                 row["expires_at"] = e.expires_at
                 self._review_status("pending" if e.outcome == "approval_required" else None)
+                if e.action is not None:
+                    self._item(e.action, e.policy_version, None, [])
             case ReviewRecorded():
                 row["approvals_received"] = e.approvals_received
-                if e.actor not in row["approvers"]:
+                if e.action is not None and e.policy_version is not None:
+                    # Written since reviews are bound: the item's state as it now is.
+                    self._item(e.action, e.policy_version, e.proposed_by, list(e.approvers))
+                    row["approvals_required"] = e.approvals_required
+                    row["eligible_roles"] = list(e.eligible_roles)
+                elif e.actor not in row["approvers"]:
                     row["approvers"].append(e.actor)
                 row["overridden"] = row["overridden"] or e.verdict == "override"
                 self.p_reviewed = True
             case ReviewDenied():
                 row["reviews_denied"] += 1
+            case ApprovalCompleted() if e.outcome == "closed":
+                # Closed without a verdict (case resolved, action withdrawn): no review.
+                self._review_status("closed")
+                row["closed_at"] = at
             case ApprovalCompleted():
                 approved = e.outcome == "approved"
                 verdict = "accepted" if approved else "rejected"
@@ -363,6 +393,18 @@ class RecommendationDelta:
                 self._review_status("expired")
                 row["closed_at"] = at
 
+    def _item(
+        self, action: ActionSpec, version: str, proposed_by: str | None, approvers: list[str]
+    ) -> None:
+        """What the approval item now holds: the action a review must name, by digest."""
+        row = self.row
+        row["pending_action_name"], row["pending_action_params"] = _action(action)
+        row["params_hash"] = action_digest(action)
+        row["item_policy_version"] = version
+        row["proposed_by"] = proposed_by
+        row["approvers"] = approvers
+        self.p_item = True
+
     def _review_status(self, status: str | None) -> None:
         self.row["review_status"] = status
         self.p_status_set = True
@@ -371,6 +413,7 @@ class RecommendationDelta:
         """The staging row, in ``FACT_STAGE_COLUMNS`` order."""
         return (
             *self.row.values(),
+            self.p_item,
             self.p_status_set,
             self.p_reviewed,
             self.p_verdict,

@@ -42,6 +42,14 @@ class ReviewRequest(Strict):
         default=None, description="the operator's own action; required with verdict override"
     )
     idempotency_key: IdempotencyKey
+    params_hash: Annotated[str, StringConstraints(min_length=64, max_length=64)] | None = Field(
+        default=None,
+        description="the params_hash of the item you were shown (GET /api/queue/{id}); a "
+        "review of an item that holds something else by now is refused with 409",
+    )
+    policy_version: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        default=None, description="the policy_version of the item you were shown"
+    )
 
     def problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Rules across fields, each against the field at fault."""
@@ -134,7 +142,16 @@ class QueueItem(BaseModel):
     phase: str | None
     policy_version: str | None
     requested_at: datetime | None
-    recommended: Recommended
+    recommended: Recommended = Field(
+        description="exactly what will execute if approved: the recommended action, or an "
+        "operator's override of it (see proposed_by)"
+    )
+    params_hash: str | None = Field(
+        default=None, description="digest of that action; send it with your review"
+    )
+    proposed_by: str | None = Field(
+        default=None, description="operator who proposed this action by override (null: AI)"
+    )
     why: Why
     if_accepted: IfAccepted
     you_may: YouMay

@@ -15,6 +15,7 @@ from console.api.models import IfAccepted, QueueItem, Recommended, SimilarCase, 
 from console.api.permissions import may_reclassify, override_choices, review_refusal
 from console.auth import Operator
 from policy.model import Policy
+from schemas.events import ActionSpec, action_digest
 
 router = APIRouter(tags=["queue"])
 
@@ -47,6 +48,13 @@ def to_item(row: dict[str, Any], operator: Operator, policy: Policy | None) -> Q
         recommended=Recommended(
             action=row["action_name"], params=row["action_params"] or {}, summary=row["summary"]
         ),
+        params_hash=row["params_hash"]
+        or (
+            action_digest(ActionSpec(name=row["action_name"], params=row["action_params"] or {}))
+            if row["action_name"]
+            else None
+        ),
+        proposed_by=row["proposed_by"],
         why=Why(
             rationale=row["rationale"],
             similar_cases=[

@@ -51,7 +51,11 @@ def recommendation(conn: psycopg.Connection, recommendation_id: str) -> Row | No
     return _one(
         conn,
         "SELECT recommendation_id, case_id, workflow, phase, review_status, eligible_roles, "
-        "approvers, expires_at, outcome FROM recommendation_facts WHERE recommendation_id = %s",
+        "approvers, expires_at, outcome, proposed_by, params_hash, "
+        "coalesce(pending_action_name, action_name) AS item_action_name, "
+        "coalesce(pending_action_params, action_params) AS item_action_params, "
+        "coalesce(item_policy_version, policy_version) AS item_policy_version "
+        "FROM recommendation_facts WHERE recommendation_id = %s",
         (recommendation_id,),
     )
 

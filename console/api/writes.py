@@ -37,6 +37,7 @@ from schemas.events import (
     Event,
     ReviewSubmitted,
     derived_event_id,
+    review_binding,
 )
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,36 @@ def submit_review(
                 else None
             ),
             idempotency_key=req.idempotency_key,
+            **_binding(req, rec),
         )
         return _record(svc, conn, operator, req.idempotency_key, fingerprint, event, rec)
+
+
+def item_binding(rec: dict[str, Any]) -> dict[str, str]:
+    """The action, digest and policy version the item holds now, as the read model has it."""
+    if rec["item_action_name"] is None or rec["item_policy_version"] is None:
+        return {}
+    action = ActionSpec(name=rec["item_action_name"], params=dict(rec["item_action_params"] or {}))
+    binding = review_binding(action, rec["item_policy_version"])
+    if rec["params_hash"] is not None:
+        binding["params_hash"] = rec["params_hash"]
+    return binding
+
+
+def _binding(req: ReviewRequest, rec: dict[str, Any]) -> dict[str, str]:
+    """What the review is bound to: what the caller says it was shown (409 when the item
+    holds something else by now), else what the item holds as this request reads it.
+    The approve processor refuses the review if the item changed after that."""
+    current = item_binding(rec)
+    shown = {"params_hash": req.params_hash, "policy_version": req.policy_version}
+    for name, value in shown.items():
+        if value is not None and value != current.get(name):
+            raise Conflict(
+                f"recommendation {req.recommendation_id} now holds "
+                f"{current.get('action_name')} ({name} {current.get(name)}), not the "
+                f"{value} you reviewed: reload it and review again"
+            )
+    return current
 
 
 def reclassify(
@@ -139,6 +168,10 @@ def _check_reviewable(
     refusal = review_refusal(operator, rec["eligible_roles"] or (), rec["approvers"] or ())
     if refusal:
         raise (Conflict if operator.name in (rec["approvers"] or ()) else Forbidden)(refusal)
+    if req.verdict == "approve" and rec["proposed_by"] == operator.name:
+        raise Forbidden(
+            f"{operator.name} proposed this action by override; another operator must approve it"
+        )
     if req.override is None:
         return
     in_force = svc.policies.get(conn)

@@ -79,6 +79,8 @@ def review_post(
     reason: str = Form(""),
     override_action: str = Form(""),
     override_params: str = Form(""),
+    params_hash: str = Form(""),
+    policy_version: str = Form(""),
 ) -> Response:
     check_form(request, session, form_token)
     try:
@@ -97,6 +99,9 @@ def review_post(
                 "reason": reason.strip() or None,
                 "override": override,
                 "idempotency_key": idempotency_key,
+                # What the page showed: the review is bound to it.
+                "params_hash": params_hash or None,
+                "policy_version": policy_version or None,
             },
         )
         result = writes.submit_review(svc, conn, session.operator, body)

@@ -26,6 +26,7 @@ from processors.execute_rules import rollback_execution_id
 from schemas.codec import Codec
 from schemas.events import (
     ActionSpec,
+    Approval,
     ApprovalCompleted,
     ApprovalExpired,
     DeadLettered,
@@ -421,15 +422,17 @@ def test_g_a_policy_published_mid_run_changes_the_next_decisions(
         )
         assert (plan_probe.outcome, plan_probe.reasons) == ("denied", ("action_prohibited",))
         probe_executor(settings, codec, out, "test.3")
-        send(settings, codec, [review(plan, "sam", ("supervisor",))])
-        [refused] = out.wait(
-            lambda: out.events(ExecutionFailed, case_id="g-plan"),
-            what="the executor to refuse the plan change",
+        # The item stood under test.2 when sam reviewed it; at its quorum the approve
+        # processor re-checks under test.3 and closes it: nothing is requested or run.
+        send(settings, codec, [review(plan, "sam", ("supervisor",), policy_version="test.2")])
+        [closed] = out.wait(
+            lambda: out.events(ApprovalCompleted, case_id="g-plan"),
+            what="the approve processor to close the withdrawn plan change",
         )
-        [request] = out.events(ExecutionRequested, case_id="g-plan")
-        assert request.policy_version == "test.2"
-        assert refused.error_class == "PolicyRefused"
-        assert refused.message.startswith("action_prohibited")
+        assert closed.outcome == "closed"
+        assert closed.reason is not None and closed.reason.startswith("action_withdrawn")
+        out.poll(2.0)
+        assert out.events(ExecutionRequested, case_id="g-plan") == []
         assert downstream.calls_for("g-plan") == []
         out.close()
 
@@ -465,6 +468,8 @@ def probe_executor(settings: Settings, codec: Codec, out: Tail, version: str) ->
             requested_by="probe",
             policy_version="probe",
             workflow="assisted_wf",
+            # Approved as the policy asks, so only the policy version decides the outcome.
+            approvals=(Approval(actor="probe", roles=("supervisor",)),),
         )
         send(settings, codec, [req])
         outcome = out.wait(
