@@ -21,6 +21,7 @@ from infra.kafka import consumer_config, make_producer
 from infra.settings import Settings
 from policy.loader import (
     LoadedPolicy,
+    PolicyHistory,
     PolicyInvalid,
     diff_policies,
     load_policy_file,
@@ -54,17 +55,16 @@ def publish(
     loaded = _load_or_exit(path)
     settings = Settings()
     codec = Codec.load()
-    current = read_published(settings, codec)
+    current, history = read_policies(settings, codec)
     if current is not None and current.sha256 == loaded.sha256:
         out.print(
             f"policy {loaded.version} (sha256 {loaded.sha256}) is already in force; nothing sent"
         )
         return
-    if current is not None and current.version == loaded.version:
-        err.print(
-            f"version: {loaded.version} is already published with other content "
-            f"(sha256 {current.sha256}); give the new document a new version"
-        )
+    refused = history.refusal(loaded.version, loaded.sha256)
+    if refused is not None:
+        # Processors would not take it into force: say so instead of sending it.
+        err.print(f"version: {refused}")
         raise typer.Exit(INVALID)
     # getpass reads $USER (or LOGNAME…), falling back to the account name.
     event = publish_policy(settings, codec, loaded, author or getpass.getuser())
@@ -135,7 +135,15 @@ def publish_policy(
 def read_published(
     settings: Settings, codec: Codec, timeout_s: float = 15.0
 ) -> PolicyPublished | None:
-    """The policy in force: the last PolicyPublished on the `policy` topic, or None."""
+    """The policy in force: the last PolicyPublished on the `policy` topic whose version
+    was new when published, or None."""
+    return read_policies(settings, codec, timeout_s)[0]
+
+
+def read_policies(
+    settings: Settings, codec: Codec, timeout_s: float = 15.0
+) -> tuple[PolicyPublished | None, PolicyHistory]:
+    """The policy in force and every version published so far."""
     tp = TopicPartition(settings.topic("policy"), 0)
     # A throwaway group that never commits: reading the policy leaves no trace.
     consumer = Consumer(
@@ -143,8 +151,9 @@ def read_published(
     )
     try:
         _low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+        history = PolicyHistory()
         if high <= 0:
-            return None
+            return None, history
         consumer.assign([TopicPartition(tp.topic, 0, 0)])
         latest: PolicyPublished | None = None
         deadline = time.monotonic() + timeout_s
@@ -158,9 +167,13 @@ def read_published(
                 event = codec.decode(msg.value(), msg.headers())
             except CodecError:
                 continue  # processors dead-letter it; the one before stays in force
-            if isinstance(event, PolicyPublished):
+            # The processors' rule: a re-published version does not come into force.
+            if (
+                isinstance(event, PolicyPublished)
+                and history.offer(event.version, event.sha256) is None
+            ):
                 latest = event
-        return latest
+        return latest, history
     finally:
         consumer.close()
 

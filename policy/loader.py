@@ -184,3 +184,38 @@ def _show(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+class PolicyHistory:
+    """The versions read from the `policy` topic in order, and the one in force.
+
+    One rule for every reader (processors, the CLI, the publisher): a version is published
+    once. A later record of a version already seen — the same document sent again, or an
+    old version re-published — does not change what is in force, so the console and the
+    processors never disagree about it. Re-publishing old rules means giving them a new
+    version.
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}  # version -> sha256 of its first document
+        self.latest: LoadedPolicy | None = None
+
+    def refusal(self, version: str, sha256: str) -> str | None:
+        """Why a document of `version` would not come into force, or None."""
+        first = self.seen.get(version)
+        if first is None:
+            return None
+        same = "the same document" if first == sha256 else f"other content (first {first:.12})"
+        return (
+            f"republished_version: version {version} was already published ({same}); "
+            "a version is published once, give the document a new version"
+        )
+
+    def offer(self, version: str, sha256: str, loaded: LoadedPolicy | None = None) -> str | None:
+        """Take the next record; returns why it does not come into force, or None."""
+        why = self.refusal(version, sha256)
+        if why is None:
+            self.seen[version] = sha256
+            if loaded is not None:
+                self.latest = loaded
+        return why

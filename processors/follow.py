@@ -19,7 +19,7 @@ from confluent_kafka import TopicPartition as TP
 
 from infra.kafka import consumer_config, read_headers
 from infra.settings import Settings
-from policy.loader import LoadedPolicy, PolicyInvalid, load_policy_text
+from policy.loader import LoadedPolicy, PolicyHistory, PolicyInvalid, load_policy_text
 from processors.handler import Record
 from schemas.codec import Codec, CodecError, InvalidEvent
 from schemas.events import PolicyPublished
@@ -91,8 +91,12 @@ class PolicyFollower:
     def __init__(self, settings: Settings, codec: Codec) -> None:
         self._codec = codec
         self._follower = TopicFollower(settings, ["policy"], "policy")
-        self.latest: LoadedPolicy | None = None
+        self._history = PolicyHistory()
         self.rejected: list[tuple[Record, Exception]] = []
+
+    @property
+    def latest(self) -> LoadedPolicy | None:
+        return self._history.latest
 
     def catch_up(self, stop: threading.Event) -> LoadedPolicy | None:
         """Read the topic to its end, then wait until a valid policy is known."""
@@ -131,11 +135,13 @@ class PolicyFollower:
                         f"document has sha256 {loaded.sha256} and version {loaded.version}; "
                         f"the event says {event.sha256} and {event.version}"
                     )
+                refused = self._history.offer(loaded.version, loaded.sha256, loaded)
+                if refused is not None:
+                    raise InvalidEvent(refused)
             except (CodecError, PolicyInvalid) as exc:
                 log.warning("%s: policy refused: %s", record.where, exc)
                 self.rejected.append((record, exc))
                 continue
-            self.latest = loaded
             log.info(
                 "%s: policy %s (sha256 %.12s) by %s is in force",
                 record.where,

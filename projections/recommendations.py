@@ -100,6 +100,7 @@ FACT_COLUMNS = (
 )
 FACT_CONTROL = (
     ("p_item", "boolean"),
+    ("p_approvers", "boolean"),
     ("p_status_set", "boolean"),
     ("p_reviewed", "boolean"),
     ("p_verdict", "text"),
@@ -158,7 +159,7 @@ SELECT
     CASE WHEN d.p_reviewed THEN d.approvals_received ELSE s.approvals_received END,
     -- The item's own list when the batch says what the item holds (an override starts
     -- it again); else each approver once, in the order first seen.
-    CASE WHEN d.p_item THEN d.approvers
+    CASE WHEN d.p_approvers THEN d.approvers
          ELSE s.approvers || ARRAY(SELECT a FROM unnest(d.approvers) WITH ORDINALITY
                                    AS u (a, n) WHERE a <> ALL (s.approvers) ORDER BY n) END,
     CASE WHEN d.decided_at IS NOT NULL OR d.p_item THEN d.eligible_roles
@@ -306,7 +307,15 @@ class RecommendationDelta:
     check; ``p_overridden_before``, an override in the batch came before that completion.
     """
 
-    __slots__ = ("p_item", "p_overridden_before", "p_reviewed", "p_status_set", "p_verdict", "row")
+    __slots__ = (
+        "p_approvers",
+        "p_item",
+        "p_overridden_before",
+        "p_reviewed",
+        "p_status_set",
+        "p_verdict",
+        "row",
+    )
 
     def __init__(self, recommendation_id: str, case_id: str) -> None:
         self.row: dict[str, Any] = _EMPTY_FACTS.copy()
@@ -314,6 +323,7 @@ class RecommendationDelta:
         self.row["case_id"] = case_id
         self.row["approvers"] = []
         self.p_item = False
+        self.p_approvers = False
         self.p_status_set = False
         self.p_reviewed = False
         self.p_verdict: str | None = None
@@ -359,12 +369,14 @@ class RecommendationDelta:
                 row["expires_at"] = e.expires_at
                 self._review_status("pending" if e.outcome == "approval_required" else None)
                 if e.action is not None:
-                    self._item(e.action, e.policy_version, None, [])
+                    self._item(e.action, e.policy_version, None)
             case ReviewRecorded():
                 row["approvals_received"] = e.approvals_received
                 if e.action is not None and e.policy_version is not None:
                     # Written since reviews are bound: the item's state as it now is.
-                    self._item(e.action, e.policy_version, e.proposed_by, list(e.approvers))
+                    self._item(e.action, e.policy_version, e.proposed_by)
+                    row["approvers"] = list(e.approvers)
+                    self.p_approvers = True
                     row["approvals_required"] = e.approvals_required
                     row["eligible_roles"] = list(e.eligible_roles)
                 elif e.actor not in row["approvers"]:
@@ -393,16 +405,13 @@ class RecommendationDelta:
                 self._review_status("expired")
                 row["closed_at"] = at
 
-    def _item(
-        self, action: ActionSpec, version: str, proposed_by: str | None, approvers: list[str]
-    ) -> None:
+    def _item(self, action: ActionSpec, version: str, proposed_by: str | None) -> None:
         """What the approval item now holds: the action a review must name, by digest."""
         row = self.row
         row["pending_action_name"], row["pending_action_params"] = _action(action)
         row["params_hash"] = action_digest(action)
         row["item_policy_version"] = version
         row["proposed_by"] = proposed_by
-        row["approvers"] = approvers
         self.p_item = True
 
     def _review_status(self, status: str | None) -> None:
@@ -414,6 +423,7 @@ class RecommendationDelta:
         return (
             *self.row.values(),
             self.p_item,
+            self.p_approvers,
             self.p_status_set,
             self.p_reviewed,
             self.p_verdict,

@@ -48,6 +48,7 @@ from schemas.events import (
     ReviewDenied,
     ReviewRecorded,
     ReviewSubmitted,
+    action_digest,
 )
 from tests.integration import scenario
 from tests.integration.helpers import eventually, running
@@ -464,6 +465,18 @@ ON CONFLICT (recommendation_id) DO UPDATE SET approvals_received = EXCLUDED.appr
                      ELSE f.approvers || %(actor)s END,
     overridden = f.overridden OR EXCLUDED.overridden
 """
+# A decision's action, or a bound review's, is what the item now holds.
+REF_ITEM = """
+UPDATE recommendation_facts SET pending_action_name = %(action_name)s,
+    pending_action_params = %(action_params)s, params_hash = %(params_hash)s,
+    item_policy_version = %(version)s, proposed_by = %(proposed_by)s
+WHERE recommendation_id = %(recommendation_id)s
+"""
+REF_ITEM_REVIEWED = """
+UPDATE recommendation_facts SET approvers = %(approvers)s,
+    approvals_required = %(approvals_required)s, eligible_roles = %(eligible_roles)s
+WHERE recommendation_id = %(recommendation_id)s
+"""
 REF_REVIEW_DENIED = """
 INSERT INTO recommendation_facts AS f (recommendation_id, case_id, reviews_denied)
 VALUES (%(recommendation_id)s, %(case_id)s, 1)
@@ -546,6 +559,17 @@ def _ref_action(action: ActionSpec | None) -> dict[str, object]:
     return {
         "action_name": action.name if action else None,
         "action_params": _ref_json(action.params) if action else None,
+    }
+
+
+def _ref_item(
+    recommendation_id: str, action: ActionSpec, version: str, proposed_by: str | None
+) -> dict[str, object]:
+    return _ref_action(action) | {
+        "recommendation_id": recommendation_id,
+        "params_hash": action_digest(action),
+        "version": version,
+        "proposed_by": proposed_by,
     }
 
 
@@ -642,6 +666,8 @@ def reference_steps(e: Event) -> Iterator[tuple[object, object]]:
                     "review_status": "pending" if e.outcome == "approval_required" else None,
                 },
             )
+            if e.action is not None:
+                yield (REF_ITEM, _ref_item(e.recommendation_id, e.action, e.policy_version, None))
         case ReviewRecorded():
             yield (
                 REF_REVIEWED,
@@ -653,6 +679,18 @@ def reference_steps(e: Event) -> Iterator[tuple[object, object]]:
                     "override": e.verdict == "override",
                 },
             )
+            if e.action is not None and e.policy_version is not None:
+                item = _ref_item(e.recommendation_id, e.action, e.policy_version, e.proposed_by)
+                yield (REF_ITEM, item)
+                yield (
+                    REF_ITEM_REVIEWED,
+                    {
+                        "recommendation_id": e.recommendation_id,
+                        "approvers": list(e.approvers),
+                        "approvals_required": e.approvals_required,
+                        "eligible_roles": list(e.eligible_roles),
+                    },
+                )
         case ReviewDenied() if e.recommendation_id:
             yield (REF_REVIEW_DENIED, base | {"recommendation_id": e.recommendation_id})
         case ApprovalCompleted():
@@ -845,6 +883,18 @@ def random_history(rng: random.Random, n: int) -> list[Event]:
                 ),
                 **common,
             )
+            if rng.random() < 0.5:
+                # Written since reviews are bound: the item's state after the review.
+                item_action = action() or ActionSpec(name="a")
+                e = replace(
+                    e,
+                    action=item_action,
+                    params_hash=action_digest(item_action),
+                    policy_version=pick(["2026.11.1", "v2"]),
+                    proposed_by=maybe("carol"),
+                    eligible_roles=tuple(rng.sample(["supervisor", "finance_lead"], 1)),
+                    approvers=tuple(rng.sample(["alice", "bob", "dan"], rng.randrange(3))),
+                )
         elif kind == 8:
             e = ReviewDenied(
                 **common,
