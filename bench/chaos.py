@@ -67,6 +67,7 @@ from schemas.events import (
     GuardrailDecided,
     ReviewSubmitted,
     derived_event_id,
+    review_binding,
     utc_now,
 )
 
@@ -303,6 +304,12 @@ class Operators(threading.Thread):
                 roles=(role,),
                 verdict="reject" if reject else "approve",
                 reason="chaos run: rejected" if reject else None,
+                # Bound to what the decision put in front of the operator.
+                **(
+                    review_binding(decision.action, decision.policy_version)
+                    if decision.action is not None
+                    else {}
+                ),
             )
             value, headers = self.codec.encode(review)
             _produce(

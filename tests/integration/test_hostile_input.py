@@ -56,6 +56,7 @@ from schemas.events import (
     ReviewDenied,
     ReviewRecorded,
     ReviewSubmitted,
+    review_binding,
 )
 from tests.integration.helpers import OUTPUT
 from tests.integration.pipeline import case_opened, policy_text, recommendation
@@ -67,7 +68,7 @@ from tests.stack import Stack
 # a policy follows the policy topic itself.
 READERS: dict[str, tuple[str, ...]] = {
     "upstream": ("intake",),
-    "cases": ("recommend", "readmodels"),
+    "cases": ("recommend", "approve", "readmodels"),
     "recommendations": ("guard", "readmodels"),
     "decisions": ("approve", "readmodels"),
     "reviews": ("approve", "readmodels"),
@@ -82,6 +83,16 @@ HUGE = (ODD + HTML + SQL) * 4000  # about 400 KB of UTF-8
 REFUND = ActionSpec(name="refund_payment", params={"amount": 20.0, "order_id": "ORD-1"})
 PLAN = ActionSpec(name="change_plan", params={"plan": "pro"})
 RESET = ActionSpec(name="reset_password", params={"method": "email_link"})
+# The approval items the wrong reviews aim at, with the action each item shows.
+ITEMS = {
+    "h-done": PLAN,
+    "h-role": REFUND,
+    "h-self": REFUND,
+    "h-prohib": PLAN,
+    "h-bounds": PLAN,
+    "h-verdict": PLAN,
+    "h-odd": PLAN,
+}
 
 
 @dataclass(frozen=True)
@@ -153,6 +164,9 @@ def review(
     reason: str | None = None,
     rec: str | None = None,
 ) -> ReviewSubmitted:
+    """A review as the console would submit it: bound to the item's action (unknown
+    cases: a plan change) under the policy the tests publish, so each wrong review is
+    refused for what the test names, not for being unbound."""
     review_id = f"review-{case}-{actor}-{n}"
     return ReviewSubmitted(
         event_id=f"event-{review_id}",
@@ -166,6 +180,7 @@ def review(
         verdict=verdict,
         reason=reason,
         override_action=override,
+        **review_binding(ITEMS.get(case, PLAN), "test.1"),
     )
 
 
@@ -259,15 +274,7 @@ def run(stack: Stack) -> Iterator[Run]:
             for c in components.values():
                 c.start()
             # Phase A: a valid case, and the approval items the wrong reviews will aim at.
-            items = {
-                "h-done": PLAN,
-                "h-role": REFUND,
-                "h-self": REFUND,
-                "h-prohib": PLAN,
-                "h-bounds": PLAN,
-                "h-verdict": PLAN,
-                "h-odd": PLAN,
-            }
+            items = ITEMS
             for case, action in [("h-canary-1", RESET), *items.items(), ("h-exp", PLAN)]:
                 queue = {"h-canary-1": "identity", "h-exp": "expiring"}.get(case, "billing")
                 opened = case_opened(case, queue)

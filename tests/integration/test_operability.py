@@ -126,7 +126,10 @@ def test_metrics_count_what_flowed_and_lag_returns_to_zero(observed: Settings) -
             return None
         done = total(got["readmodels"], "casegate_readmodel_events_total", topic="decisions")
         lag = sum(total(m, "casegate_consumer_lag") for m in got.values())
-        return got if done >= CASES + PROPOSED and lag == 0 else None
+        # The pending gauge is sampled once a second, after the batch that opened the
+        # items committed: wait for a sample that has seen them (asserted exactly below).
+        seen = total(got["approve"], "casegate_approvals_pending") >= PROPOSED
+        return got if done >= CASES + PROPOSED and lag == 0 and seen else None
 
     got = eventually(settled, timeout_s=180, what="every case decided and projected, lag 0")
 

@@ -9,9 +9,10 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from bench.faults import Probe
 from schemas.codec import Codec
 from schemas.events import CaseOpened, CaseReclassified, CaseResolved, RecommendationProduced
-from tests.integration.helpers import spawn
+from tests.integration.helpers import eventually, spawn
 from tests.integration.pipeline import Tail, send
 from tests.integration.scenario import policy_event
 from tests.integration.test_recommend_processor import demo_events
@@ -52,7 +53,16 @@ def test_a_reclassification_changes_the_next_recommendation(stack: Stack) -> Non
         assert isinstance(rec, RecommendationProduced)
         return rec
 
+    def caught_up(component: str) -> bool:
+        position = probe.position(component)
+        return position is not None and position.caught_up
+
+    probe = Probe(settings)
     try:
+        # The history is learned before the first twin: the twin lands on another
+        # partition, so it could otherwise overtake the learned case's resolution.
+        eventually(lambda: caught_up("intake"), timeout_s=120, what="intake to read the history")
+        eventually(lambda: caught_up("recommend"), 120, "the recommender to learn the history")
         send(settings, codec, [twin(1)])
         before = recommended("twin-1")
         assert before.category == category  # learned from the history
@@ -83,6 +93,7 @@ def test_a_reclassification_changes_the_next_recommendation(stack: Stack) -> Non
             except subprocess.TimeoutExpired:
                 proc.kill()
         tail.close()
+        probe.close()
 
     assert after.category == CORRECTED != category
     assert learned.case_id in {s.case_id for s in after.similar_cases}

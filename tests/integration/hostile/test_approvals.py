@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from console.api.app import create_app
@@ -61,7 +62,9 @@ class World:
     def fact(self, rec_id: str, column: str) -> Any:
         with psycopg.connect(database_urls(self.settings).app) as conn:
             row = conn.execute(
-                f"SELECT {column} FROM recommendation_facts WHERE recommendation_id = %s",
+                sql.SQL("SELECT {} FROM recommendation_facts WHERE recommendation_id = %s").format(
+                    sql.Identifier(column)
+                ),
                 (rec_id,),
             ).fetchone()
         return row[0] if row else None
