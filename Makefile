@@ -15,12 +15,28 @@ help: ## list the targets
 .PHONY: setup
 setup: $(STAMP) system-deps ## create the venv, install Python and OS dependencies (idempotent)
 
-$(STAMP): pyproject.toml
+# Every install is pinned by constraints.txt (`make lock` rewrites it), so a fresh machine
+# gets the versions the tests last passed with.
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "casegate needs Python >= 3.11")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	@touch $@
+
+.PHONY: lock
+lock: ## re-resolve the dependencies to their newest allowed versions into constraints.txt
+	@rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/pip install -q --upgrade pip
+	$(VENV)-lock/bin/pip install -q -e '.[test,otlp]'
+	@{ echo "# pinned by \`make lock\`: every install of casegate and its test tools"; \
+	  $(VENV)-lock/bin/pip freeze --exclude-editable | LC_ALL=C sort -f; } > constraints.txt
+	@rm -rf $(VENV)-lock
+	@echo "constraints.txt rewritten; run make setup and the tests before committing it"
+
+.PHONY: audit
+audit: setup ## known vulnerabilities in the pinned dependencies (needs the PyPI JSON API)
+	$(VENV)/bin/pip-audit --strict --progress-spinner off --no-deps --disable-pip -r constraints.txt
 
 .PHONY: system-deps
 system-deps:
@@ -59,6 +75,7 @@ lint: setup ## check style and types (changes nothing)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(MAKE) --no-print-directory audit
 
 .PHONY: fmt
 fmt: setup ## format and auto-fix

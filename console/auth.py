@@ -1,8 +1,12 @@
-"""Operators and their bearer tokens: issue, look up, list and revoke.
+"""Operators and their bearer tokens: issue, look up, list and revoke; and the pages'
+sign-in sessions.
 
 A token is 32 random bytes (URL-safe text). Only its sha256 is stored: with that much
 entropy a slow password hash buys nothing, and a fast one keeps every request's lookup
-cheap. Revocation is a column checked on every lookup, so it takes effect at once.
+cheap. Revocation and expiry are columns checked on every lookup, so they take effect at
+once. Signing in to the pages exchanges the token for a session of its own (same form,
+shorter life), so the cookie never holds the long-lived token and signing out can revoke
+exactly that session.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
 
@@ -35,6 +40,7 @@ class OperatorRecord:
     roles: tuple[str, ...]
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime
 
 
 class OperatorError(ValueError):
@@ -49,16 +55,12 @@ def token_sha256(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def authenticate(conn: psycopg.Connection, token: str) -> Operator | None:
-    """The active operator holding `token`, or None (unknown, malformed or revoked)."""
-    if not token or len(token) > 256:
-        return None
-    digest = token_sha256(token)
-    row = conn.execute(
-        "SELECT name, roles, token_sha256 FROM operators "
-        "WHERE token_sha256 = %s AND revoked_at IS NULL",
-        (digest,),
-    ).fetchone()
+def _digest(secret: str) -> str | None:
+    """The stored form of a token or session id; None for what cannot be one."""
+    return token_sha256(secret) if secret and len(secret) <= 256 else None
+
+
+def _operator(row: tuple[Any, ...] | None, digest: str) -> Operator | None:
     # The index lookup already matched; the constant-time compare keeps the final decision
     # free of a data-dependent early exit, whatever the database's comparison does.
     if row is None or not hmac.compare_digest(row[2], digest):
@@ -66,19 +68,81 @@ def authenticate(conn: psycopg.Connection, token: str) -> Operator | None:
     return Operator(name=row[0], roles=tuple(row[1]))
 
 
-def form_token(token: str) -> str:
+def authenticate(conn: psycopg.Connection, token: str) -> Operator | None:
+    """The operator holding `token`, or None (unknown, malformed, expired or revoked)."""
+    digest = _digest(token)
+    if digest is None:
+        return None
+    row = conn.execute(
+        "SELECT name, roles, token_sha256 FROM operators "
+        "WHERE token_sha256 = %s AND revoked_at IS NULL AND token_expires_at > now()",
+        (digest,),
+    ).fetchone()
+    return _operator(row, digest)
+
+
+def open_session(conn: psycopg.Connection, token: str, ttl_s: float) -> str | None:
+    """A new page session for the holder of `token` (None if the token is not valid);
+    it ends after `ttl_s`, on sign-out, or when its operator's token stops being valid."""
+    operator = authenticate(conn, token)
+    if operator is None:
+        return None
+    session = new_token()
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO console_sessions (session_sha256, operator, expires_at) "
+            "VALUES (%s, %s, now() + make_interval(secs => %s))",
+            (token_sha256(session), operator.name, ttl_s),
+        )
+    return session
+
+
+def session_operator(conn: psycopg.Connection, session: str) -> Operator | None:
+    """The operator of a live session: neither it nor its operator's token ended."""
+    digest = _digest(session)
+    if digest is None:
+        return None
+    row = conn.execute(
+        "SELECT o.name, o.roles, s.session_sha256 FROM console_sessions s "
+        "JOIN operators o ON o.name = s.operator "
+        "WHERE s.session_sha256 = %s AND s.revoked_at IS NULL AND s.expires_at > now() "
+        "AND o.revoked_at IS NULL AND o.token_expires_at > now()",
+        (digest,),
+    ).fetchone()
+    return _operator(row, digest)
+
+
+def close_session(conn: psycopg.Connection, session: str) -> None:
+    """Sign-out: the session's cookie, even if copied, no longer signs anyone in."""
+    digest = _digest(session)
+    if digest is None:
+        return
+    with conn.transaction():
+        conn.execute(
+            "UPDATE console_sessions SET revoked_at = now() "
+            "WHERE session_sha256 = %s AND revoked_at IS NULL",
+            (digest,),
+        )
+
+
+def form_token(session: str) -> str:
     """The per-session value web forms must echo back (CSRF): keyed by the session's own
-    secret token, so it needs no server-side state and cannot be computed without it."""
-    return hmac.new(token.encode("utf-8"), b"casegate.console.form", hashlib.sha256).hexdigest()
+    secret id, so it needs no more server-side state and cannot be computed without it."""
+    return hmac.new(session.encode("utf-8"), b"casegate.console.form", hashlib.sha256).hexdigest()
 
 
 def add_operator(
-    conn: psycopg.Connection, name: str, roles: tuple[str, ...], known_roles: tuple[str, ...] | None
+    conn: psycopg.Connection,
+    name: str,
+    roles: tuple[str, ...],
+    known_roles: tuple[str, ...] | None,
+    ttl_s: float,
 ) -> str:
-    """Create operator `name` with `roles`; returns the new token (shown once, never stored).
+    """Create operator `name` with `roles`; returns the new token (shown once, never
+    stored), valid for `ttl_s`.
 
-    Re-adding a revoked operator issues a fresh token; an active one is refused (revoke it
-    first), so a typo cannot silently replace someone's working token.
+    Re-adding a revoked or expired operator issues a fresh token; an active one is refused
+    (revoke it first), so a typo cannot silently replace someone's working token.
     """
     if not OPERATOR_NAME.match(name):
         raise OperatorError(
@@ -100,11 +164,14 @@ def add_operator(
     token = new_token()
     with conn.transaction():
         row = conn.execute(
-            "INSERT INTO operators (name, token_sha256, roles) VALUES (%s, %s, %s) "
+            "INSERT INTO operators (name, token_sha256, roles, token_expires_at) "
+            "VALUES (%s, %s, %s, now() + make_interval(secs => %s)) "
             "ON CONFLICT (name) DO UPDATE SET token_sha256 = EXCLUDED.token_sha256, "
-            "roles = EXCLUDED.roles, created_at = now(), revoked_at = NULL "
-            "WHERE operators.revoked_at IS NOT NULL RETURNING name",
-            (name, token_sha256(token), list(dict.fromkeys(roles))),
+            "roles = EXCLUDED.roles, created_at = now(), revoked_at = NULL, "
+            "token_expires_at = EXCLUDED.token_expires_at "
+            "WHERE operators.revoked_at IS NOT NULL OR operators.token_expires_at <= now() "
+            "RETURNING name",
+            (name, token_sha256(token), list(dict.fromkeys(roles)), ttl_s),
         ).fetchone()
     if row is None:
         raise OperatorError(
@@ -116,18 +183,24 @@ def add_operator(
 
 def list_operators(conn: psycopg.Connection) -> list[OperatorRecord]:
     rows = conn.execute(
-        "SELECT name, roles, created_at, revoked_at FROM operators ORDER BY name"
+        "SELECT name, roles, created_at, revoked_at, token_expires_at FROM operators ORDER BY name"
     ).fetchall()
-    return [OperatorRecord(r[0], tuple(r[1]), r[2], r[3]) for r in rows]
+    return [OperatorRecord(r[0], tuple(r[1]), r[2], r[3], r[4]) for r in rows]
 
 
 def revoke_operator(conn: psycopg.Connection, name: str) -> None:
-    """Revoke `name`'s token; every request made with it fails from now on."""
+    """Revoke `name`'s token; every request made with it fails from now on, and their page
+    sessions end (also if they are re-added later)."""
     with conn.transaction():
         row = conn.execute(
             "UPDATE operators SET revoked_at = now() WHERE name = %s AND revoked_at IS NULL "
             "RETURNING name",
             (name,),
         ).fetchone()
+        conn.execute(
+            "UPDATE console_sessions SET revoked_at = now() "
+            "WHERE operator = %s AND revoked_at IS NULL",
+            (name,),
+        )
     if row is None:
         raise OperatorError(f"no active operator named {name!r}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Annotated
 
 import psycopg
@@ -50,10 +50,11 @@ def add(
 ) -> None:
     """Create an operator and print its new bearer token (shown once, stored hashed)."""
     wanted = tuple(r.strip() for item in roles for r in item.split(",") if r.strip())
-    with _connect(Settings()) as conn:
+    settings = Settings()
+    with _connect(settings) as conn:
         known = _known_roles(conn)
         try:
-            token = add_operator(conn, name, wanted, known)
+            token = add_operator(conn, name, wanted, known, settings.operator_token_ttl_s)
         except OperatorError as exc:
             err.print(f"[red]error:[/] {exc}")
             raise typer.Exit(1) from None
@@ -70,9 +71,16 @@ def list_() -> None:
     with _connect(Settings()) as conn:
         records = list_operators(conn)
     table = Table("operator", "roles", "created (UTC)", "status")
+    now = datetime.now(UTC)
     for r in records:
         revoked = r.revoked_at.astimezone(UTC) if r.revoked_at else None
-        status = "active" if revoked is None else f"revoked {revoked:%Y-%m-%d %H:%M}"
+        expires = r.expires_at.astimezone(UTC)
+        if revoked is not None:
+            status = f"revoked {revoked:%Y-%m-%d %H:%M}"
+        elif expires <= now:
+            status = f"expired {expires:%Y-%m-%d %H:%M}"
+        else:
+            status = f"active until {expires:%Y-%m-%d %H:%M}"
         created = r.created_at.astimezone(UTC)
         table.add_row(r.name, ", ".join(r.roles), f"{created:%Y-%m-%d %H:%M}", status)
     out.print(table)

@@ -130,7 +130,9 @@ def _demo_operators(settings: Settings) -> dict[str, str]:
             ).fetchone()
             if exists:
                 revoke_operator(conn, name)
-            tokens[name] = add_operator(conn, name, roles, known_roles=None)
+            tokens[name] = add_operator(
+                conn, name, roles, known_roles=None, ttl_s=settings.operator_token_ttl_s
+            )
     return tokens
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from psycopg import sql
 
 from infra.errors import SetupError
 from infra.procs import port_open
+from infra.secretfile import generated_secret, write_private
 from infra.settings import Settings
 
 APP_ROLE = "casegate"
@@ -69,12 +69,7 @@ class LocalPostgres:
 
     def _secret(self, name: str) -> str:
         """A generated password kept beside the cluster (created on first use)."""
-        path = self.settings.home / "secrets" / name
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(24))
-            path.chmod(0o600)
-        return path.read_text().strip()
+        return generated_secret(self.settings.home / "secrets", name)
 
     def admin_url(self, dbname: str = "postgres") -> str:
         return psycopg.conninfo.make_conninfo(
@@ -177,7 +172,8 @@ class LocalPostgres:
     # -- internals -----------------------------------------------------------------------
     def _initdb(self, bindir: Path) -> None:
         pwfile = self.root / ".initpw"
-        pwfile.write_text(self._secret("pg_superuser"))
+        pwfile.unlink(missing_ok=True)
+        write_private(pwfile, self._secret("pg_superuser"))
         shutil.chown(pwfile, "postgres", "postgres")
         try:
             proc = self._as_postgres(

@@ -104,6 +104,17 @@ class Settings(BaseSettings):
     console_port: int = Field(
         default=8080, ge=0, le=65535, description="Port of the console (API and pages, 127.0.0.1)."
     )
+    operator_token_ttl_s: float = Field(
+        default=30 * 24 * 3600.0,
+        gt=0,
+        description="How long a console operator's bearer token is valid after it is issued "
+        "(`casegate operators add` again to issue a new one once it expired).",
+    )
+    console_session_ttl_s: float = Field(
+        default=8 * 3600.0,
+        gt=0,
+        description="How long a sign-in to the console pages lasts (sign-out ends it at once).",
+    )
     console_secure_cookie: bool = Field(
         default=False,
         description="Mark the console's sign-in cookie Secure (set when served behind HTTPS).",

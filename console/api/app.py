@@ -12,11 +12,13 @@ from datetime import UTC, datetime
 from confluent_kafka import Producer
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from psycopg_pool import ConnectionPool
 from starlette.responses import Response
+from swagger_ui_bundle import swagger_ui_path
 
 from console.api import cases, health, metrics, queue, reviews
 from console.api.deps import Services
@@ -34,6 +36,14 @@ PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+
+# The docs page starts Swagger UI with one inline script FastAPI writes; everything it
+# loads comes from this origin.
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+DOCS_ASSETS = "/api/docs/assets"
 
 
 def utc_clock() -> datetime:
@@ -57,7 +67,7 @@ def create_app(
             "Kafka with the operator from the bearer token as its actor."
         ),
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # served below, from local assets
         redoc_url=None,
     )
     app.state.services = Services(settings, conn_pool, producer, codec, PolicyCache(), clock)
@@ -69,11 +79,27 @@ def create_app(
     app.include_router(pages.router)
     app.include_router(forms.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    # A plain route like FastAPI's own docs route: the page describes the API, it is not
+    # part of it.
+    app.add_route("/api/docs", _docs, include_in_schema=False)
     app.add_exception_handler(ConsoleError, _console_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.middleware("http")(_headers)
     app.middleware("http")(RequestMetrics(registry or CollectorRegistry()).middleware)
     return app
+
+
+def _docs(_: Request) -> Response:
+    """Swagger UI from the installed swagger-ui-bundle: the docs page loads nothing from
+    another origin (a CDN serving a changed script would run in the console's origin)."""
+    return get_swagger_ui_html(
+        openapi_url="/api/openapi.json",
+        title="casegate console API",
+        swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+        swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+        swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+    )
 
 
 def _is_api(request: Request) -> bool:
@@ -114,7 +140,10 @@ async def _headers(
     if not request.url.path.startswith("/static/"):
         # Pages and answers carry case data: never keep them in a shared or browser cache.
         response.headers.setdefault("Cache-Control", "no-store")
-    if not _is_api(request):  # the API's own docs page loads Swagger UI from its CDN
+    if request.url.path == "/api/docs":
+        response.headers.setdefault("Content-Security-Policy", DOCS_CSP)
+    elif not _is_api(request):
         response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
+    if not _is_api(request) or request.url.path.startswith("/api/docs"):
         response.headers.setdefault("X-Frame-Options", "DENY")
     return response

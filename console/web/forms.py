@@ -20,14 +20,14 @@ from console.api.errors import ConsoleError, Forbidden, Invalid
 from console.api.models import ReclassifyRequest, ReviewRequest
 from console.web.pages import review_page, trace_page
 from console.web.render import render, trace_url
-from console.web.session import Session, check_form, session_of, sign_in, sign_out
+from console.web.session import Session, check_form, sign_in, sign_out
 
 router = APIRouter(include_in_schema=False)
 
 
 @router.get("/sign-in")
 def sign_in_page(request: Request, ended: bool = False) -> Response:
-    error = "Your token is invalid or was revoked; sign in again." if ended else None
+    error = "Your session ended or your token was revoked; sign in again." if ended else None
     return render(request, "sign_in.html", session=None, error=error)
 
 
@@ -36,25 +36,25 @@ def sign_in_post(request: Request, svc: Svc, conn: Conn, token: str = Form("")) 
     site = request.headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
         raise Forbidden("sign-in posted from another site; refused")
-    session = session_of(conn, token.strip())
-    if session is None:
+    response = RedirectResponse("/queue", status_code=303)
+    if not sign_in(conn, response, token.strip(), svc.settings):
         return render(
             request,
             "sign_in.html",
             status=401,
             session=None,
-            error="That token is not valid or has been revoked.",
+            error="That token is not valid, has expired or has been revoked.",
         )
-    response = RedirectResponse("/queue", status_code=303)
-    sign_in(response, session.token, svc.settings)
     return response
 
 
 @router.post("/sign-out")
-def sign_out_post(request: Request, session: Session, form_token: str = Form("")) -> Response:
+def sign_out_post(
+    request: Request, session: Session, conn: Conn, form_token: str = Form("")
+) -> Response:
     check_form(request, session, form_token)
     response = RedirectResponse("/sign-in", status_code=303)
-    sign_out(response)
+    sign_out(conn, response, session)
     return response
 
 

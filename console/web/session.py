@@ -1,5 +1,6 @@
-"""Signing in to the pages: the operator's token in an HttpOnly, SameSite=Strict cookie,
-and a per-session form token every form must echo back (CSRF)."""
+"""Signing in to the pages: a server-side session (console.auth.open_session) whose id is
+in an HttpOnly, SameSite=Strict cookie, and a per-session form token every form must echo
+back (CSRF)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from fastapi import Depends, Request, Response
 
 from console.api.deps import Conn
 from console.api.errors import ConsoleError, Forbidden
-from console.auth import Operator, authenticate, form_token
+from console.auth import Operator, close_session, form_token, open_session, session_operator
 from infra.settings import Settings
 
 COOKIE = "casegate_session"
@@ -28,43 +29,43 @@ class SignInRequired(ConsoleError):
 class WebSession:
     operator: Operator
     form_token: str
-    token: str
+    session_id: str
 
 
-def sign_in(response: Response, token: str, settings: Settings) -> None:
+def sign_in(conn: psycopg.Connection, response: Response, token: str, settings: Settings) -> bool:
+    """Open a session for the holder of `token` and set its cookie; False if the token
+    is not valid."""
+    session = open_session(conn, token, settings.console_session_ttl_s)
+    if session is None:
+        return False
     response.set_cookie(
         COOKIE,
-        token,
-        httponly=True,  # page scripts never see the token
+        session,
+        max_age=int(settings.console_session_ttl_s),
+        httponly=True,  # page scripts never see the session id
         samesite="strict",  # never sent on a request another site starts
         secure=settings.console_secure_cookie,
         path="/",
     )
+    return True
 
 
-def sign_out(response: Response) -> None:
+def sign_out(conn: psycopg.Connection, response: Response, session: WebSession) -> None:
+    close_session(conn, session.session_id)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
 
 
-def session_of(conn: psycopg.Connection, token: str | None) -> WebSession | None:
-    if not token:
-        return None
-    operator = authenticate(conn, token)
-    if operator is None:
-        return None
-    return WebSession(operator, form_token(token), token)
-
-
 def web_session(request: Request, conn: Conn) -> WebSession:
-    """The signed-in operator; checked against the database on every page, so a revoked
-    token ends the session at once."""
-    session = session_of(conn, request.cookies.get(COOKIE))
-    if session is None:
+    """The signed-in operator; checked against the database on every page, so a signed-out
+    session, or a revoked or expired token, ends it at once."""
+    session_id = request.cookies.get(COOKIE)
+    operator = session_operator(conn, session_id) if session_id else None
+    if operator is None or session_id is None:
         had_cookie = COOKIE in request.cookies
         raise SignInRequired(
-            "your token is invalid or was revoked; sign in again" if had_cookie else ""
+            "your session ended or your token was revoked; sign in again" if had_cookie else ""
         )
-    return session
+    return WebSession(operator, form_token(session_id), session_id)
 
 
 def check_form(request: Request, session: WebSession, submitted: str) -> None:

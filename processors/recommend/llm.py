@@ -59,10 +59,25 @@ def _litellm() -> ModuleType:
     return litellm
 
 
+# litellm is the optional extra `casegate[llm]`: without it, LLM workflows answer with
+# the baseline, each exchange saying why.
+NOT_INSTALLED = "litellm is not installed (pip install 'casegate[llm]')"
+
+
 def preload() -> None:
     """Import litellm now. It takes seconds: call it off the event loop at start-up
     (`await asyncio.to_thread(preload)`) so the first LLM case does not stall a worker."""
-    _litellm()
+    try:
+        _litellm()
+    except ImportError:
+        log.warning("%s: LLM workflows will be answered by the baseline", NOT_INSTALLED)
+
+
+def _not_installed(started: float) -> Exchange:
+    latency = round((time.perf_counter() - started) * 1000, 3)
+    return Exchange(
+        raw=None, failure=f"{LLM_ERROR}: {NOT_INSTALLED}", attempts=0, latency_ms=latency
+    )
 
 
 def _arguments(
@@ -133,7 +148,10 @@ def _failed(exc: Exception, attempts: int, started: float) -> Exchange:
 def complete(cfg: LlmRecommender, messages: list[dict[str, str]], endpoint: Endpoint) -> Exchange:
     """Rule: at most 1 + max_retries attempts of at most timeout_s each, never raising."""
     started = time.perf_counter()
-    lib = _litellm()
+    try:
+        lib = _litellm()
+    except ImportError:
+        return _not_installed(started)
     attempt = 0
     while True:
         attempt += 1
@@ -153,7 +171,10 @@ async def acomplete(
 ) -> Exchange:
     """`complete` for async callers (faust agents): same bounds, no blocking calls."""
     started = time.perf_counter()
-    lib = _litellm()
+    try:
+        lib = _litellm()
+    except ImportError:
+        return _not_installed(started)
     attempt = 0
     while True:
         attempt += 1

@@ -354,7 +354,10 @@ def add_operators(settings: Settings) -> dict[str, str]:
     """A token for each of OPERATORS (roles checked against the default policy's)."""
     with psycopg.connect(database_urls(settings).app, autocommit=True) as conn:
         known = ("agent", "supervisor", "finance_lead", "admin")
-        return {name: add_operator(conn, name, roles, known) for name, roles in OPERATORS.items()}
+        return {
+            name: add_operator(conn, name, roles, known, ttl_s=3600)
+            for name, roles in OPERATORS.items()
+        }
 
 
 def read_all(settings: Settings, name: str, timeout_s: float = 20.0) -> list[Event]:

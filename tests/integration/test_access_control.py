@@ -161,8 +161,8 @@ def console(stack: Stack) -> Iterator[Console]:
         tokens = console_story.add_operators(settings)
         with psycopg.connect(database_urls(settings).app, autocommit=True) as conn:
             # An operator whose only role the policy does not define (known_roles=None).
-            tokens["nobody"] = add_operator(conn, "nobody", ("auditor",), None)
-            tokens["rita"] = add_operator(conn, "rita", ("supervisor",), None)
+            tokens["nobody"] = add_operator(conn, "nobody", ("auditor",), None, ttl_s=3600)
+            tokens["rita"] = add_operator(conn, "rita", ("supervisor",), None, ttl_s=3600)
         pool = ConnectionPool(
             database_urls(settings).app,
             min_size=1,
@@ -279,7 +279,7 @@ def test_a_page_needing_a_role_refuses_a_session_without_it(
     name = PAGE_NEEDS_A_ROLE[route]
     web = console.browser(name)
     data = {
-        "form_token": form_token(console.tokens[name]),
+        "form_token": form_token(web.cookies[COOKIE]),
         "verdict": "approve",
         "idempotency_key": key(),
         "category": "plan_change",
@@ -325,7 +325,7 @@ def test_operator_a_cannot_act_as_b(console: Console) -> None:
         "/queue/r-q3/review",
         follow_redirects=False,
         data={
-            "form_token": form_token(console.tokens["sam"]),
+            "form_token": form_token(console.browser("sam").cookies[COOKIE]),
             "verdict": "approve",
             "idempotency_key": key(),
         },
@@ -337,7 +337,7 @@ def test_operator_a_cannot_act_as_b(console: Console) -> None:
         follow_redirects=False,
         headers={"Sec-Fetch-Site": "cross-site"},
         data={
-            "form_token": form_token(console.tokens["ann"]),
+            "form_token": form_token(web.cookies[COOKIE]),
             "verdict": "approve",
             "idempotency_key": key(),
         },
@@ -365,7 +365,7 @@ def test_every_write_carries_the_tokens_operator_into_the_event_and_the_audit(
         "/cases/q1/reclassify",
         follow_redirects=False,
         data={
-            "form_token": form_token(console.tokens["sam"]),
+            "form_token": form_token(web.cookies[COOKIE]),
             "idempotency_key": key(),
             "category": "refund_request",
             "reason": "from the page",
@@ -409,6 +409,7 @@ def test_a_revoked_token_stops_everywhere_at_once(console: Console) -> None:
     web = console.browser("rita")
     assert console.client.get("/api/me", headers=console.bearer("rita")).status_code == 200
     assert web.get("/queue").status_code == 200
+    rita_form = form_token(web.cookies[COOKIE])
     with psycopg.connect(database_urls(console.settings).app, autocommit=True) as conn:
         revoke_operator(conn, "rita")
     for method, path in API_ROUTES:
@@ -419,7 +420,7 @@ def test_a_revoked_token_stops_everywhere_at_once(console: Console) -> None:
             method,
             concrete(path),
             data={
-                "form_token": form_token(console.tokens["rita"]),
+                "form_token": rita_form,
                 "verdict": "approve",
                 "idempotency_key": key(),
             }
@@ -429,7 +430,61 @@ def test_a_revoked_token_stops_everywhere_at_once(console: Console) -> None:
         # The session ends with a word why; the helper routes ("/", "/cases") pass
         # through a page that says it.
         assert answer.url.path == "/sign-in", (method, path)
-        assert "invalid or was revoked" in answer.text, (method, path)
+        assert "token was revoked" in answer.text, (method, path)
+
+
+def test_sign_out_ends_the_session_even_for_a_copied_cookie(console: Console) -> None:
+    web = console.browser("sam")
+    cookie = web.cookies[COOKIE]
+    assert cookie != console.tokens["sam"]  # the cookie never holds the operator's token
+    copied = _with_cookie(console, cookie)
+    assert copied.get("/queue").url.path == "/queue"
+    answer = web.post("/sign-out", data={"form_token": form_token(cookie)}, follow_redirects=False)
+    assert (answer.status_code, answer.headers["location"]) == (303, "/sign-in")
+    assert copied.get("/queue").url.path == "/sign-in"
+    # Only that session ended: the token still works, and signs in afresh.
+    assert console.client.get("/api/me", headers=console.bearer("sam")).status_code == 200
+    assert console.browser("sam").get("/queue").url.path == "/queue"
+    # The bare token in the cookie is not a session.
+    assert _with_cookie(console, console.tokens["sam"]).get("/queue").url.path == "/sign-in"
+
+
+def test_an_expired_session_or_token_is_refused(console: Console) -> None:
+    settings = console.settings
+    with psycopg.connect(database_urls(settings).app, autocommit=True) as conn:
+        token = add_operator(conn, "eve", ("supervisor",), None, ttl_s=3600)
+        web = TestClient(console.app)
+        assert web.post("/sign-in", data={"token": token}).url.path == "/queue"
+        conn.execute(
+            "UPDATE console_sessions SET expires_at = now() - interval '1 second' "
+            "WHERE operator = 'eve'"
+        )
+        assert web.get("/queue").url.path == "/sign-in"
+        assert web.post("/sign-in", data={"token": token}).url.path == "/queue"
+        conn.execute(
+            "UPDATE operators SET token_expires_at = now() - interval '1 second' WHERE name = 'eve'"
+        )
+        # The token and every session it opened stop together.
+        assert web.get("/queue").url.path == "/sign-in"
+        headers = {"Authorization": f"Bearer {token}"}
+        assert console.client.get("/api/me", headers=headers).status_code == 401
+        refused = TestClient(console.app).post("/sign-in", data={"token": token})
+        assert refused.status_code == 401 and "expired" in refused.text
+        # An expired operator may be issued a new token (an active one may not).
+        fresh = add_operator(conn, "eve", ("supervisor",), None, ttl_s=3600)
+    me = console.client.get("/api/me", headers={"Authorization": f"Bearer {fresh}"})
+    assert me.json()["operator"] == "eve"
+
+
+def test_the_api_docs_load_nothing_from_another_origin(console: Console) -> None:
+    page = console.client.get("/api/docs")
+    assert page.status_code == 200 and "swagger" in page.text.lower()
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert assets and all(a.startswith("/") and not a.startswith("//") for a in assets), assets
+    for asset in assets:
+        assert console.client.get(asset).status_code == 200, asset
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "http" not in csp
 
 
 def test_tokens_and_secrets_never_reach_a_log(

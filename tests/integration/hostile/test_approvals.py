@@ -112,7 +112,7 @@ def world(stack: Stack) -> Iterator[World]:
         assert "from_case: attributes.order_id" in text
         publish_policy(settings, codec, load_policy_text(text), "tests")
         with psycopg.connect(database_urls(settings).app, autocommit=True) as conn:
-            tokens = {n: add_operator(conn, n, r, ROLES) for n, r in OPERATORS.items()}
+            tokens = {n: add_operator(conn, n, r, ROLES, ttl_s=3600) for n, r in OPERATORS.items()}
         names = ("intake", "guard", "approve", "execute")
         with running(
             settings,
