@@ -17,7 +17,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import LiteralString
 
 import psycopg
 
@@ -60,7 +60,13 @@ def _digest(secret: str) -> str | None:
     return token_sha256(secret) if secret and len(secret) <= 256 else None
 
 
-def _operator(row: tuple[Any, ...] | None, digest: str) -> Operator | None:
+def _holder(conn: psycopg.Connection, secret: str, query: LiteralString) -> Operator | None:
+    """The operator `query` finds for the digest of `secret` (its one parameter), whose
+    rows are (name, roles, the digest matched)."""
+    digest = _digest(secret)
+    if digest is None:
+        return None
+    row = conn.execute(query, (digest,)).fetchone()
     # The index lookup already matched; the constant-time compare keeps the final decision
     # free of a data-dependent early exit, whatever the database's comparison does.
     if row is None or not hmac.compare_digest(row[2], digest):
@@ -70,15 +76,12 @@ def _operator(row: tuple[Any, ...] | None, digest: str) -> Operator | None:
 
 def authenticate(conn: psycopg.Connection, token: str) -> Operator | None:
     """The operator holding `token`, or None (unknown, malformed, expired or revoked)."""
-    digest = _digest(token)
-    if digest is None:
-        return None
-    row = conn.execute(
+    return _holder(
+        conn,
+        token,
         "SELECT name, roles, token_sha256 FROM operators "
         "WHERE token_sha256 = %s AND revoked_at IS NULL AND token_expires_at > now()",
-        (digest,),
-    ).fetchone()
-    return _operator(row, digest)
+    )
 
 
 def open_session(conn: psycopg.Connection, token: str, ttl_s: float) -> str | None:
@@ -99,17 +102,14 @@ def open_session(conn: psycopg.Connection, token: str, ttl_s: float) -> str | No
 
 def session_operator(conn: psycopg.Connection, session: str) -> Operator | None:
     """The operator of a live session: neither it nor its operator's token ended."""
-    digest = _digest(session)
-    if digest is None:
-        return None
-    row = conn.execute(
+    return _holder(
+        conn,
+        session,
         "SELECT o.name, o.roles, s.session_sha256 FROM console_sessions s "
         "JOIN operators o ON o.name = s.operator "
         "WHERE s.session_sha256 = %s AND s.revoked_at IS NULL AND s.expires_at > now() "
         "AND o.revoked_at IS NULL AND o.token_expires_at > now()",
-        (digest,),
-    ).fetchone()
-    return _operator(row, digest)
+    )
 
 
 def close_session(conn: psycopg.Connection, session: str) -> None:
