@@ -34,6 +34,7 @@ from schemas.events import (
     Routing,
     SimilarCase,
     derived_event_id,
+    review_binding,
 )
 
 CASE_ID = "case-0001"
@@ -173,6 +174,7 @@ def sample_events() -> list[Event]:
                 name="refund_order", params={"order_id": "A-1001", "amount": 47.4}
             ),
             idempotency_key="console-7f3a",
+            **review_binding(REFUND, "7"),  # the item the operator was shown
         ),
         CaseReclassified(
             **_ids("reclassify-1"),
