@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from infra.db import database_urls, migrate
+from infra.db import check_app_role, database_urls, migrate
 from infra.settings import Settings
 from infra.topics import ensure_topics
 
@@ -45,7 +45,9 @@ def provision(settings: Settings, report: Report) -> None:
         f"Topics: {len(created)} created"
         + (f" ({', '.join(created)})" if created else ", all present")
     )
-    applied = migrate(database_urls(settings))
+    urls = database_urls(settings)
+    applied = migrate(urls)
+    check_app_role(urls.app)
     report(
         f"Migrations: {len(applied)} applied"
         + (f" ({', '.join(applied)})" if applied else ", schema up to date")

@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from infra.errors import SetupError
 from infra.settings import PROJECT_ROOT, Settings
 
 MIGRATIONS = PROJECT_ROOT / "infra" / "migrations"
@@ -113,3 +114,39 @@ def migrate(urls: DatabaseUrls, folder: Path = MIGRATIONS, schema: str = "public
             )
             applied.append(migration.name)
     return applied
+
+
+def role_problem(conn: psycopg.Connection) -> str | None:
+    """Why the role `conn` is signed in as must not be the application's, or None.
+
+    The audit log is append-only by a trigger and by revoked rights; a superuser, or the
+    role owning the table, can drop the trigger and rewrite history. So the application
+    connects as a role of its own and the migrations run as the owner.
+    """
+    row = conn.execute(
+        "SELECT current_user, r.rolsuper, "
+        "c.oid IS NOT NULL AND pg_has_role(current_user, c.relowner, 'USAGE') "
+        "FROM pg_roles r LEFT JOIN pg_class c ON c.oid = to_regclass('audit_log') "
+        "WHERE r.rolname = current_user"
+    ).fetchone()
+    if row is None:
+        return None
+    user, superuser, owner = row
+    if superuser:
+        return f"the application's database role {user!r} is a superuser"
+    if owner:
+        return f"the application's database role {user!r} owns the audit log"
+    return None
+
+
+def check_app_role(url: str) -> None:
+    """Refuse to run the application as a role that could rewrite the audit log."""
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        problem = role_problem(conn)
+    if problem is not None:
+        raise SetupError(
+            f"{problem}: it could disable the audit log's append-only trigger",
+            "give DATABASE_URL a login role of its own (no superuser, not the tables' owner) "
+            "and CASEGATE_ADMIN_DATABASE_URL the owner that runs the migrations "
+            "(infra/docker-compose.yml shows both)",
+        )

@@ -10,7 +10,8 @@ from typing import Any
 import psycopg
 from prometheus_client import CollectorRegistry
 
-from infra.db import database_urls
+from infra.db import check_app_role, database_urls
+from infra.errors import SetupError
 from infra.kafka import make_consumer, make_producer
 from infra.settings import Settings
 from infra.telemetry import make_tracer, serve_metrics, setup_logging
@@ -95,6 +96,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"usage: python -m projections.worker {NAME}")
     settings = Settings()
     setup_logging(settings, f"{NAME}-{settings.instance}")
+    try:
+        check_app_role(database_urls(settings).app)
+    except SetupError as exc:
+        sys.exit(f"{NAME}: {exc} ({exc.hint})")
     registry = CollectorRegistry()
     serve_metrics(settings, NAME, settings.instance, registry)
     runner = build_runner(settings, Codec.load(), registry=registry)

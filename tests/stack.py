@@ -13,6 +13,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import psycopg
+
 from infra import sandbox
 from infra.settings import Settings
 
@@ -66,12 +68,16 @@ def _containers(base: Settings) -> Iterator[Stack]:
         KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka,
         PostgresContainer("postgres:16", driver=None) as pg,
     ):
-        url = pg.get_connection_url()
+        admin = pg.get_connection_url()
+        # The application never connects as the superuser (infra.db.check_app_role).
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("CREATE ROLE casegate_app LOGIN PASSWORD 'casegate_app'")
+        app = psycopg.conninfo.make_conninfo(admin, user="casegate_app", password="casegate_app")
         settings = base.model_copy(
             update={
                 "kafka_bootstrap_servers": kafka.get_bootstrap_server(),
-                "database_url": url,
-                "admin_database_url": url,
+                "database_url": app,
+                "admin_database_url": admin,
             }
         )
         stack = Stack(settings, sandbox.server_admin_url(settings), "testcontainers")
