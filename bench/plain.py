@@ -51,6 +51,7 @@ def latest_policy(settings: Settings, codec: Codec) -> LoadedPolicy:
 def run(settings: Settings, codec: Codec, handler: Handler, stop: threading.Event) -> None:
     """consume → handle → produce (events + changelog) → flush → commit, per batch."""
     policy = latest_policy(settings, codec) if handler.needs_policy else None
+    versions = {policy.version: policy} if policy is not None else {}
     handler.start(policy, stop)
     group = f"{settings.topic_prefix}plain.{handler.component}"
     changelogs = {
@@ -94,7 +95,7 @@ def run(settings: Settings, codec: Codec, handler: Handler, stop: threading.Even
                 )
             out = Outbox(codec, settings.topic_prefix, group)
             overlay = Overlay(store)
-            step = Step(overlay, out, policy, datetime.now(UTC), settings.partitions)
+            step = Step(overlay, out, policy, datetime.now(UTC), settings.partitions, versions)
             handler.handle(batch, step)
             for r in out.records:
                 produce(producer, r.topic, r.key, r.value, r.headers, r.partition)

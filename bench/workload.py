@@ -32,6 +32,7 @@ from schemas.events import (
     Provenance,
     RecommendationProduced,
     SimilarCase,
+    record_key,
 )
 
 
@@ -283,7 +284,7 @@ def encode(codec: Codec, events: Iterable[Event], via_intake: bool = False) -> l
     case events go to the intake topic, as upstream services send them (else straight
     to `cases`, for a stage measured without intake)."""
     return [
-        Encoded(produced_to(e) if via_intake else e.topic, e.case_id.encode(), *codec.encode(e))
+        Encoded(produced_to(e) if via_intake else e.topic, record_key(e), *codec.encode(e))
         for e in events
     ]
 

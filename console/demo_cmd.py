@@ -35,7 +35,7 @@ from infra.kafka import make_producer
 from infra.settings import Settings
 from infra.topics import produced_to
 from schemas.codec import Codec
-from schemas.events import Event, utc_now
+from schemas.events import Event, record_key, utc_now
 
 screen = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -99,7 +99,7 @@ class _Sender:
             try:
                 self.producer.produce(
                     self.settings.topic(produced_to(event)),
-                    key=event.case_id.encode(),
+                    key=record_key(event),
                     value=value,
                     headers=headers,
                     on_delivery=report,

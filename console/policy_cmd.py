@@ -1,8 +1,8 @@
 """`casegate policy validate|publish|diff`: check, publish and compare policy documents.
 
 Errors are printed one per line as `path: message` (the dotted path in the document) and
-the command exits with 2. Publishing sends one PolicyPublished, keyed "policy", to the
-compacted one-partition `policy` topic, where running processors pick it up.
+the command exits with 2. Publishing sends one PolicyPublished, keyed by its version, to the
+one-partition `policy` topic (kept forever), where running processors pick it up.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from policy.loader import (
     diff_policies,
     load_policy_file,
     load_policy_text,
+    policy_key,
 )
 from schemas.codec import Codec
 from schemas.errors import CodecError
@@ -122,7 +123,7 @@ def publish_policy(
     failures: list[str] = []
     producer.produce(
         settings.topic("policy"),
-        key=b"policy",
+        key=policy_key(loaded.version),
         value=value,
         headers=headers,
         on_delivery=lambda e, _m: failures.append(str(e)) if e else None,
@@ -163,16 +164,15 @@ def read_policies(
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
+            # The processors' rule (PolicyHistory.admit); what they dead-letter, the
+            # console skips, and the one before stays in force.
             try:
                 event = codec.decode(msg.value(), msg.headers())
-            except CodecError:
-                continue  # processors dead-letter it; the one before stays in force
-            # The processors' rule: a re-published version does not come into force.
-            if (
-                isinstance(event, PolicyPublished)
-                and history.offer(event.version, event.sha256) is None
-            ):
-                latest = event
+                if isinstance(event, PolicyPublished):
+                    history.admit(msg.key(), event)
+                    latest = event
+            except (CodecError, PolicyInvalid):
+                continue
         return latest, history
     finally:
         consumer.close()

@@ -19,7 +19,7 @@ from infra.settings import Settings
 from infra.topics import produced_to
 from schemas.codec import Codec
 from schemas.errors import CodecError
-from schemas.events import Event
+from schemas.events import Event, record_key
 from schemas.jsonform import loads
 
 
@@ -63,7 +63,7 @@ def publish(
     """Send events (keyed by case_id; case events to intake, the others to their own
     topic) atomically; returns the count."""
     encoded: list[tuple[str, bytes, bytes, Any]] = [
-        (settings.topic(produced_to(e)), e.case_id.encode(), *codec.encode(e)) for e in events
+        (settings.topic(produced_to(e)), record_key(e), *codec.encode(e)) for e in events
     ]
     producer = Producer(
         producer_config(

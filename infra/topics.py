@@ -38,8 +38,11 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("decisions", KEEP_FOREVER),
     TopicSpec("reviews", KEEP_FOREVER),
     TopicSpec("executions", KEEP_FOREVER),
-    # Compacted, one key ("policy"): the latest published policy is always there to read.
-    TopicSpec("policy", {"cleanup.policy": "compact"}, single_partition=True),
+    # Every version ever published, keyed by version and kept forever: the in-force one is
+    # the newest version first published, and a re-published version must stay visible as
+    # a re-publication (compaction would move it, or erase the first, and readers that
+    # started later would disagree with those that saw the original).
+    TopicSpec("policy", KEEP_FOREVER, single_partition=True),
     TopicSpec("deadletter", KEEP_FOREVER),
 )
 # What the read models consume (and a replay rebuilds from).

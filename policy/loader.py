@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from policy.model import Policy, PolicyConsistencyError
+from schemas.events import PolicyPublished
 
 # Path given to problems that concern the whole document (syntax, top-level type).
 DOCUMENT = "(document)"
@@ -198,6 +199,8 @@ class PolicyHistory:
 
     def __init__(self) -> None:
         self.seen: dict[str, str] = {}  # version -> sha256 of its first document
+        # Every version that came into force, by version: what decided an earlier event.
+        self.versions: dict[str, LoadedPolicy] = {}
         self.latest: LoadedPolicy | None = None
 
     def refusal(self, version: str, sha256: str) -> str | None:
@@ -218,4 +221,35 @@ class PolicyHistory:
             self.seen[version] = sha256
             if loaded is not None:
                 self.latest = loaded
+                self.versions[version] = loaded
         return why
+
+    def admit(self, key: bytes | None, event: PolicyPublished) -> LoadedPolicy:
+        """Take the next record of the topic: its policy, now in force; or PolicyInvalid
+        saying why it is not (the document does not load, does not match what its event
+        says, the record is not keyed by its version, or the version was published)."""
+        loaded = load_policy_text(event.document)
+        if (loaded.sha256, loaded.version) != (event.sha256, event.version):
+            raise PolicyInvalid(
+                [
+                    (
+                        "event",
+                        f"document has sha256 {loaded.sha256} and version {loaded.version}; "
+                        f"the event says {event.sha256} and {event.version}",
+                    )
+                ]
+            )
+        if key != policy_key(loaded.version):
+            raise PolicyInvalid(
+                [("key", f"record key {key!r}: policy records are keyed by their version")]
+            )
+        why = self.offer(loaded.version, loaded.sha256, loaded)
+        if why is not None:
+            raise PolicyInvalid([("version", why)])
+        return loaded
+
+
+def policy_key(version: str) -> bytes:
+    """The record key of a policy version: one key per version, so the topic (kept
+    forever, never compacted) holds every version ever published under its own key."""
+    return version.encode("utf-8")

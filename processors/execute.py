@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import aiohttp
 
@@ -26,6 +26,7 @@ from processors.adapters import Adapter, AdapterCall, build_adapters, run_with_t
 from processors.execute_rules import (
     AdapterResult,
     authorize_execution,
+    deciding_policy_refusal,
     outcome_events,
     refused_event,
     rollback_execution_id,
@@ -67,10 +68,14 @@ async def run_action(
 
 
 async def execute_request(
-    req: ExecutionRequested, policy: LoadedPolicy, adapters: dict[str, Adapter]
+    req: ExecutionRequested,
+    policy: LoadedPolicy,
+    adapters: dict[str, Adapter],
+    versions: Mapping[str, LoadedPolicy],
 ) -> list[Event]:
-    """Authorize, run, roll back if needed; the events that tell what happened."""
-    refusal = authorize_execution(req, policy)
+    """Authorize (under the policy that decided, then the one in force), run, roll back if
+    needed; the events that tell what happened."""
+    refusal = deciding_policy_refusal(req, versions) or authorize_execution(req, policy)
     if refusal is not None:
         return [refused_event(req, refusal, utc_now())]
     action = policy.policy.action(req.action.name)
@@ -115,7 +120,7 @@ class Execute(Handler):
             return
         if step.policy is None:  # unreachable: the loop waits for a policy
             raise RuntimeError("execute stepped without a policy")
-        outcomes = self._aio.run_until_complete(self._run_all(requests, step.policy))
+        outcomes = self._aio.run_until_complete(self._run_all(requests, step.policy, step.policies))
         for (record, _), events in zip(requests, outcomes, strict=True):
             try:
                 step.out.emit(events, record)
@@ -133,7 +138,10 @@ class Execute(Handler):
         return self._session
 
     async def _run_all(
-        self, requests: list[tuple[Inbound, ExecutionRequested]], policy: LoadedPolicy
+        self,
+        requests: list[tuple[Inbound, ExecutionRequested]],
+        policy: LoadedPolicy,
+        versions: Mapping[str, LoadedPolicy],
     ) -> list[list[Event]]:
         gate = asyncio.Semaphore(self._limit)
         by_case: dict[str, list[int]] = {}
@@ -144,7 +152,9 @@ class Execute(Handler):
         async def one_case(indexes: list[int]) -> None:
             for i in indexes:
                 async with gate:
-                    results[i] = await execute_request(requests[i][1], policy, self._adapters)
+                    results[i] = await execute_request(
+                        requests[i][1], policy, self._adapters, versions
+                    )
 
         await asyncio.gather(*(one_case(ix) for ix in by_case.values()))
         return results

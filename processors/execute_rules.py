@@ -101,6 +101,27 @@ def authorize_execution(
     return None
 
 
+def deciding_policy_refusal(
+    req: ExecutionRequested, versions: Mapping[str, LoadedPolicy]
+) -> str | None:
+    """Why the policy that decided `req` does not vouch for it, or None: the version it
+    names must have been in force here, and its catalog must hold the action. A request
+    naming a version nobody published, or an action its own policy never had, is forged
+    or broken either way."""
+    deciding = versions.get(req.policy_version)
+    if deciding is None:
+        return (
+            f"unknown_policy_version: policy {req.policy_version!r}, which the request names, "
+            "was never in force"
+        )
+    if deciding.policy.action(req.action.name) is None:
+        return (
+            f"not_in_deciding_catalog: {req.action.name!r} is not in the action catalog of "
+            f"policy {req.policy_version}, which decided the request"
+        )
+    return None
+
+
 def post_condition_met(action: Action, result: AdapterResult) -> bool:
     """Is the field the adapter spec names as post-condition truthy (or none named)?"""
     name = action.adapter.post_condition

@@ -12,14 +12,14 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as TP
 
 from infra.kafka import consumer_config, read_headers
 from infra.settings import Settings
-from policy.loader import LoadedPolicy, PolicyHistory, PolicyInvalid, load_policy_text
+from policy.loader import LoadedPolicy, PolicyHistory, PolicyInvalid
 from processors.handler import Record
 from schemas.codec import Codec, CodecError, InvalidEvent
 from schemas.events import PolicyPublished
@@ -98,6 +98,11 @@ class PolicyFollower:
     def latest(self) -> LoadedPolicy | None:
         return self._history.latest
 
+    @property
+    def versions(self) -> Mapping[str, LoadedPolicy]:
+        """Every version that came into force, by version."""
+        return self._history.versions
+
     def catch_up(self, stop: threading.Event) -> LoadedPolicy | None:
         """Read the topic to its end, then wait until a valid policy is known."""
         self._follower.catch_up(self._apply, stop, "policies")
@@ -129,15 +134,7 @@ class PolicyFollower:
                 event = self._codec.decode(record.value, read_headers(msg))
                 if not isinstance(event, PolicyPublished):
                     raise InvalidEvent(f"{event.event_type} does not belong on the policy topic")
-                loaded = load_policy_text(event.document)
-                if (loaded.sha256, loaded.version) != (event.sha256, event.version):
-                    raise InvalidEvent(
-                        f"document has sha256 {loaded.sha256} and version {loaded.version}; "
-                        f"the event says {event.sha256} and {event.version}"
-                    )
-                refused = self._history.offer(loaded.version, loaded.sha256, loaded)
-                if refused is not None:
-                    raise InvalidEvent(refused)
+                loaded = self._history.admit(record.key, event)
             except (CodecError, PolicyInvalid) as exc:
                 log.warning("%s: policy refused: %s", record.where, exc)
                 self.rejected.append((record, exc))

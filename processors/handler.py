@@ -148,6 +148,8 @@ class Step:
     policy: LoadedPolicy | None  # None only for handlers that need none
     now: datetime  # the wall clock when the step began (timers, held records)
     partitions: int  # partitions of each input topic: blast radius is counted per partition
+    # Every policy version that was in force, by version (the one that decided a request).
+    policies: Mapping[str, LoadedPolicy] = field(default_factory=dict)
 
 
 class Handler:

@@ -377,6 +377,7 @@ class Loop:
             policy=self._policy(),
             now=datetime.now(UTC),
             partitions=self.settings.partitions,
+            policies=self.policies.versions if self.policies is not None else {},
         )
 
     # -- timers and retention -------------------------------------------------------------

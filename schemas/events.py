@@ -56,6 +56,14 @@ def review_binding(action: ActionSpec, policy_version: str) -> dict[str, str]:
     }
 
 
+def record_key(event: Event) -> bytes:
+    """The Kafka record key of `event`: its case_id, except a policy's, which is its
+    version (the `policy` topic holds every version under its own key)."""
+    if isinstance(event, PolicyPublished):
+        return event.version.encode("utf-8")
+    return event.case_id.encode("utf-8")
+
+
 def new_event_id() -> str:
     """A fresh random id for an event with no cause (upstream, operator input)."""
     return str(uuid.uuid4())

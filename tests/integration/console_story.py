@@ -32,6 +32,7 @@ from schemas.events import (
     RecommendationProduced,
     ReviewRecorded,
     SimilarCase,
+    record_key,
     utc_now,
 )
 from tests.integration.scenario import policy_event
@@ -342,7 +343,7 @@ def publish(settings: Settings, events: Iterable[Event]) -> int:
         value, encoded = codec.encode(event)
         headers: list[tuple[str, str | bytes | None]] = [(k, v) for k, v in encoded]
         producer.produce(
-            settings.topic(event.topic), key=event.case_id.encode(), value=value, headers=headers
+            settings.topic(event.topic), key=record_key(event), value=value, headers=headers
         )
         n += 1
     if producer.flush(30):

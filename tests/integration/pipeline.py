@@ -37,6 +37,7 @@ from schemas.events import (
     ReviewSubmitted,
     Routing,
     derived_event_id,
+    record_key,
     review_binding,
 )
 
@@ -147,7 +148,7 @@ def send(
             try:
                 producer.produce(
                     settings.topic(produced_to(event)),
-                    key=event.case_id.encode(),
+                    key=record_key(event),
                     value=value,
                     headers=headers,
                     **extra,

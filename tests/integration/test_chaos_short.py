@@ -27,6 +27,7 @@ from infra.sandbox import server_admin_url
 from infra.settings import Settings
 from infra.topics import describe_topics
 from schemas.codec import Codec
+from schemas.events import record_key
 from tests.integration.helpers import eventually, running
 from tests.integration.pipeline import case_opened
 from tests.stack import Stack
@@ -68,7 +69,7 @@ def test_the_read_models_survive_their_database_connection_being_cut(stack: Stac
             value, headers = codec.encode(event)
             producer.produce(
                 settings.topic("cases"),
-                key=event.case_id.encode(),
+                key=record_key(event),
                 value=value,
                 headers=list(headers),
             )  # type: ignore[arg-type]

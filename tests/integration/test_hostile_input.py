@@ -56,6 +56,7 @@ from schemas.events import (
     ReviewDenied,
     ReviewRecorded,
     ReviewSubmitted,
+    record_key,
     review_binding,
 )
 from tests.integration.helpers import OUTPUT
@@ -141,7 +142,7 @@ class Sender:
         self.raw(
             label,
             topic or produced_to(event),
-            (key or event.case_id).encode(),
+            key.encode() if key is not None else record_key(event),
             value,
             list(headers),
         )
@@ -363,6 +364,21 @@ def run(stack: Stack) -> Iterator[Run]:
                     mode="approved",
                     requested_by="mallory",
                     policy_version="test.1",
+                    workflow="assisted_wf",
+                ),
+            )
+            sender.event(
+                "execution under a policy nobody published",
+                ExecutionRequested(
+                    event_id="forged-exec-h-verdict",
+                    case_id="h-verdict",
+                    occurred_at=datetime.now(UTC),
+                    execution_id="forged-h-verdict",
+                    recommendation_id="rec-h-verdict-1",
+                    action=PLAN,
+                    mode="approved",
+                    requested_by="mallory",
+                    policy_version="made-up.9",
                     workflow="assisted_wf",
                 ),
             )
@@ -625,6 +641,13 @@ def test_a_forged_execution_of_a_prohibited_action_is_refused_and_never_runs(run
     [failed] = [f for f in run.events(ExecutionFailed) if f.execution_id == "forged-h-prohib"]
     assert failed.error_class == "PolicyRefused" and "action_prohibited" in failed.message
     assert [c for c in run.calls if c.key == "forged-h-prohib"] == []
+
+
+def test_an_execution_naming_a_policy_never_published_is_refused(run: Run) -> None:
+    [failed] = [f for f in run.events(ExecutionFailed) if f.execution_id == "forged-h-verdict"]
+    assert failed.error_class == "PolicyRefused"
+    assert failed.message.startswith("unknown_policy_version") and "made-up.9" in failed.message
+    assert [c for c in run.calls if c.key == "forged-h-verdict"] == []
 
 
 def test_odd_and_huge_text_is_kept_verbatim(run: Run) -> None:

@@ -23,7 +23,9 @@ def test_topics_exist_with_partitions_and_configs(settings: Settings) -> None:
     assert not any(s.created for s in states.values())
     assert states[settings.topic("cases")].partitions == settings.partitions
     assert states[settings.topic("policy")].partitions == 1
-    assert states[settings.topic("policy")].configs["cleanup.policy"] == "compact"
+    # Every policy version stays, each under its own key (never compacted away).
+    assert states[settings.topic("policy")].configs.get("cleanup.policy", "delete") == "delete"
+    assert states[settings.topic("policy")].configs["retention.ms"] == "-1"
     assert states[settings.topic("cases")].configs["retention.ms"] == "-1"
     assert describe_topics(settings) == list(states.values())
 

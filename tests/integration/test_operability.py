@@ -28,7 +28,7 @@ from infra.settings import Settings
 from infra.telemetry import metrics_port
 from policy.loader import load_policy_text
 from schemas.codec import Codec
-from schemas.events import ActionSpec
+from schemas.events import ActionSpec, record_key
 from tests.integration.helpers import OUTPUT, eventually, running
 from tests.integration.pipeline import Downstream, case_opened, policy_text, recommendation, send
 from tests.stack import Stack, env_for
@@ -95,7 +95,7 @@ def observed(stack: Stack) -> Iterator[Settings]:
             extra = [("traceparent", TRACEPARENT)] if i == 1 else []
             producer.produce(
                 settings.topic("upstream"),
-                key=event.case_id.encode(),
+                key=record_key(event),
                 value=value,
                 headers=[*headers, *extra],
             )

@@ -64,11 +64,21 @@ def test_a_second_worker_joins_mid_stream_and_the_first_is_killed(
         def done(kind: type[Event]) -> int:
             return len({r.event.event_id for r in out.records if isinstance(r.event, kind)})
 
-        out.wait(lambda: done(GuardrailDecided) >= CASES // 4, timeout_s=90, what="a quarter")
+        # Each move waits for work done before it (decisions and executions both: on a
+        # loaded machine the executions trail the decisions by seconds).
+        out.wait(
+            lambda: done(GuardrailDecided) >= CASES // 4 and done(ExecutionSucceeded) > 0,
+            timeout_s=90,
+            what="a quarter",
+        )
         for name in NAMES:
             workers[(name, 1)].start()
         joined_at = done(ExecutionSucceeded)
-        out.wait(lambda: done(GuardrailDecided) >= CASES // 2, timeout_s=90, what="half")
+        out.wait(
+            lambda: done(GuardrailDecided) >= CASES // 2 and done(ExecutionSucceeded) > joined_at,
+            timeout_s=90,
+            what="half",
+        )
         time.sleep(3.0)  # the newcomers own partitions by now, with batches in flight
         for name in NAMES:
             workers[(name, 0)].kill()

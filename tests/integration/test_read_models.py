@@ -49,6 +49,7 @@ from schemas.events import (
     ReviewRecorded,
     ReviewSubmitted,
     action_digest,
+    record_key,
 )
 from tests.integration import scenario
 from tests.integration.helpers import eventually, running
@@ -67,7 +68,7 @@ def projected(stack: Stack) -> Iterator[Settings]:
     for event in [*STORY, DUPLICATE]:
         value, headers = codec.encode(event)
         producer.produce(
-            settings.topic(event.topic), key=event.case_id.encode(), value=value, headers=headers
+            settings.topic(event.topic), key=record_key(event), value=value, headers=headers
         )
     producer.produce(settings.topic("decisions"), key=b"c8", value=b"\xc3\x01garbage")
     producer.flush(30)

@@ -13,6 +13,7 @@ from policy.model import Action
 from processors.execute_rules import (
     AdapterResult,
     authorize_execution,
+    deciding_policy_refusal,
     outcome_events,
     refused_event,
     rollback_execution_id,
@@ -358,3 +359,16 @@ def test_retried_attempts_get_their_own_ids_and_replays_the_same() -> None:
 
     assert first == replay
     assert first[0].event_id != second[0].event_id
+
+
+def test_the_deciding_policy_must_have_been_in_force_and_hold_the_action() -> None:
+    """Fail closed on what the request claims decided it: a version never published, or an
+    action that version's catalog never had, is refused whatever the current policy says."""
+    req = replace(request(), policy_version=POLICY.version)
+    assert deciding_policy_refusal(req, {POLICY.version: POLICY}) is None
+    forged = replace(req, policy_version="made-up.9")
+    reason = deciding_policy_refusal(forged, {POLICY.version: POLICY})
+    assert reason is not None and reason.startswith("unknown_policy_version")
+    outside = replace(req, action=ActionSpec(name="wire_transfer", params={}))
+    reason = deciding_policy_refusal(outside, {POLICY.version: POLICY})
+    assert reason is not None and reason.startswith("not_in_deciding_catalog")

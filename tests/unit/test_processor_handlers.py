@@ -64,7 +64,8 @@ def step(
     """Handle one batch as the loop does, then commit its state into `store`."""
     out = Outbox(CODEC, "t.", f"t.{handler.component}")
     overlay = Overlay(store)
-    handler.handle(batch, Step(overlay, out, policy, now, 6))
+    versions = {policy.version: policy} if policy is not None else {}
+    handler.handle(batch, Step(overlay, out, policy, now, 6, versions))
     store.apply(overlay.changes())
     return out
 
