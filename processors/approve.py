@@ -30,6 +30,7 @@ from processors.approve_rules import (
     on_case_resolved,
     on_decision,
     on_expired,
+    on_policy,
     on_review,
     on_tick,
 )
@@ -107,6 +108,11 @@ class Approve(Handler):
             # At the decision's own time, not its record's: an automatic run's request must
             # come out the same whichever copy of the decision is read.
             after, events = on_decision(event, event.occurred_at, item)
+            if after is not item and step.policy is not None:
+                # Decided under an earlier policy: the one in force may have withdrawn the
+                # action since, and then the item closes as it opens.
+                after, closing = on_policy(after, step.policy, at)
+                events = [*events, *closing]
             step.out.emit(events, record)
             self._store(step, p, item, after, at)
             if after is not None and item is None:
@@ -214,6 +220,17 @@ class Approve(Handler):
                     self._store(step, d.partition, item, after, item.expires_at)
             elif d.store == WAITING:
                 self._expire_waiting(d, step)
+
+    def on_policy(self, timed: Sequence[Due], step: Step) -> None:
+        """Close the open items whose action the new policy withdrew."""
+        if step.policy is None:
+            return
+        for d in timed:
+            item = item_from_json(d.entry.value) if d.store == ITEMS else None
+            if item is not None and item.status == PENDING:
+                after, events = on_policy(item, step.policy, step.now)
+                step.out.emit(events)
+                self._store(step, d.partition, item, after, step.now)
 
     def _expire_waiting(self, d: Due, step: Step) -> None:
         if step.state.entry(ITEMS, d.partition, d.key) is not None:

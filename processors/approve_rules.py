@@ -321,6 +321,22 @@ def _withdrawn(item: Pending, policy: LoadedPolicy) -> str | None:
     return None
 
 
+def on_policy(
+    pending: Pending | None, policy: LoadedPolicy, now: datetime
+) -> tuple[Pending | None, list[Event]]:
+    """A new policy in force closes an open item whose action it withdrew (out of the
+    workflow, prohibited, out of bounds, or the workflow gone): nobody is left approving
+    what can no longer run. Quorum changes wait for the next review (`on_review`)."""
+    if pending is None or pending.status != PENDING:
+        return pending, []
+    withdrawn = _withdrawn(pending, policy)
+    if withdrawn is None:
+        return pending, []
+    closed = replace(pending, status=CLOSED)
+    # Caused by its own decision: an item closes once, so the id is the item's.
+    return closed, [_closed(closed, pending.decision_event_id, now, withdrawn)]
+
+
 def on_case_resolved(
     pending: Pending | None, resolved: CaseResolved
 ) -> tuple[Pending | None, list[Event]]:

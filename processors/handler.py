@@ -172,6 +172,10 @@ class Handler:
     def on_due(self, due: Sequence[Due], step: Step) -> None:
         """Entries whose timer (`Entry.due_ms`) has come."""
 
+    def on_policy(self, timed: Sequence[Due], step: Step) -> None:
+        """A new policy came into force (`step.policy`): every timed entry this process
+        owns, whatever its timer, for a handler whose open work the policy may end."""
+
     def start(self, policy: LoadedPolicy | None, stop: threading.Event) -> None:
         """Before the first batch, once the policy is known (the recommender learns here)."""
 

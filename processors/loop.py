@@ -56,7 +56,7 @@ from processors.follow import PolicyFollower
 from processors.handler import Handler, Inbound, Outbox, Record, Step, own_traceparent
 from processors.metrics import LoopMetrics
 from processors.restore import restore
-from processors.store import Change, DiskStore, Overlay, iter_changes
+from processors.store import Change, DiskStore, Due, Overlay, iter_changes
 from schemas.codec import Codec, CodecError, InvalidEvent
 
 log = logging.getLogger(__name__)
@@ -173,8 +173,8 @@ class Loop:
         try:
             next_tick = next_sweep = time.monotonic()
             while not stop.is_set():
-                if self.policies is not None:
-                    self.policies.poll()
+                if self.policies is not None and self.policies.poll():
+                    self._policy_changed()
                 self.handler.on_turn(self._policy())
                 now = time.monotonic()
                 if now >= next_tick:
@@ -384,14 +384,25 @@ class Loop:
 
     def _tick(self) -> None:
         """Show the handler the entries whose timer has come."""
+        self._show_timed(_now_ms(), 1000, self.handler.on_due)
+
+    def _policy_changed(self) -> None:
+        """Show the handler every timed entry (an open approval item is one): the policy
+        now in force may end some of them before anyone acts on them."""
+        self._show_timed(_FOREVER_MS, 1_000_000, self.handler.on_policy)
+
+    def _show_timed(
+        self, before_ms: int, limit: int, hook: Callable[[Sequence[Due], Step], None]
+    ) -> None:
+        """`hook` with the owned entries timed before `before_ms`, in one transaction."""
         if self.store is None or not self._owned:
             return
-        due = [d for d in self.store.due(_now_ms()) if d.partition in self._owned]
+        due = [d for d in self.store.due(before_ms, limit) if d.partition in self._owned]
         if not due:
             return
         out = Outbox(self.codec, self.settings.topic_prefix, self.group)
         overlay = Overlay(self.store)
-        self.handler.on_due(due, self._step(overlay, out))
+        hook(due, self._step(overlay, out))
         changes = overlay.changes()
         if out.records or changes:
             self._transact(out, changes, dict(self._committed))
@@ -523,6 +534,9 @@ def _retry(call: Callable[[], None], attempts: int = 5) -> None:
             if not exc.args[0].retriable() or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
+
+
+_FOREVER_MS = 2**62  # later than any timer
 
 
 def _now_ms() -> int:

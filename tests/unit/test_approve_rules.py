@@ -9,7 +9,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from policy.loader import LoadedPolicy, default_policy_path, load_policy_file, load_policy_text
-from processors.approve_rules import Pending, on_case_resolved, on_decision, on_expired, on_tick
+from processors.approve_rules import (
+    Pending,
+    on_case_resolved,
+    on_decision,
+    on_expired,
+    on_policy,
+    on_tick,
+)
 from processors.approve_rules import on_review as rule_on_review
 from schemas.events import (
     ActionSpec,
@@ -427,6 +434,27 @@ def test_an_action_the_policy_in_force_prohibits_closes_the_item_at_quorum() -> 
     closed = events[1]
     assert isinstance(closed, ApprovalCompleted) and closed.outcome == "closed"
     assert closed.reason is not None and closed.reason.startswith("action_withdrawn")
+
+
+def test_a_new_policy_that_withdraws_the_action_closes_the_open_item_at_once() -> None:
+    banned = load_policy_text(
+        POLICY.text.replace("change_plan: {mode: approve}", "change_plan: {mode: prohibited}")
+    )
+    item = pending(PLAN_PRO)
+
+    after, events = on_policy(item, banned, LATER)
+
+    assert after is not None and after.status == "closed"
+    [closed] = events
+    assert isinstance(closed, ApprovalCompleted) and closed.outcome == "closed"
+    assert closed.reason is not None and closed.reason.startswith("action_withdrawn")
+    assert closed.causation_id == item.decision_event_id
+    # The same policy again, or one that still allows the action, changes nothing.
+    assert on_policy(after, banned, LATER) == (after, [])
+    assert on_policy(item, POLICY, LATER) == (item, [])
+    # A later review of the closed item is refused as closed.
+    _, refused = on_review(after, review(), POLICY, LATER)
+    assert denial(refused) == "item_closed"
 
 
 def test_a_resolved_case_closes_its_open_item_and_later_reviews_are_refused() -> None:
