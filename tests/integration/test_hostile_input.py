@@ -84,6 +84,7 @@ HUGE = (ODD + HTML + SQL) * 4000  # ~460k characters, past the cap (CASEGATE_MAX
 REFUND = ActionSpec(name="refund_payment", params={"amount": 20.0, "order_id": "ORD-1"})
 PLAN = ActionSpec(name="change_plan", params={"plan": "pro"})
 RESET = ActionSpec(name="reset_password", params={"method": "email_link"})
+SWITCH = ActionSpec(name="switch_plan", params={"plan": "pro"})  # ops_wf runs it alone
 # The approval items the wrong reviews aim at, with the action each item shows.
 ITEMS = {
     "h-done": PLAN,
@@ -265,6 +266,8 @@ def run(stack: Stack) -> Iterator[Run]:
         )
 
     with Downstream() as downstream:
+        # A downstream answering with an integer no 64-bit field holds.
+        downstream.extra["h-bigint"] = {"ledger_id": 2**70}
         publish_policy(
             settings,
             codec,
@@ -427,6 +430,8 @@ def run(stack: Stack) -> Iterator[Run]:
             sender.event("review of a completed item", review("h-done", "fay", "finance_lead"))
             sender.event("exact replay", done)
             sender.event("replay under a new event id", replace(done, event_id="replayed-h-done"))
+            sender.event("open h-bigint", case_opened("h-bigint", "ops"))
+            sender.event("rec h-bigint", recommendation("h-bigint", SWITCH, queue="ops"))
             sender.event("open h-canary-2", case_opened("h-canary-2", "identity"))
             sender.event("rec h-canary-2", recommendation("h-canary-2", RESET, queue="identity"))
             sender.flush()
@@ -448,6 +453,9 @@ def run(stack: Stack) -> Iterator[Run]:
                         ),
                         "replay refused": lambda e: (
                             isinstance(e, ReviewDenied) and e.reason == "duplicate_review"
+                        ),
+                        "h-bigint's run ended": lambda e: (
+                            isinstance(e, ExecutionFailed) and e.case_id == "h-bigint"
                         ),
                         "bad header dead-lettered": lambda e: (
                             isinstance(e, DeadLettered) and e.key == b"h-header"
@@ -631,6 +639,25 @@ def test_a_forged_execution_of_a_prohibited_action_is_refused_and_never_runs(run
     [failed] = [f for f in run.events(ExecutionFailed) if f.execution_id == "forged-h-prohib"]
     assert failed.error_class == "PolicyRefused" and "action_prohibited" in failed.message
     assert [c for c in run.calls if c.key == "forged-h-prohib"] == []
+
+
+def test_a_downstream_reply_the_schema_cannot_carry_ends_as_a_failure(run: Run) -> None:
+    """An answer with 2**70 in it: the run fails with the reason instead of its outcome
+    failing to encode, being dead-lettered and leaving the execution `requested`."""
+    [failed] = [f for f in run.events(ExecutionFailed) if f.case_id == "h-bigint"]
+    assert (failed.error_class, failed.retriable) == ("UnencodableResult", False)
+    assert failed.message.startswith("unencodable_result: 'ledger_id' is an integer outside")
+    assert [e for e in run.events(ExecutionSucceeded) if e.case_id == "h-bigint"] == []
+    assert [d for d in run.letters() if d.key == b"h-bigint"] == []
+    [request] = [r for r in run.events(ExecutionRequested) if r.case_id == "h-bigint"]
+    assert [c.key for c in run.calls if c.body.get("case_id") == "h-bigint"] == [
+        request.execution_id
+    ]
+    with psycopg.connect(database_urls(run.settings).app) as conn:
+        row = conn.execute(
+            "SELECT status FROM executions WHERE execution_id = %s", (request.execution_id,)
+        ).fetchone()
+    assert row == ("failed",)
 
 
 def test_odd_text_under_the_cap_is_kept_verbatim(run: Run) -> None:
