@@ -30,10 +30,14 @@ class Call:
 
 class Downstream:
     """Paths: `/ok` answers {"done": true}; `/slow` answers after 3 s; `/plan` plays a plan
-    change whose switch to "enterprise" does not hold (plan_active false)."""
+    change whose switch to "enterprise" does not hold (plan_active false).
+
+    `extra[case_id]` adds fields to every answer for that case: a test's odd reply (an
+    integer past 64 bits, say)."""
 
     def __init__(self) -> None:
         self.calls: list[Call] = []
+        self.extra: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._answers: dict[str, tuple[bytes, dict[str, Any]]] = {}  # key -> (body, answer)
         self._conflicts: set[str] = set()
@@ -68,7 +72,8 @@ class Downstream:
                 with self._lock:
                     self._conflicts.add(call.key or "")
             return stored[1]
-        answer = self.answer(call.path, call.body)
+        extra = self.extra.get(call.body.get("case_id"), {})
+        answer = {**self.answer(call.path, call.body), **extra}
         if call.key:
             with self._lock:
                 # Two concurrent first calls with one key: the first stored answer wins.

@@ -15,7 +15,9 @@ policy, exactly as the processor calls it. Figures, per size label ("20k"):
   memory and the fitted model;
 - ``recommender.peak_rss_mb.<n>``: its peak resident memory (the fit itself happens in
   the child, whose memory is not counted here);
-- ``recommender.fit_peak_rss_mb.<n>``: the fitting child's peak resident memory.
+- ``recommender.fit_peak_rss_mb.<n>``: the fitting child's peak resident memory;
+- ``recommender.redact_s.1mb``: wall seconds the default policy's redaction takes over
+  1 MB of the most expensive of the hostile texts (`HOSTILE_TEXT`), best of three.
 
 BLAS runs on one thread (the scoring's matrix products are too small to gain from more,
 and spinning helper threads only add CPU time): set before numpy loads, in the child.
@@ -31,7 +33,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
@@ -41,6 +43,20 @@ CASES_SEED = 8
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 MEASURED_BATCHES = 10
 
+# Text shaped to make redaction patterns backtrack: long runs of address characters that
+# never complete an address, digits and separators (n characters each, about).
+HOSTILE_TEXT: dict[str, Callable[[int], str]] = {
+    "a": lambda n: "a" * n,
+    "a@": lambda n: "a@" * (n // 2),
+    "a.": lambda n: "a." * (n // 2),
+    "a@ then a.": lambda n: "a@" + "a." * (n // 2),
+    "no tld": lambda n: ("x" * 60 + "@" + "y" * 60 + ".") * (n // 122),
+    "one-letter tlds": lambda n: ("@" + "a.b" * 40) * (n // 121),
+    "digits": lambda n: "1" * n,
+    "digit separators": lambda n: "1 (" * (n // 3),
+    "addresses": lambda n: "ab.cd@ef.gh " * (n // 12),
+}
+
 
 def label(size: int) -> str:
     """5000 -> "5k", 1500 -> "1.5k"."""
@@ -49,7 +65,7 @@ def label(size: int) -> str:
 
 def measure(sizes: Sequence[int] = (5_000, 20_000, 50_000), batch: int = 200) -> dict[str, float]:
     """Figure name -> value for every size (see the module docstring)."""
-    figures: dict[str, float] = {}
+    figures: dict[str, float] = {"recommender.redact_s.1mb": redaction_s(1_000_000)}
     context = get_context("spawn")
     for size in sizes:
         receive, send = context.Pipe(duplex=False)
@@ -64,6 +80,26 @@ def measure(sizes: Sequence[int] = (5_000, 20_000, 50_000), batch: int = 200) ->
         finally:
             child.join()
     return figures
+
+
+def redaction_s(size: int) -> float:
+    """Seconds the default policy's redaction takes on the worst of the hostile texts."""
+    from policy.loader import default_policy_path, load_policy_file
+    from processors.recommend.visibility import Visibility
+
+    redact = Visibility.from_policy(
+        load_policy_file(default_policy_path()).policy.model_visibility
+    ).redact
+    worst = 0.0
+    for make in HOSTILE_TEXT.values():
+        text = make(size)
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            redact(text)
+            best = min(best, time.perf_counter() - started)
+        worst = max(worst, best)
+    return worst
 
 
 def _measure_one(size: int, batch: int, send: Connection) -> None:

@@ -150,6 +150,12 @@ class Settings(BaseSettings):
         gt=0,
         description="How long processors keep a case's state after it resolves (or closes).",
     )
+    max_text_chars: int = Field(
+        default=100_000,
+        ge=1_000,
+        description="Most characters of text one upstream event may carry (all its strings "
+        "together); intake dead-letters a longer one with the reason.",
+    )
     execute_concurrency: int = Field(
         default=32,
         ge=1,

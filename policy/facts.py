@@ -44,7 +44,7 @@ class CaseFacts:
         return None if rec.routing is None else cls.from_routing(rec.case_id, rec.routing)
 
     def match_fields(self) -> dict[str, str | None]:
-        """The case fields a workflow's `match` may name (`category` comes from the model)."""
+        """The case fields a workflow's `match` may name (policy.workflow.MATCH_FIELDS)."""
         return {
             "channel": self.channel,
             "queue": self.queue,

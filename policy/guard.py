@@ -79,7 +79,7 @@ def decide_guard(
     """
     if rec.case_id != case.case_id:
         raise ValueError(f"recommendation for {rec.case_id} guarded with facts of {case.case_id}")
-    workflow = policy.policy.workflow_for(case.match_fields(), rec.category)
+    workflow = policy.policy.workflow_for(case.match_fields())
     if workflow is None:
         return _decided(rec, policy, now, None, _Verdict(OUT_OF_SCOPE, ("no_workflow",)))
     if rec.action is None:

@@ -134,13 +134,10 @@ class Policy(Frozen):
         """The catalog action called `name`, or None."""
         return self.catalog.get(name)
 
-    def workflow_for(
-        self, case_fields: Mapping[str, str | None], category: str | None
-    ) -> Workflow | None:
-        """The first workflow, in document order, whose match rules the case satisfies."""
-        return next(
-            (wf for wf in self.workflows.values() if wf.matches(case_fields, category)), None
-        )
+    def workflow_for(self, case_fields: Mapping[str, str | None]) -> Workflow | None:
+        """The first workflow, in document order, whose match rules the case's routing
+        fields satisfy (never the model's output: see policy.workflow.MATCH_FIELDS)."""
+        return next((wf for wf in self.workflows.values() if wf.matches(case_fields)), None)
 
     def roles_with(self, permission: str) -> tuple[str, ...]:
         """Roles holding `permission`, in document order."""

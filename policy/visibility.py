@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 
 from policy.case_fields import CASE_FIELDS, MAP_FIELDS
 from policy.catalog import Frozen, Name, compile_error
+from policy.redaction import BUILTIN_PATTERNS, Substitution
 from schemas.events import EVENT_TYPES
 
 # CASE_FIELDS moved to policy.case_fields (parameter binding names case fields too);
@@ -24,15 +25,6 @@ __all__ = [
 ]
 
 BuiltinPattern = Literal["email", "phone", "card"]
-
-# Applied after the custom patterns (which are more specific, e.g. ORD-123), and card
-# before phone, because a card number would otherwise be half-eaten as a phone number.
-# The phone pattern wants 9+ digits so dates like 2026-01-05 stay readable.
-BUILTIN_PATTERNS: dict[str, str] = {
-    "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
-    "card": r"(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)",
-    "phone": r"(?<![\w@])(?:\+|\()?\d(?:[ ().-]{0,2}\d){8,14}(?!\w)",
-}
 
 
 class Redaction(Frozen):
@@ -53,12 +45,14 @@ class Redaction(Frozen):
             raise ValueError("; ".join(problems))
         return custom
 
-    def patterns(self) -> dict[str, re.Pattern[str]]:
+    def patterns(self) -> dict[str, Substitution]:
         """The compiled patterns by name, in the order they must be applied."""
-        ordered = {name: re.compile(rx) for name, rx in self.custom.items()}
+        ordered: dict[str, Substitution] = {
+            name: re.compile(rx) for name, rx in self.custom.items()
+        }
         for name in BUILTIN_PATTERNS:  # fixed order, whatever order the document lists
             if name in self.builtin:
-                ordered[name] = re.compile(BUILTIN_PATTERNS[name])
+                ordered[name] = BUILTIN_PATTERNS[name]
         return ordered
 
     def redact(self, text: str) -> str:

@@ -12,8 +12,16 @@ from policy.catalog import Frozen, Name
 Phase = Literal["shadow", "assisted", "bounded"]
 Mode = Literal["suggest", "approve", "auto", "prohibited"]
 
-# Case fields a workflow may match on; `category` is the recommender's predicted category.
-MATCH_FIELDS = ("channel", "queue", "team", "issue_class", "priority", "source", "category")
+# Case fields a workflow may match on: the case's routing fields, as upstream last set
+# them. Never the model's output: a `category` rule would let the case's text (which the
+# model reads) choose the workflow, and with it the guardrails that apply.
+MATCH_FIELDS = ("channel", "queue", "team", "issue_class", "priority", "source")
+# Fields a workflow once could match on, and why no longer.
+REFUSED_MATCH_FIELDS = {
+    "category": "it is the model's prediction from the case text, so the text would choose "
+    "the workflow and its guardrails; match on the case's routing fields instead "
+    "(issue_class is upstream's own class)",
+}
 
 
 def _one_or_many(value: Any) -> Any:
@@ -124,6 +132,9 @@ class Workflow(Frozen):
 
     @model_validator(mode="after")
     def _known_match_fields(self) -> Workflow:
+        for field_name, why in REFUSED_MATCH_FIELDS.items():
+            if field_name in self.match:
+                raise ValueError(f"match on {field_name!r} is refused: {why}")
         unknown = sorted(set(self.match) - set(MATCH_FIELDS))
         if unknown:
             raise ValueError(
@@ -132,10 +143,10 @@ class Workflow(Frozen):
             )
         return self
 
-    def matches(self, case_fields: Mapping[str, str | None], category: str | None) -> bool:
-        """Does a case with these fields and this predicted category fall in the workflow?"""
+    def matches(self, case_fields: Mapping[str, str | None]) -> bool:
+        """Does a case with these routing fields fall in the workflow?"""
         for field_name, allowed in self.match.items():
-            value = category if field_name == "category" else case_fields.get(field_name)
+            value = case_fields.get(field_name)
             if value is None or value not in allowed:
                 return False
         return True

@@ -8,8 +8,10 @@ key, runs `rollback_request` through the adapter when one is returned, and produ
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +31,11 @@ from schemas.events import (
 
 POST_CONDITION_FAILED = "PostConditionFailed"
 POLICY_REFUSED = "PolicyRefused"
+UNENCODABLE_RESULT = "UnencodableResult"
+# What the `result` map of ExecutionSucceeded carries (Avro long, double, string).
+LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
+RESULT_MAX_CHARS = 100_000  # keeps the outcome event far below the broker's record limit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,6 +62,70 @@ class AdapterResult:
             message=f"no answer within {timeout_s:g}s",
             duration_ms=duration_ms,
         )
+
+
+class UnencodableResultError(ValueError):
+    """A downstream reply that ExecutionSucceeded's schema cannot carry."""
+
+
+def _text(value: str) -> str:
+    """`value` as UTF-8 can hold it: a lone surrogate (JSON allows `\\ud800`) becomes U+FFFD."""
+    return value if value.isascii() else _SURROGATE.sub("\ufffd", value)
+
+
+def _scalar(name: str, value: object) -> Scalar:
+    if value is None or isinstance(value, bool | str):
+        return _text(value) if isinstance(value, str) else value
+    if isinstance(value, int):
+        if not LONG_MIN <= value <= LONG_MAX:
+            raise UnencodableResultError(f"{name!r} is an integer outside 64 bits ({value})")
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise UnencodableResultError(f"{name!r} is {value}, which JSON cannot hold")
+        return value
+    try:  # a nested value is kept as its JSON text, the way the read models show it
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise UnencodableResultError(f"{name!r} has no JSON form: {exc}") from None
+
+
+def schema_result(result: Mapping[Any, object]) -> dict[str, Scalar]:
+    """`result` as ExecutionSucceeded can carry it, or UnencodableResultError saying why.
+
+    Kept as is: null, booleans, 64-bit integers, finite floats, strings (lone surrogates
+    replaced); nested values become their JSON text. Refused: a non-string key, an
+    integer past 64 bits, NaN or infinity, anything JSON cannot write, and a reply past
+    RESULT_MAX_CHARS, since changing those would record a value the downstream never sent.
+    """
+    out: dict[str, Scalar] = {}
+    for key, value in result.items():
+        if not isinstance(key, str):
+            raise UnencodableResultError(f"key {key!r} is not a string")
+        out[_text(key)] = _scalar(key, value)
+    size = sum(len(k) + len(v) if isinstance(v, str) else len(k) for k, v in out.items())
+    if size > RESULT_MAX_CHARS:
+        raise UnencodableResultError(f"{size} chars, more than {RESULT_MAX_CHARS}")
+    return out
+
+
+def carried(result: AdapterResult) -> AdapterResult:
+    """`result` with its reply as the outcome event can carry it; a reply that cannot be
+    carried makes the run a failure (`UnencodableResult`, not retriable: the action ran,
+    and running it again would not change the answer), so the execution still ends."""
+    message = _text(result.message)
+    try:
+        reply = schema_result(result.result)
+    except UnencodableResultError as exc:
+        return replace(
+            result,
+            ok=False,
+            error_class=UNENCODABLE_RESULT,
+            retriable=False,
+            message=f"unencodable_result: {exc}",
+            result={},
+        )
+    return replace(result, message=message, result=reply)
 
 
 def authorize_execution(

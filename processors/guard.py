@@ -55,7 +55,7 @@ class Guard(Handler):
             )
             return
         now = record_time(record.timestamp)
-        workflow = policy.policy.workflow_for(case.match_fields(), rec.category)
+        workflow = policy.policy.workflow_for(case.match_fields())
         radius = workflow.blast_radius if workflow is not None else None
         key = runs_key(workflow.name, record.partition) if workflow and radius else None
         runs = AutoRuns.from_json(step.state.get(AUTO_RUNS, record.partition, key) if key else None)

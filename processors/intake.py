@@ -34,6 +34,7 @@ class Intake(Handler):
 
     def __init__(self, settings: Settings) -> None:
         self.retention_ms = round(settings.state_retention_s * 1000)
+        self.max_text_chars = settings.max_text_chars
 
     def handle(self, batch: Sequence[Inbound], step: Step) -> None:
         for record in batch:
@@ -53,7 +54,7 @@ class Intake(Handler):
                 continue
             raw = step.state.get(CASES, record.partition, event.case_id)
             before = KnownCase(**raw) if raw else None
-            result = check(before, event, record.key_text)
+            result = check(before, event, record.key_text, self.max_text_chars)
             if result.verdict is Verdict.REJECT:
                 step.out.reject(record, InvalidEvent(result.reason), event.case_id)
                 continue

@@ -6,12 +6,18 @@ story about its case before anything downstream trusts it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, fields, is_dataclass
 from enum import Enum
 
 from schemas.events import CaseOpened, CaseReopened, CaseResolved, CaseUpdated, Event
 
 UPSTREAM = (CaseOpened, CaseUpdated, CaseResolved, CaseReopened)
+
+# Every string of one upstream event together (subject, description, customer, attributes,
+# changes, notes, keys included): a long complaint is a few thousand characters, and every
+# component downstream (redaction, the model, the read models) pays for each one.
+MAX_TEXT_CHARS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +40,49 @@ class Check:
     reason: str = ""
 
 
-def check(known: KnownCase | None, event: Event, key: str | None) -> Check:
+def _texts(value: object, path: str) -> Iterator[tuple[str, int]]:
+    """(dotted path, length) of every string in `value`, map keys included."""
+    if isinstance(value, str):
+        yield path, len(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield path, len(str(key))  # keys count under the map itself
+            yield from _texts(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, tuple | list):
+        for index, item in enumerate(value):
+            yield from _texts(item, f"{path}[{index}]")
+    elif is_dataclass(value) and not isinstance(value, type):
+        for field in fields(value):
+            name = f"{path}.{field.name}" if path else field.name
+            yield from _texts(getattr(value, field.name), name)
+
+
+def text_too_long(event: Event, limit: int) -> str | None:
+    """The refusal reason when the strings of `event` hold more than `limit` characters."""
+    sizes: dict[str, int] = {}
+    for path, size in _texts(event, ""):
+        sizes[path] = sizes.get(path, 0) + size
+    total = sum(sizes.values())
+    if total <= limit:
+        return None
+    largest = max(sizes, key=sizes.__getitem__)
+    return (
+        f"text_too_long: {largest} has {sizes[largest]} chars, the event {total}; "
+        f"limit {limit} (CASEGATE_MAX_TEXT_CHARS)"
+    )
+
+
+def check(
+    known: KnownCase | None,
+    event: Event,
+    key: str | None,
+    max_text_chars: int = MAX_TEXT_CHARS,
+) -> Check:
     """Is ``event`` (read under ``key``) a valid next step for the case ``known``?"""
     if not isinstance(event, UPSTREAM):
         return Check(Verdict.REJECT, f"{event.event_type} does not belong on the cases topic")
+    if (too_long := text_too_long(event, max_text_chars)) is not None:
+        return Check(Verdict.REJECT, too_long)
     if key != event.case_id:
         return Check(
             Verdict.REJECT,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from policy.model import AdapterSpec
-from processors.execute_rules import AdapterResult
+from processors.execute_rules import AdapterResult, carried
 from schemas.events import ActionSpec
 
 
@@ -29,7 +29,8 @@ class Adapter(Protocol):
 
 
 async def run_with_timeout(adapter: Adapter, call: AdapterCall, timeout_s: float) -> AdapterResult:
-    """Run `call` under the action's timeout, always returning a result.
+    """Run `call` under the action's timeout, always returning a result, and one the
+    outcome event can carry (`execute_rules.carried`).
 
     No answer in time -> a (retriable) timeout result; the call is cancelled. An
     exception the adapter let escape becomes a failed result with its class and message,
@@ -41,14 +42,16 @@ async def run_with_timeout(adapter: Adapter, call: AdapterCall, timeout_s: float
     except TimeoutError:
         return AdapterResult.timeout(timeout_s, _ms_since(started))
     except Exception as exc:  # an adapter bug must become an ExecutionFailed, not a crash
-        return AdapterResult(
-            ok=False,
-            error_class=type(exc).__name__,
-            retriable=False,
-            message=str(exc) or type(exc).__name__,
-            duration_ms=_ms_since(started),
+        return carried(
+            AdapterResult(
+                ok=False,
+                error_class=type(exc).__name__,
+                retriable=False,
+                message=str(exc) or type(exc).__name__,
+                duration_ms=_ms_since(started),
+            )
         )
-    return replace(result, duration_ms=_ms_since(started))
+    return carried(replace(result, duration_ms=_ms_since(started)))
 
 
 def _ms_since(started: float) -> float:

@@ -2,7 +2,8 @@
 
 Body: {"execution_id", "case_id", "action", "params"}; header `Idempotency-Key` is the
 execution id, so the downstream can recognize a repeated run. A 2xx answer is success
-and its JSON object (scalar fields) becomes the result the post-condition is read from.
+and its JSON object becomes the result the post-condition is read from (made fit for
+the outcome event by `execute_rules.schema_result`, by way of `run_with_timeout`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from typing import Any
 import aiohttp
 
 from processors.adapters.base import AdapterCall
-from processors.execute_rules import AdapterResult
-from schemas.events import Scalar
+from processors.execute_rules import UNENCODABLE_RESULT, AdapterResult
 
 # Statuses after which trying again (same idempotency key) may succeed.
 RETRIABLE_STATUSES = frozenset({408, 425, 429})
@@ -61,18 +61,20 @@ class HttpAdapter:
                 retriable=True,
                 message=str(exc) or type(exc).__name__,
             )
-        return AdapterResult(ok=True, result=_result_fields(text))
+        try:
+            return AdapterResult(ok=True, result=_result_fields(text))
+        except RecursionError:
+            return AdapterResult(
+                ok=False,
+                error_class=UNENCODABLE_RESULT,
+                message="unencodable_result: the reply nests deeper than JSON parsing allows",
+            )
 
 
-def _result_fields(text: str) -> dict[str, Scalar]:
-    """The answer's top-level fields as event scalars (nested values as JSON text)."""
+def _result_fields(text: str) -> dict[str, Any]:
+    """The answer's top-level fields; a reply that is not a JSON object gives none."""
     try:
         answer: Any = json.loads(text) if text.strip() else {}
     except ValueError:
         return {}
-    if not isinstance(answer, dict):
-        return {}
-    return {
-        str(k): v if v is None or isinstance(v, bool | int | float | str) else json.dumps(v)
-        for k, v in answer.items()
-    }
+    return answer if isinstance(answer, dict) else {}

@@ -233,7 +233,7 @@ def action_errors(action: ActionSpec, workflow: Workflow, policy: Policy) -> lis
     ]
 
 
-def known_categories(policy: Policy, learned: Mapping[str, int]) -> frozenset[str]:
-    """Categories the model may answer: those workflows match on, and those history holds."""
-    matched = {c for wf in policy.workflows.values() for c in wf.match.get("category", ())}
-    return frozenset(matched | {c for c, n in learned.items() if n > 0})
+def known_categories(learned: Mapping[str, int]) -> frozenset[str]:
+    """Categories the model may answer: those history holds (no workflow names one:
+    routing never reads the model's category)."""
+    return frozenset(c for c, n in learned.items() if n > 0)

@@ -5,9 +5,9 @@ batch at once (`Memory.evidence`), then per case it routes, answers, vets and bi
 for LLM workflows renders the messages. The LLM exchange (if any) happens between the two
 pure halves, `plan_batch` and `conclude`. Rules:
 - every recommender reads only the policy's allowlisted, redacted fields;
-- a case's workflow is the policy's first match on its routing fields and the baseline's
-  predicted category (the network-free baseline breaks the circle: workflows may match
-  on the category, yet the workflow picks the recommender); no workflow means baseline;
+- a case's workflow is the policy's first match on its routing fields as they are now
+  (the view folds every CaseUpdated), never on a model's output; no workflow means
+  baseline;
 - the baseline abstains below the workflow recommender's `min_confidence`;
 - LLM failure (timeout, error) -> the baseline answers and provenance says why;
 - LLM output that breaks the contract -> ModelOutputRejected, then the baseline answers;
@@ -83,7 +83,7 @@ class Plan:
 def plan_batch(cases: Sequence[CaseView], policy: LoadedPolicy, memory: Memory) -> list[Plan]:
     """One plan per case, in order, from one scoring call for the whole batch.
 
-    Each case is routed on its predicted category (see the module rules); a case's plan
+    Each case is routed on its routing fields (see the module rules); a case's plan
     does not depend on the other cases of the batch.
     """
     visibility = _visibility(policy, memory)
@@ -94,16 +94,14 @@ def plan_batch(cases: Sequence[CaseView], policy: LoadedPolicy, memory: Memory) 
     bound = _bound_names(policy.policy)
     plans = []
     for case, inp, ev in zip(cases, inputs, evidence, strict=True):
-        workflow = policy.policy.workflow_for(case.match_fields, _predicted(ev))
+        workflow = policy.policy.workflow_for(case.match_fields)
         plans.append(_plan(case, workflow, policy, inp, ev, memory, vetting, bound))
     return plans
 
 
-def route(case: CaseView, policy: LoadedPolicy, memory: Memory) -> Workflow | None:
-    """The workflow `plan_batch` would put one case in."""
-    inp = model_input(case, _visibility(policy, memory))
-    [ev] = memory.evidence([inp], [case.case_id])
-    return policy.policy.workflow_for(case.match_fields, _predicted(ev))
+def route(case: CaseView, policy: LoadedPolicy) -> Workflow | None:
+    """The workflow `plan_batch` puts one case in: from its routing fields alone."""
+    return policy.policy.workflow_for(case.match_fields)
 
 
 def plan(case: CaseView, workflow: Workflow | None, policy: LoadedPolicy, memory: Memory) -> Plan:
@@ -111,16 +109,6 @@ def plan(case: CaseView, workflow: Workflow | None, policy: LoadedPolicy, memory
     inp = model_input(case, _visibility(policy, memory))
     [ev] = memory.evidence([inp], [case.case_id])
     return _plan(case, workflow, policy, inp, ev, memory)
-
-
-def _predicted(evidence: Evidence | None) -> str | None:
-    """The category routing sees: a precedent's, else the model's most probable one."""
-    if evidence is None:
-        return None
-    precedent = evidence.precedent
-    if precedent is not None and precedent.category is not None:
-        return precedent.category
-    return evidence.categories[0][0]
 
 
 def _plan(
@@ -156,7 +144,7 @@ def _plan(
     baseline = _bound(baseline, case, policy.policy)
     if workflow is None or not isinstance(recommender, LlmRecommender):
         return Plan(case, workflow, policy, inp, baseline, frozenset())
-    categories = known_categories(policy.policy, memory.categories)
+    categories = known_categories(memory.categories)
     messages = render_messages(
         recommender.prompt_version,
         inp,

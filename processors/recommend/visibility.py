@@ -11,13 +11,13 @@ The result is the exact model input, with the list of fields seen and its sha256
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 import orjson
 
+from policy.redaction import Substitution
 from policy.visibility import ModelVisibility
 from processors.recommend.case_view import CaseView
 from schemas.events import Scalar
@@ -33,7 +33,7 @@ class Visibility:
     """An allowlist and its compiled redaction patterns, ready for the hot path."""
 
     fields: tuple[str, ...]
-    patterns: tuple[tuple[str, re.Pattern[str]], ...]
+    patterns: tuple[tuple[str, Substitution], ...]
 
     @classmethod
     def from_policy(cls, visibility: ModelVisibility) -> Visibility:

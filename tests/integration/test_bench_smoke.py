@@ -49,6 +49,7 @@ FIGURES = (
     "recommender.cpu_ms_per_case.1k",
     "recommender.fit_s.2k",
     "recommender.peak_rss_mb.2k",
+    "recommender.redact_s.1mb",
 )
 RATIOS = (
     "pipeline / raw",
@@ -61,6 +62,7 @@ RATIOS = (
     "replay peak RSS (MB)",
     "recommender CPU per case (ms)",
     "recommender peak RSS (MB)",
+    "redaction of 1 MB hostile text (s)",
 )
 
 

@@ -2,11 +2,11 @@
 mutated and truncated bytes, wrong headers and keys on every topic, and schema-valid but
 wrong events (unknown cases, reviews of unknown, closed or expired items, replays, roles
 without permission, self-approval, overrides to prohibited actions or out of bounds,
-forged executions, an invalid policy, huge and odd unicode).
+forged executions, an invalid policy, odd unicode, text past intake's cap).
 
 Each ends as a dead letter from every consumer that reads it, as a ReviewDenied or a
-refused execution with its reason, or, for odd but valid text, verbatim in the read
-models; no consumer crashes or stalls, and a valid case sent after all of it is still
+refused execution with its reason, or, for odd but valid text under the cap, verbatim in
+the read models; no consumer crashes or stalls, and a valid case sent after all of it is still
 fully processed. The counts are printed and written to test-output/.
 """
 
@@ -80,10 +80,12 @@ READERS: dict[str, tuple[str, ...]] = {
 HTML = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
 SQL = "x'); DROP TABLE audit_log; --"
 ODD = "Zoë \u202egnp.exe\u202c \u200b\u200d\ufeff e\u0301\u0301 \U0001f4a5 \x00 \x1b[2J"
-HUGE = (ODD + HTML + SQL) * 4000  # about 400 KB of UTF-8
+LONG = (ODD + HTML + SQL) * 200  # ~23k characters: odd, long, under intake's text cap
+HUGE = (ODD + HTML + SQL) * 4000  # ~460k characters, past the cap (CASEGATE_MAX_TEXT_CHARS)
 REFUND = ActionSpec(name="refund_payment", params={"amount": 20.0, "order_id": "ORD-1"})
 PLAN = ActionSpec(name="change_plan", params={"plan": "pro"})
 RESET = ActionSpec(name="reset_password", params={"method": "email_link"})
+SWITCH = ActionSpec(name="switch_plan", params={"plan": "pro"})  # ops_wf runs it alone
 # The approval items the wrong reviews aim at, with the action each item shows.
 ITEMS = {
     "h-done": PLAN,
@@ -265,6 +267,8 @@ def run(stack: Stack) -> Iterator[Run]:
         )
 
     with Downstream() as downstream:
+        # A downstream answering with an integer no 64-bit field holds.
+        downstream.extra["h-bigint"] = {"ledger_id": 2**70}
         publish_policy(
             settings,
             codec,
@@ -283,7 +287,7 @@ def run(stack: Stack) -> Iterator[Run]:
                     opened = replace(
                         opened,
                         subject=f"{HTML} {SQL}"[:200],
-                        description=HUGE,
+                        description=LONG,
                         customer={"name": ODD, "note": SQL},
                     )
                 sender.event(f"open {case}", opened)
@@ -335,6 +339,10 @@ def run(stack: Stack) -> Iterator[Run]:
                 replace(case_opened("h-done", "billing"), event_id="opened-again-h-done"),
             )
             sender.event("opening keyed otherwise", unknown, key="someone-else")
+            sender.event(
+                "opening past the text cap",
+                replace(case_opened("h-huge", "billing"), description=HUGE),
+            )
             sender.event(
                 "review upstream", review("h-done", "sam", "supervisor", n=9), topic="upstream"
             )
@@ -438,6 +446,8 @@ def run(stack: Stack) -> Iterator[Run]:
             sender.event("review of a completed item", review("h-done", "fay", "finance_lead"))
             sender.event("exact replay", done)
             sender.event("replay under a new event id", replace(done, event_id="replayed-h-done"))
+            sender.event("open h-bigint", case_opened("h-bigint", "ops"))
+            sender.event("rec h-bigint", recommendation("h-bigint", SWITCH, queue="ops"))
             sender.event("open h-canary-2", case_opened("h-canary-2", "identity"))
             sender.event("rec h-canary-2", recommendation("h-canary-2", RESET, queue="identity"))
             sender.flush()
@@ -459,6 +469,9 @@ def run(stack: Stack) -> Iterator[Run]:
                         ),
                         "replay refused": lambda e: (
                             isinstance(e, ReviewDenied) and e.reason == "duplicate_review"
+                        ),
+                        "h-bigint's run ended": lambda e: (
+                            isinstance(e, ExecutionFailed) and e.case_id == "h-bigint"
                         ),
                         "bad header dead-lettered": lambda e: (
                             isinstance(e, DeadLettered) and e.key == b"h-header"
@@ -559,6 +572,7 @@ def test_every_garbage_record_is_dead_lettered_by_every_consumer_that_reads_it(r
         ("reopen of open case", {"intake"}, "only a resolved case can be reopened"),
         ("second opening", {"intake"}, "was already opened"),
         ("opening keyed otherwise", {"intake"}, "differs from case_id"),
+        ("opening past the text cap", {"intake"}, "text_too_long: description has"),
         ("review upstream", {"intake"}, "ReviewSubmitted"),
         ("opening on recommendations", {"guard", "readmodels"}, "CaseOpened"),
         ("recommendation keyed otherwise", {"guard"}, "differs from case_id"),
@@ -650,9 +664,29 @@ def test_an_execution_naming_a_policy_never_published_is_refused(run: Run) -> No
     assert [c for c in run.calls if c.key == "forged-h-verdict"] == []
 
 
-def test_odd_and_huge_text_is_kept_verbatim(run: Run) -> None:
+def test_a_downstream_reply_the_schema_cannot_carry_ends_as_a_failure(run: Run) -> None:
+    """An answer with 2**70 in it: the run fails with the reason instead of its outcome
+    failing to encode, being dead-lettered and leaving the execution `requested`."""
+    [failed] = [f for f in run.events(ExecutionFailed) if f.case_id == "h-bigint"]
+    assert (failed.error_class, failed.retriable) == ("UnencodableResult", False)
+    assert failed.message.startswith("unencodable_result: 'ledger_id' is an integer outside")
+    assert [e for e in run.events(ExecutionSucceeded) if e.case_id == "h-bigint"] == []
+    assert [d for d in run.letters() if d.key == b"h-bigint"] == []
+    [request] = [r for r in run.events(ExecutionRequested) if r.case_id == "h-bigint"]
+    assert [c.key for c in run.calls if c.body.get("case_id") == "h-bigint"] == [
+        request.execution_id
+    ]
+    with psycopg.connect(database_urls(run.settings).app) as conn:
+        row = conn.execute(
+            "SELECT status FROM executions WHERE execution_id = %s", (request.execution_id,)
+        ).fetchone()
+    assert row == ("failed",)
+
+
+def test_odd_text_under_the_cap_is_kept_verbatim(run: Run) -> None:
     """Verbatim on the topics; verbatim in PostgreSQL too, except U+0000, which its text
-    and jsonb cannot hold and the read models store as U+FFFD."""
+    and jsonb cannot hold and the read models store as U+FFFD. (Text past intake's cap is
+    refused instead: test_wrong_events_are_dead_lettered_with_their_reason.)"""
     stored = str.maketrans({"\x00": "\ufffd"})
     with psycopg.connect(database_urls(run.settings).app) as conn:
         subject = conn.execute("SELECT subject FROM case_state WHERE case_id = 'h-odd'").fetchone()
@@ -663,7 +697,7 @@ def test_odd_and_huge_text_is_kept_verbatim(run: Run) -> None:
             "SELECT actor FROM audit_log WHERE event_type = 'ReviewRecorded' AND case_id = 'h-odd'"
         ).fetchone()
     assert subject == (f"{HTML} {SQL}"[:200],)
-    assert detail is not None and detail[0]["description"] == HUGE.translate(stored)
+    assert detail is not None and detail[0]["description"] == LONG.translate(stored)
     assert detail[0]["customer"] == {"name": ODD.translate(stored), "note": SQL}
     assert actor == (ODD.translate(stored),)
     # As upstream sent it, and as intake re-published it on `cases`: the same, verbatim.
@@ -676,7 +710,7 @@ def test_odd_and_huge_text_is_kept_verbatim(run: Run) -> None:
         for topic in ("upstream", "cases")
     )
     assert sent == accepted and len(accepted) == 1
-    assert (accepted[0].description, accepted[0].customer["name"]) == (HUGE, ODD)
+    assert (accepted[0].description, accepted[0].customer["name"]) == (LONG, ODD)
     [recorded] = [r for r in run.events(ReviewRecorded) if r.case_id == "h-odd"]
     assert recorded.actor == ODD
     [completed] = [c for c in run.events(ApprovalCompleted) if c.case_id == "h-odd"]

@@ -12,7 +12,7 @@ from policy.model import AdapterSpec
 from processors.adapters import AdapterCall, build_adapters, run_with_timeout
 from processors.adapters.http import _result_fields
 from processors.adapters.log import LogAdapter
-from processors.execute_rules import AdapterResult
+from processors.execute_rules import AdapterResult, schema_result
 from schemas.events import ActionSpec
 
 CALL = AdapterCall(
@@ -80,7 +80,15 @@ def test_the_log_adapter_reports_the_post_condition_it_was_asked_for() -> None:
     ],
 )
 def test_http_answers_become_scalar_result_fields(text: str, fields: dict[str, object]) -> None:
-    assert _result_fields(text) == fields
+    # The adapter parses; making the fields scalars is the one rule every adapter's
+    # result passes through (schema_result, applied by run_with_timeout).
+    assert schema_result(_result_fields(text)) == fields
+
+
+def test_a_reply_nested_past_json_parsing_is_an_unencodable_failure() -> None:
+    """The adapter's catch for RecursionError, by way of the parse it guards."""
+    with pytest.raises(RecursionError):
+        _result_fields('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
 
 
 def test_every_catalog_adapter_kind_has_an_adapter() -> None:

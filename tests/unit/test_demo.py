@@ -182,7 +182,7 @@ def test_every_action_humans_took_fits_the_default_policy_envelope() -> None:
     queue_of = {c.case_id: c.queue for c in opened(workload())}
     taken: Counter[str] = Counter()
     for resolved in resolutions(workload()):
-        workflow = loaded.policy.workflow_for({"queue": queue_of[resolved.case_id]}, None)
+        workflow = loaded.policy.workflow_for({"queue": queue_of[resolved.case_id]})
         assert workflow is not None
         for action in resolved.actions_taken:
             assert check_action(action, workflow, loaded) == [], (resolved.case_id, action)

@@ -11,14 +11,19 @@ import pytest
 from policy.loader import LoadedPolicy, default_policy_path, load_policy_file, load_policy_text
 from policy.model import Action
 from processors.execute_rules import (
+    UNENCODABLE_RESULT,
     AdapterResult,
+    UnencodableResultError,
     authorize_execution,
+    carried,
     deciding_policy_refusal,
     outcome_events,
     refused_event,
     rollback_execution_id,
     rollback_request,
+    schema_result,
 )
+from schemas.codec import Codec
 from schemas.events import (
     ActionSpec,
     Approval,
@@ -372,3 +377,61 @@ def test_the_deciding_policy_must_have_been_in_force_and_hold_the_action() -> No
     outside = replace(req, action=ActionSpec(name="wire_transfer", params={}))
     reason = deciding_policy_refusal(outside, {POLICY.version: POLICY})
     assert reason is not None and reason.startswith("not_in_deciding_catalog")
+
+
+# --- a downstream reply as the outcome event can carry it ---------------------------------
+
+
+def test_a_reply_the_schema_can_carry_is_kept_and_encodes() -> None:
+    reply = {
+        "n": 2**63 - 1,
+        "low": -(2**63),
+        "x": 1.5,
+        "ok": True,
+        "none": None,
+        "text": "broken \ud800 surrogate",
+        "nested": {"big": 2**70, "list": [1, "a"]},
+    }
+
+    kept = schema_result(reply)
+
+    assert kept["n"] == 2**63 - 1 and kept["low"] == -(2**63) and kept["ok"] is True
+    assert kept["text"] == "broken \ufffd surrogate"
+    assert kept["nested"] == '{"big": 1180591620717411303424, "list": [1, "a"]}'
+    [succeeded] = outcome_events(
+        request(), AdapterResult(ok=True, result=kept), catalog("refund_payment"), NOW
+    )
+    Codec.load().encode(succeeded)  # the schema takes it
+
+
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [
+        ({"refund_id": 2**70}, "integer outside 64 bits"),
+        ({"refund_id": -(2**63) - 1}, "integer outside 64 bits"),
+        ({"x": float("nan")}, "nan"),
+        ({"x": float("inf")}, "inf"),
+        ({"x": [float("nan")]}, "no JSON form"),
+        ({1: "a"}, "not a string"),
+        ({"x": "y" * 100_001}, "more than 100000"),
+    ],
+)
+def test_a_reply_the_schema_cannot_carry_is_refused_with_the_reason(
+    reply: dict[object, object], why: str
+) -> None:
+    with pytest.raises(UnencodableResultError, match=why):
+        schema_result(reply)
+
+
+def test_an_uncarriable_reply_ends_the_run_as_a_failure_not_a_lost_outcome() -> None:
+    ran = AdapterResult(ok=True, result={"refund_id": 2**70}, duration_ms=3.0)
+
+    result = carried(ran)
+    [failed] = outcome_events(request(), result, catalog("refund_payment"), NOW)
+
+    assert (result.ok, result.retriable, result.error_class) == (False, False, UNENCODABLE_RESULT)
+    assert isinstance(failed, ExecutionFailed)
+    assert failed.error_class == UNENCODABLE_RESULT
+    assert failed.message.startswith("unencodable_result: 'refund_id' is an integer outside 64")
+    assert failed.duration_ms == 3.0
+    Codec.load().encode(failed)

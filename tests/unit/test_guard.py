@@ -3,6 +3,7 @@ recommendation arrives, then exactly one GuardrailDecided with its outcome and r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
@@ -12,8 +13,9 @@ from hypothesis import strategies as st
 
 from policy.facts import CaseFacts
 from policy.guard import auto_run_limit, check_action, decide_guard, runs_in_window
-from policy.loader import LoadedPolicy, load_policy_text
+from policy.loader import LoadedPolicy, PolicyInvalid, load_policy_text
 from policy.model import BlastRadius
+from processors.recommend.case_view import apply_update, open_view
 from schemas.events import (
     ActionSpec,
     CaseOpened,
@@ -22,6 +24,8 @@ from schemas.events import (
     Scalar,
     derived_event_id,
 )
+from tests.unit.test_recommend_support import opened as case_opened
+from tests.unit.test_recommend_support import updated
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 WINDOW_S = 600
@@ -376,15 +380,43 @@ def test_decision_is_linked_deterministic_and_versioned() -> None:
     assert (first.approvals_required, first.eligible_roles, first.expires_at) == (0, (), None)
 
 
-def test_category_rules_use_the_predicted_category() -> None:
+def test_a_policy_routing_on_the_predicted_category_is_refused() -> None:
+    """The model reads the case text: a category rule would let the text pick the workflow."""
     text = policy().text.replace("match: {queue: q}", "match: {queue: q, category: [tuning]}")
-    by_category = load_policy_text(text)
 
-    assert decide_guard(rec(tune(IN), "tuning"), CASE, by_category, [], NOW).workflow == "wf"
-    assert decide_guard(rec(tune(IN), "other"), CASE, by_category, [], NOW).outcome == (
-        "out_of_scope"
+    with pytest.raises(PolicyInvalid, match=r"workflows\.wf: match on 'category' is refused"):
+        load_policy_text(text)
+
+
+def test_the_predicted_category_never_changes_the_route() -> None:
+    routed = {
+        decide_guard(rec(tune(IN), category), CASE, policy(), [], NOW).workflow
+        for category in ("tuning", "refund_request", "close_account", None)
+    }
+    assert routed == {"wf"}
+
+
+def test_a_case_requeued_by_an_update_is_routed_by_its_new_queue() -> None:
+    """The recommender folds every CaseUpdated into its view and records the routing as
+    of the recommendation; the guard routes on that, not on the opening's queue."""
+    two_queues = load_policy_text(
+        policy().text.replace(
+            "model_visibility:",
+            "  other:\n    match: {queue: q2}\n    phase: assisted\n"
+            "    actions: {tune: {mode: approve}}\nmodel_visibility:",
+        )
     )
-    assert decide_guard(rec(tune(IN), None), CASE, by_category, [], NOW).outcome == ("out_of_scope")
+    view = open_view(case_opened("c1", "s", "d", queue="q"))
+    requeued = apply_update(view, updated("c1", {"queue": "q2"}))
+    first = replace(rec(tune(IN)), routing=view.routing)
+    later = replace(rec(tune(IN)), routing=requeued.routing)
+
+    def route(r: RecommendationProduced) -> str | None:
+        facts = CaseFacts.of_recommendation(r)
+        assert facts is not None
+        return decide_guard(r, facts, two_queues, [], NOW).workflow
+
+    assert (route(first), route(later)) == ("wf", "other")
 
 
 def test_facts_from_case_opened_keep_routing_fields_only() -> None:

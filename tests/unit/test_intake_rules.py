@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
-from processors.intake_rules import KnownCase, Verdict, check, evolve
+from processors.intake_rules import MAX_TEXT_CHARS, KnownCase, Verdict, check, evolve
 from schemas.events import (
     CaseOpened,
     CaseReopened,
@@ -86,6 +87,40 @@ def test_a_record_keyed_by_another_case_is_rejected() -> None:
     result = check(None, opened(), key="c2")
     assert result.verdict is Verdict.REJECT
     assert "key" in result.reason
+
+
+def test_an_event_past_the_text_cap_is_refused_naming_its_largest_field() -> None:
+    huge = replace(opened(), subject="s" * 10, description="d" * 1_500)
+    result = check(None, huge, key="c1", max_text_chars=1_000)
+    assert result.verdict is Verdict.REJECT
+    assert result.reason.startswith("text_too_long: description has 1500 chars")
+    assert "limit 1000" in result.reason
+
+
+def test_the_cap_counts_every_string_of_the_event_together() -> None:
+    """Many fields each under the cap still add up past it: map keys and values count."""
+    spread = replace(
+        opened(), customer={"name": "n" * 300}, attributes={"k" * 300: "v" * 300, "n": 7}
+    )
+    assert check(None, spread, key="c1", max_text_chars=1_000).verdict is Verdict.ACCEPT
+    assert check(None, spread, key="c1", max_text_chars=900).verdict is Verdict.REJECT
+    note = CaseUpdated(
+        event_id="e2",
+        case_id="c1",
+        occurred_at=AT,
+        actor="op",
+        changes={"description": "x" * 2_000},
+    )
+    result = check(OPEN, note, key="c1", max_text_chars=1_000)
+    assert result.verdict is Verdict.REJECT
+    assert "changes.description has 2000 chars" in result.reason
+
+
+def test_text_up_to_the_default_cap_is_accepted() -> None:
+    at_cap = replace(opened(), description="d" * (MAX_TEXT_CHARS - 200))
+    assert check(None, at_cap, key="c1").verdict is Verdict.ACCEPT
+    past = replace(opened(), description="d" * (MAX_TEXT_CHARS + 1))
+    assert check(None, past, key="c1").verdict is Verdict.REJECT
 
 
 def test_internal_events_do_not_belong_on_the_cases_topic() -> None:

@@ -19,7 +19,7 @@ from policy.loader import (
     load_policy_file,
     load_policy_text,
 )
-from policy.model import LlmRecommender, Policy
+from policy.model import MATCH_FIELDS, LlmRecommender, Policy
 
 DEFAULT_TEXT = default_policy_path().read_text(encoding="utf-8")
 Doc = dict[str, Any]
@@ -102,44 +102,55 @@ def test_entries_know_their_names() -> None:
 
 
 @pytest.mark.parametrize(
-    ("fields", "category", "expected"),
+    ("fields", "expected"),
     [
-        ({"queue": "identity"}, None, "identity_access"),
-        ({"queue": "billing", "channel": "email"}, "double_charge", "billing"),
-        ({"queue": "shipping"}, None, "shipping"),
-        ({"queue": "legal"}, None, None),
-        ({"queue": None}, None, None),
+        ({"queue": "identity"}, "identity_access"),
+        ({"queue": "billing", "channel": "email"}, "billing"),
+        ({"queue": "shipping"}, "shipping"),
+        ({"queue": "legal"}, None),
+        ({"queue": None}, None),
     ],
     ids=["identity", "billing", "shipping", "no-such-queue", "queue-missing"],
 )
 def test_workflow_for_matches_on_case_fields(
-    fields: dict[str, str | None], category: str | None, expected: str | None
+    fields: dict[str, str | None], expected: str | None
 ) -> None:
     policy = load_policy_file(default_policy_path()).policy
 
-    found = policy.workflow_for(fields, category)
+    found = policy.workflow_for(fields)
 
     assert (found.name if found else None) == expected
 
 
-def test_workflow_for_takes_the_first_match_in_document_order_and_matches_category() -> None:
+def test_workflow_for_takes_the_first_match_in_document_order() -> None:
     def narrow_billing(doc: Doc) -> None:
-        refunds = {
-            **doc["workflows"]["billing"],
-            "match": {"queue": "billing", "category": ["refund_request"]},
-        }
+        refunds = {**doc["workflows"]["billing"], "match": {"queue": "billing", "team": "refunds"}}
         doc["workflows"] = {"refunds": refunds, **doc["workflows"]}
 
     policy = load_policy_text(mutated(narrow_billing)).policy
 
-    def found(category: str | None) -> str | None:
-        workflow = policy.workflow_for({"queue": "billing"}, category)
+    def found(team: str | None) -> str | None:
+        workflow = policy.workflow_for({"queue": "billing", "team": team})
         return workflow.name if workflow else None
 
-    assert found("refund_request") == "refunds"
-    assert found("plan_change") == "billing"
-    # An unknown predicted category never satisfies a category rule.
+    assert found("refunds") == "refunds"
+    assert found("tier1") == "billing"
+    # A missing field never satisfies a rule on it.
     assert found(None) == "billing"
+
+
+def test_no_workflow_may_match_on_the_models_category() -> None:
+    """A category rule would let the case text, through the model, pick the workflow."""
+    assert "category" not in MATCH_FIELDS
+    rule = _set("workflows.billing.match", {"queue": "billing", "category": ["refund"]})
+
+    [(path, message)] = errors_of(mutated(rule))
+
+    assert path == "workflows.billing"
+    assert "match on 'category' is refused" in message
+    assert "model's prediction from the case text" in message
+    with pytest.raises(PolicyInvalid, match=r"workflows\.billing: .*'category' is refused"):
+        load_policy_text(mutated(rule))
 
 
 def test_redaction_removes_personal_data_from_free_text() -> None:

@@ -94,7 +94,7 @@ def test_the_batch_routes_each_case_and_out_of_scope_ones_still_get_a_recommenda
         None,
     )
     assert stray.provenance.recommender == "baseline"
-    assert route(open_view(CHARGED), POLICY, MEMORY).name == "billing"  # type: ignore[union-attr]
+    assert route(open_view(CHARGED), POLICY).name == "billing"  # type: ignore[union-attr]
 
 
 def test_a_case_is_planned_the_same_alone_or_within_a_batch() -> None:
