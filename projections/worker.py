@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from infra.db import database_urls
 from infra.kafka import make_consumer, make_producer
+from infra.secrets import install_event_id_key
 from infra.settings import Settings
 from infra.telemetry import make_tracer, serve_metrics, setup_logging
 from infra.topics import PROJECTED
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     if args != [NAME]:
         sys.exit(f"usage: python -m projections.worker {NAME}")
     settings = Settings()
+    install_event_id_key(settings)
     setup_logging(settings, f"{NAME}-{settings.instance}")
     registry = CollectorRegistry()
     serve_metrics(settings, NAME, settings.instance, registry)
