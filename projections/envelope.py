@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from schemas.codec import Headers
 from schemas.events import Event
 from schemas.jsonform import dumps
 
@@ -19,6 +20,10 @@ class Envelope:
     key: bytes | None
     event: Event
     trace_id: str | None = None  # of the traceparent header the record carried
+    # The record as it came, kept only where a dead letter may need it (a collision on a
+    # topic whose ids upstream chooses: ``AuditLogProjection.checked_topics``).
+    raw: bytes | None = None
+    headers: Headers | None = None
 
     @property
     def position(self) -> str:

@@ -42,6 +42,7 @@ from infra.deadletter import dead_letter
 from infra.kafka import partition_lags, read_headers
 from infra.settings import Settings
 from infra.telemetry import record_span, trace_id_of, traceparent_of
+from projections.anchors import AnchorPublisher
 from projections.envelope import Envelope, storable
 from projections.metrics import ReadModelMetrics
 from projections.staging import Load
@@ -70,16 +71,30 @@ class Projection(Protocol):
         ...
 
 
+class Admitted(Protocol):
+    fresh: list[Envelope]  # the events not recorded yet
+    collisions: list[tuple[Envelope, Exception]]  # other events under recorded ids
+
+
 class Deduplicator(Protocol):
     """Keeps only events not recorded yet; the audit log plays this part."""
+
+    # Topics whose records are kept whole (``Envelope.raw``): a collision found there is
+    # dead-lettered with its bytes.
+    checked_topics: frozenset[str]
 
     def unique(self, batch: Sequence[Envelope]) -> list[Envelope]:
         """The first occurrence of each event in the batch."""
         ...
 
-    def fresh(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> list[Envelope]:
-        """The events of ``batch`` (unique) that are not recorded yet (reads only: in a
-        pipeline, its statements are the transaction's one round trip before the writes)."""
+    def fresh(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> Admitted:
+        """The events of ``batch`` (unique) that are not recorded yet, and those that
+        collide with a recorded one (reads only: in a pipeline, its statements are the
+        transaction's one round trip before the writes)."""
+        ...
+
+    def take_heads(self) -> dict[tuple[str, int], tuple[int, str]]:
+        """The audit chains' heads the last ``apply`` left (for the anchors)."""
         ...
 
 
@@ -119,6 +134,8 @@ class Written:
 
     fresh: dict[str, int]  # new events, by topic
     seconds: float  # BEGIN to COMMIT
+    heads: dict[tuple[str, int], tuple[int, str]]  # audit chains' heads it left
+    collisions: int  # events dead-lettered as colliding with recorded ones
 
 
 def group_id(settings: Settings, name: str) -> str:
@@ -145,6 +162,7 @@ class ProjectionRunner:
         reconnect: Callable[[], psycopg.Connection] | None = None,
         metrics: ReadModelMetrics | None = None,
         tracer: Tracer | None = None,
+        anchors: AnchorPublisher | None = None,
     ) -> None:
         self.settings = settings
         self.codec = codec
@@ -164,6 +182,9 @@ class ProjectionRunner:
         self.reconnect = reconnect
         self.metrics = metrics
         self.tracer = tracer
+        # Publishes the audit chains' heads as batches commit (the live worker's; a replay
+        # rebuilds elsewhere and anchors nothing).
+        self.anchors = anchors
         self._next_gauges = 0.0
         # Offsets are stored per projection; dead letters name the consumer group.
         self.consumer_name = f"projection.{name}"
@@ -230,6 +251,8 @@ class ProjectionRunner:
             self._inflight = None
         self._writer.shutdown(wait=True)
         self.consumer.close()
+        if self.anchors is not None:
+            self.anchors.close()
         self.producer.flush(10)
         if self._collecting:
             gc.enable()
@@ -286,6 +309,8 @@ class ProjectionRunner:
         batch = self._read()
         self.drain()
         self._gauges()
+        if self.anchors is not None:
+            self.anchors.publish_due()
         if batch is None:
             return 0
         self._inflight = self._writer.submit(self._write, batch)
@@ -308,11 +333,13 @@ class ProjectionRunner:
         fresh = sum(written.fresh.values())
         self._positions.update(batch.next_offsets)
         self.processed += fresh
-        self.duplicates += batch.decoded - fresh
+        self.dead_lettered += written.collisions
+        duplicates = batch.decoded - fresh - written.collisions
+        self.duplicates += duplicates
+        if self.anchors is not None:
+            self.anchors.note(written.heads)
         if self.metrics is not None:
-            self.metrics.committed(
-                batch.consumed, written.fresh, batch.decoded - fresh, written.seconds
-            )
+            self.metrics.committed(batch.consumed, written.fresh, duplicates, written.seconds)
         for span in batch.spans:
             span.end()
         # For lag tools only: the position that counts is the one stored with the rows.
@@ -366,9 +393,19 @@ class ProjectionRunner:
                 dead += 1
                 continue
             traceparent = traceparent_of(headers)
+            kept = topic in self.dedupe.checked_topics
             envelopes.append(
                 storable(
-                    Envelope(topic, partition, offset, msg.key(), event, trace_id_of(traceparent))
+                    Envelope(
+                        topic,
+                        partition,
+                        offset,
+                        msg.key(),
+                        event,
+                        trace_id_of(traceparent),
+                        msg.value() if kept else None,
+                        headers if kept else None,
+                    )
                 )
             )
             if self.tracer is not None:
@@ -380,11 +417,7 @@ class ProjectionRunner:
                 )
         if dead and self.emit_dead_letters:
             # Dead letters must be durable before the offsets that skip them are.
-            remaining = self.producer.flush(30)
-            if remaining:
-                raise KafkaException(
-                    KafkaError(KafkaError._MSG_TIMED_OUT, f"{remaining} dead letters not delivered")
-                )
+            self._flush_dead_letters()
         if not next_offsets:
             return None
         # Past the transaction markers the consumer has already skipped, too: the
@@ -440,8 +473,15 @@ class ProjectionRunner:
         started = time.perf_counter()
         envelopes = batch.envelopes
         inline = len(envelopes) <= INLINE_EVENTS
+        self.dedupe.take_heads()  # whatever a failed transaction left
+        collisions: list[tuple[Envelope, Exception]] = []
         with self._transaction(pipelined=inline) as cur:
-            fresh = self.dedupe.fresh(cur, envelopes) if envelopes else []
+            fresh: list[Envelope] = []
+            if envelopes:
+                admitted = self.dedupe.fresh(cur, envelopes)
+                fresh, collisions = admitted.fresh, admitted.collisions
+            if collisions:
+                self._set_aside(collisions)
             plans = batch.plans
             if len(fresh) != len(envelopes):
                 # Some were recorded already (a redelivery): the plans assumed they were
@@ -463,7 +503,24 @@ class ProjectionRunner:
                     [o for _, o in positions],
                 ),
             )
-        return batch, Written(dict(Counter(e.topic for e in fresh)), time.perf_counter() - started)
+        return batch, Written(
+            dict(Counter(e.topic for e in fresh)),
+            time.perf_counter() - started,
+            self.dedupe.take_heads(),
+            len(collisions),
+        )
+
+    def _set_aside(self, collisions: list[tuple[Envelope, Exception]]) -> None:
+        """Dead-letter the events that collide with recorded ones, durably before the
+        transaction that skips them commits (it is open while this waits)."""
+        for env, exc in collisions:
+            log.warning("%s %s: %s", env.position, env.event.event_id, exc)
+            if self.emit_dead_letters:
+                self._produce_dead_letter(
+                    env.topic, env.partition, env.offset, env.key, env.raw, env.headers, exc
+                )
+        if self.emit_dead_letters:
+            self._flush_dead_letters()
 
     @contextlib.contextmanager
     def _transaction(self, pipelined: bool) -> Iterator[psycopg.Cursor]:
@@ -493,6 +550,13 @@ class ProjectionRunner:
                     conn.execute("ROLLBACK")
             raise
 
+    def _flush_dead_letters(self) -> None:
+        remaining = self.producer.flush(30)
+        if remaining:
+            raise KafkaException(
+                KafkaError(KafkaError._MSG_TIMED_OUT, f"{remaining} dead letters not delivered")
+            )
+
     def _dead_letter(
         self,
         topic: str,
@@ -506,9 +570,21 @@ class ProjectionRunner:
         self.dead_lettered += 1
         if not self.emit_dead_letters:
             return
+        log.warning("dead-lettering %s[%d]@%d: %s", topic, partition, offset, exc)
+        self._produce_dead_letter(topic, partition, offset, key, value, headers, exc)
+
+    def _produce_dead_letter(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None,
+        exc: Exception,
+    ) -> None:
         if self.metrics is not None:
             self.metrics.dead_letter(type(exc).__name__)
-        log.warning("dead-lettering %s[%d]@%d: %s", topic, partition, offset, exc)
         event = dead_letter(
             consumer=self.group_id,
             topic=topic,
