@@ -514,11 +514,9 @@ class ProjectionRunner:
         """Dead-letter the events that collide with recorded ones, durably before the
         transaction that skips them commits (it is open while this waits)."""
         for env, exc in collisions:
-            log.warning("%s %s: %s", env.position, env.event.event_id, exc)
-            if self.emit_dead_letters:
-                self._produce_dead_letter(
-                    env.topic, env.partition, env.offset, env.key, env.raw, env.headers, exc
-                )
+            self._dead_letter(
+                env.topic, env.partition, env.offset, env.key, env.raw, env.headers, exc, False
+            )
         if self.emit_dead_letters:
             self._flush_dead_letters()
 
@@ -565,24 +563,16 @@ class ProjectionRunner:
         key: bytes | None,
         value: bytes | None,
         headers: Headers | None,
-        exc: CodecError,
+        exc: Exception,
+        counted: bool = True,
     ) -> None:
-        self.dead_lettered += 1
+        """Produce the dead letter of a record (``counted``: here; the writer's collisions
+        are counted by ``drain``, on the loop's thread)."""
+        if counted:
+            self.dead_lettered += 1
         if not self.emit_dead_letters:
             return
         log.warning("dead-lettering %s[%d]@%d: %s", topic, partition, offset, exc)
-        self._produce_dead_letter(topic, partition, offset, key, value, headers, exc)
-
-    def _produce_dead_letter(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers | None,
-        exc: Exception,
-    ) -> None:
         if self.metrics is not None:
             self.metrics.dead_letter(type(exc).__name__)
         event = dead_letter(
