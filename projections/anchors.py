@@ -22,7 +22,7 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -82,7 +82,7 @@ def read_record(key: bytes, value: bytes | None) -> list[Anchor]:
         raise ForgedAnchor(f"malformed heads: {exc}") from None
 
 
-def _mac(key: bytes, body: dict[str, object]) -> str:
+def _mac(key: bytes, body: Mapping[str, object]) -> str:
     canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     return hmac.new(key, canonical, hashlib.sha256).hexdigest()
 

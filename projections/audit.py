@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from projections.describe import actor_of, policy_version_of
-from projections.envelope import Envelope
+from projections.envelope import Admitted, Envelope
 from projections.staging import Load, Table
 from schemas.jsonform import format_timestamp
 
@@ -93,14 +93,6 @@ class EventIdCollision(Exception):
     reason starts with ``event_id_collision``)."""
 
 
-@dataclass(frozen=True)
-class Admitted:
-    """What the log makes of a batch: the events new to it, and the collisions."""
-
-    fresh: list[Envelope]
-    collisions: list[tuple[Envelope, EventIdCollision]]
-
-
 def _digest(env: Envelope) -> str:
     return hashlib.md5(env.payload.encode(), usedforsecurity=False).hexdigest()
 
@@ -162,7 +154,7 @@ class AuditLogProjection:
         if not seen and len({(env.topic, env.event.event_id) for env in batch}) == len(batch):
             return Admitted(list(batch), [])
         fresh: list[Envelope] = []
-        collisions: list[tuple[Envelope, EventIdCollision]] = []
+        collisions: list[tuple[Envelope, Exception]] = []
         for env in batch:
             key = (env.topic, env.event.event_id)
             first = seen.get(key)

@@ -36,6 +36,15 @@ class Envelope:
         return dumps(self.event).decode()
 
 
+@dataclass(frozen=True)
+class Admitted:
+    """What the deduplication makes of a batch: the events new to the read models, and
+    those that collide with a recorded event (each with the reason to dead-letter it)."""
+
+    fresh: list[Envelope]
+    collisions: list[tuple[Envelope, Exception]]
+
+
 # PostgreSQL text and jsonb cannot hold U+0000; the read models store U+FFFD in its place.
 NUL, REPLACEMENT = "\x00", "\ufffd"
 

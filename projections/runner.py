@@ -43,7 +43,7 @@ from infra.kafka import partition_lags, read_headers
 from infra.settings import Settings
 from infra.telemetry import record_span, trace_id_of, traceparent_of
 from projections.anchors import AnchorPublisher
-from projections.envelope import Envelope, storable
+from projections.envelope import Admitted, Envelope, storable
 from projections.metrics import ReadModelMetrics
 from projections.staging import Load
 from schemas.codec import Codec, CodecError, Headers, InvalidEvent
@@ -69,11 +69,6 @@ class Projection(Protocol):
     def apply(self, load: Load, plan: Any) -> None:
         """Write what ``plan`` made of the batch's new events (``load`` says how)."""
         ...
-
-
-class Admitted(Protocol):
-    fresh: list[Envelope]  # the events not recorded yet
-    collisions: list[tuple[Envelope, Exception]]  # other events under recorded ids
 
 
 class Deduplicator(Protocol):
@@ -194,7 +189,7 @@ class ProjectionRunner:
         self.duplicates = 0
         # One thread writes batches, one at a time; _inflight is the batch it is writing.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-writer")
-        self._inflight: Future[tuple[Batch, int]] | None = None
+        self._inflight: Future[tuple[Batch, Written]] | None = None
         # The position stored (or being stored) per partition: when the consumer has moved
         # past transaction markers only, an offsets-only write catches up (lag reads 0).
         self._positions: dict[tuple[str, int], int] = {}
