@@ -6,8 +6,8 @@ read models deduplicated on ``event_id`` alone.
 
 Now internal ids are keyed (HMAC under the deployment's secret), deduplication is per
 (topic, event_id), and a different event under an id its topic holds already is
-dead-lettered as ``event_id_collision``, with its bytes: refused with its reason, nothing
-lost.
+dead-lettered as ``event_id_collision``, with its bytes (by the read models on `cases`, by
+intake for a case's opening): refused with its reason, nothing lost.
 """
 
 from __future__ import annotations
@@ -90,11 +90,12 @@ class World:
             event_id,
         )
 
-    def collisions(self) -> list[DeadLettered]:
-        """The read models' dead letters for colliding ids."""
+    def collisions(self, source: str = "cases") -> list[DeadLettered]:
+        """The dead letters for colliding ids read on ``source`` (`cases`: by the read
+        models; `upstream`: by intake)."""
         return [
             d
-            for d in self.out.events(DeadLettered, consumer=group_id(self.settings, "readmodels"))
+            for d in self.out.events(DeadLettered, source_topic=self.settings.topic(source))
             if d.reason.startswith("event_id_collision")
         ]
 
@@ -209,9 +210,12 @@ def test_a_different_event_under_a_recorded_id_is_dead_lettered_and_a_redelivery
         changes={"subject": "not the real one"},
     )
     send(world.settings, world.codec, [colliding])
-    # ... and a raw producer writes another CaseOpened under that id on `cases` itself.
+    # ... a raw producer writes another CaseOpened under that id on `cases` itself ...
     forged = replace(opened, subject="forged", occurred_at=utc_now())
     forged_bytes = world.raw("cases", forged)
+    # ... and another goes to intake, which remembers what opened the case.
+    via_intake = replace(opened, subject="forged via intake")
+    send(world.settings, world.codec, [via_intake])
 
     # Then both different events are dead-lettered with the reason, their bytes kept ...
     letters = world.out.wait(
@@ -222,10 +226,15 @@ def test_a_different_event_under_a_recorded_id_is_dead_lettered_and_a_redelivery
     colliding_bytes, _ = world.codec.encode(colliding)
     assert sorted(d.raw for d in letters) == sorted([colliding_bytes, forged_bytes])
     for letter in letters:
-        assert letter.source_topic == world.settings.topic("cases")
+        assert letter.consumer == group_id(world.settings, "readmodels")
         assert letter.error_class == "EventIdCollision"
         assert opened.event_id in letter.reason
         assert world.codec.decode(letter.raw, None).event_id == opened.event_id
+    [refused] = world.out.wait(
+        lambda: world.collisions("upstream"), timeout_s=60, what="intake's dead letter"
+    )
+    assert refused.raw == world.codec.encode(via_intake)[0]
+    assert refused.reason.startswith("event_id_collision: CaseOpened")
     # ... the recorded event stays the real one, everywhere ...
     [(event_type, _, payload)] = world.audited("cases", opened.event_id)
     assert event_type == "CaseOpened" and '"subject":"the real one"' in payload
