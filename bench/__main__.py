@@ -42,6 +42,7 @@ from bench.stages import Run, pipeline, stage
 from infra import sandbox
 from infra.bootstrap import services_up
 from infra.kafka import common_config
+from infra.secrets import install_event_id_key
 from infra.settings import Settings
 from schemas.codec import Codec
 
@@ -227,6 +228,7 @@ class Bench:
         self.args = args
         self.base = Settings()
         services_up(self.base, lambda line: None)
+        install_event_id_key(self.base)
         self.admin = sandbox.server_admin_url(self.base)
         self.codec = Codec.load()
         self.made: list[Settings] = []

@@ -56,6 +56,7 @@ from console.demo import generate, shifted, split_history
 from console.policy_cmd import publish_policy
 from infra import sandbox
 from infra.kafka import consumer_config, producer_config, read_headers
+from infra.secrets import install_event_id_key
 from infra.settings import PROJECT_ROOT, Settings
 from infra.topics import INTAKE, produced_to
 from policy.loader import default_policy_path, load_policy_text
@@ -724,6 +725,8 @@ def main(argv: list[str] | None = None) -> None:
 
     base = Settings()
     services_up(base, lambda line: None)
+    # The reviews it submits carry derived ids: the same key as the processors under test.
+    install_event_id_key(base)
     restarts = not args.no_restarts and can_restart_services(base)
     if not args.no_restarts and not restarts:
         out.print(

@@ -82,11 +82,11 @@ class Stage:
 
 
 def read_topics(settings: Settings, codec: Codec, timeout_s: float = 300.0) -> list[Record]:
-    """Every record of every casegate topic, up to the ends as they are now."""
+    """Every record of every casegate event topic, up to the ends as they are now."""
     consumer = Consumer(
         consumer_config(settings, f"chaos-check-{uuid.uuid4()}", **{"enable.partition.eof": False})
     )
-    logical = {settings.topic(t.name): t.name for t in TOPICS}
+    logical = {settings.topic(t.name): t.name for t in TOPICS if t.events}
     try:
         meta = consumer.list_topics(timeout=30).topics
         ends: dict[tuple[str, int], int] = {}

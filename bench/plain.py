@@ -24,6 +24,7 @@ from confluent_kafka import TopicPartition as TP
 
 from bench.raw import next_batch, position, read_to_end
 from infra.kafka import consumer_config, make_producer, produce
+from infra.secrets import install_event_id_key
 from infra.settings import Settings
 from infra.topics import ensure_changelogs
 from policy.loader import LoadedPolicy, load_policy_text
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(args) != 1 or args[0] not in PROCESSORS:
         sys.exit(f"usage: python -m bench.plain {{{'|'.join(PROCESSORS)}}}")
     settings = Settings()
+    install_event_id_key(settings)
     codec = Codec.load()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -31,6 +31,7 @@ from bench.report import RESULTS
 from bench.stages import stage
 from infra import sandbox
 from infra.bootstrap import services_up
+from infra.secrets import install_event_id_key
 from infra.settings import Settings
 from schemas.codec import Codec
 
@@ -170,6 +171,7 @@ def main() -> None:
     if args.from_file is None:
         base = Settings()
         services_up(base, lambda line: None)
+        install_event_id_key(base)
         admin, codec = sandbox.server_admin_url(base), Codec.load()
         if args.component == "replay":
             profile_replay(base, admin, codec, args.events, args.seconds, raw_file)

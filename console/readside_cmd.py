@@ -8,6 +8,7 @@ from typing import Annotated
 
 import psycopg
 import typer
+from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -123,22 +124,45 @@ def metrics(
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Walk every hash chain of audit_log; name the first row that does not match."""
+    """Walk every hash chain of audit_log and check it against the signed anchors the read
+    models published on Kafka; name every row that does not match."""
+    from infra.secrets import anchor_key
+    from projections.anchors import check_anchors, read_anchors
     from projections.audit import verify
 
-    with _connect(Settings()) as conn, progress() as bar:
+    settings = Settings()
+    with _connect(settings) as conn, progress() as bar:
         total = conn.execute("SELECT count(*) FROM audit_log").fetchone()
         task = bar.add_task("verifying", total=total[0] if total else 0)
         result = verify(conn, lambda n: bar.advance(task, n))
         bar.update(task, completed=result.rows)
+        try:
+            anchors, forged = read_anchors(settings, anchor_key(settings))
+        except KafkaException as exc:
+            err.print(f"[red]error:[/] cannot read the audit anchors from Kafka: {exc}")
+            err.print("[yellow]next:[/] run `casegate up` (or set KAFKA_BOOTSTRAP_SERVERS).")
+            raise typer.Exit(1) from None
+        problems = check_anchors(conn, anchors)
     if result.broken:
         b = result.broken
-        err.print(
-            f"[red]audit_log is NOT intact:[/] {b.topic}[{b.partition}] seq {b.seq} "
-            f"(event {b.event_id}): {b.problem}"
+        problems.insert(
+            0,
+            f"{b.topic}[{b.partition}] seq {b.seq} (event {b.event_id}): {b.problem}",
         )
+    problems += [f"anchor {f}" for f in forged]
+    for problem in problems:
+        err.print(f"[red]audit_log is NOT intact:[/] {problem}")
+    if problems:
         raise typer.Exit(1)
-    out.print(f"audit_log intact: {result.rows} rows in {result.chains} chains verified")
+    latest = max((a.at for a in anchors.values()), default=None)
+    out.print(
+        f"audit_log intact: {result.rows} rows in {result.chains} chains verified; "
+        + (
+            f"{len(anchors)} chain heads match their anchors (latest {latest})"
+            if anchors
+            else "no anchors published yet"
+        )
+    )
 
 
 @audit_app.command("gaps")

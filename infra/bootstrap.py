@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from infra.db import check_app_role, database_urls, migrate
+from infra.secrets import event_id_key
 from infra.settings import Settings
 from infra.topics import ensure_topics
 
@@ -39,7 +40,7 @@ def services_down(settings: Settings, report: Report) -> None:
 
 
 def provision(settings: Settings, report: Report) -> None:
-    """Topics and schema migrations; idempotent."""
+    """Topics, schema migrations and the deployment's event-id key; idempotent."""
     created = [t.name for t in ensure_topics(settings) if t.created]
     report(
         f"Topics: {len(created)} created"
@@ -52,3 +53,6 @@ def provision(settings: Settings, report: Report) -> None:
         f"Migrations: {len(applied)} applied"
         + (f" ({', '.join(applied)})" if applied else ", schema up to date")
     )
+    # Generated here (0600) unless CASEGATE_EVENT_ID_KEY is set, so that every component
+    # started afterwards reads the same one.
+    event_id_key(settings)

@@ -19,7 +19,7 @@ from psycopg import sql
 
 from infra.errors import SetupError
 from infra.procs import port_open
-from infra.secretfile import generated_secret, write_private
+from infra.secrets import secret_file, write_private
 from infra.settings import Settings
 
 APP_ROLE = "casegate"
@@ -69,7 +69,7 @@ class LocalPostgres:
 
     def _secret(self, name: str) -> str:
         """A generated password kept beside the cluster (created on first use)."""
-        return generated_secret(self.settings.home / "secrets", name)
+        return secret_file(self.settings.home / "secrets" / name)
 
     def admin_url(self, dbname: str = "postgres") -> str:
         return psycopg.conninfo.make_conninfo(

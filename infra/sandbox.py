@@ -88,6 +88,11 @@ def child_env(settings: Settings) -> dict[str, str]:
     env["CASEGATE_METRICS_PORT"] = str(settings.metrics_port)
     env["CASEGATE_TRACING"] = settings.tracing
     env["CASEGATE_LOG_FORMAT"] = settings.log_format
+    # One deployment, one key: derived ids and anchors must agree across its processes.
+    env["CASEGATE_HOME"] = str(settings.home)
+    env["CASEGATE_AUDIT_ANCHOR_INTERVAL_S"] = str(settings.audit_anchor_interval_s)
+    if settings.event_id_key is not None:
+        env["CASEGATE_EVENT_ID_KEY"] = settings.event_id_key.get_secret_value()
     if settings.database_url is not None:
         env["DATABASE_URL"] = settings.database_url.get_secret_value()
     if settings.admin_database_url is not None:

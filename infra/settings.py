@@ -53,6 +53,18 @@ class Settings(BaseSettings):
         default=None,
         description="URL used to apply migrations (needs DDL rights); defaults to DATABASE_URL.",
     )
+    event_id_key: SecretStr | None = Field(
+        default=None,
+        description="Secret key of derived event ids and audit anchors (at least 16 "
+        "characters; every process of a deployment needs the same). Unset: "
+        "<home>/secrets/event_id_key, generated (0600) on first use.",
+    )
+    audit_anchor_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Fewest seconds between two anchors of the audit chain heads published "
+        "by the read models (the tail `audit verify` can prove).",
+    )
     topic_prefix: str = Field(default="casegate.", description="Prefix of every topic name.")
     partitions: int = Field(default=6, ge=1, description="Partitions of each topic created.")
     replication_factor: int = Field(default=1, ge=1, description="Replication of each topic.")

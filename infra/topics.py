@@ -28,6 +28,8 @@ class TopicSpec:
     # Projected into the read models. The intake topic is not: only what intake accepted
     # (re-published on `cases`) is part of the record; what it refused is dead-lettered.
     projected: bool = True
+    # Carries casegate events (Avro). The audit anchors are signed JSON instead.
+    events: bool = True
 
 
 TOPICS: tuple[TopicSpec, ...] = (
@@ -44,6 +46,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     # started later would disagree with those that saw the original).
     TopicSpec("policy", KEEP_FOREVER, single_partition=True),
     TopicSpec("deadletter", KEEP_FOREVER),
+    # The audit chains' signed heads (projections.anchors): written by the read models,
+    # read by `casegate audit verify`, never projected (it is the check on the projection).
+    TopicSpec("audit-anchors", KEEP_FOREVER, single_partition=True, projected=False, events=False),
 )
 # What the read models consume (and a replay rebuilds from).
 PROJECTED: tuple[TopicSpec, ...] = tuple(t for t in TOPICS if t.projected)

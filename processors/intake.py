@@ -68,7 +68,11 @@ class Intake(Handler):
                     CASES,
                     record.partition,
                     event.case_id,
-                    {"status": after.status, "opened_event_id": after.opened_event_id},
+                    {
+                        "status": after.status,
+                        "opened_event_id": after.opened_event_id,
+                        "opened_digest": after.opened_digest,
+                    },
                     expires_ms=(
                         round(event.occurred_at.timestamp() * 1000) + self.retention_ms
                         if resolved

@@ -6,11 +6,13 @@ story about its case before anything downstream trusts it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from enum import Enum
 
 from schemas.events import CaseOpened, CaseReopened, CaseResolved, CaseUpdated, Event
+from schemas.jsonform import dumps
 
 UPSTREAM = (CaseOpened, CaseUpdated, CaseResolved, CaseReopened)
 
@@ -26,6 +28,14 @@ class KnownCase:
 
     status: str  # open | resolved | reopened
     opened_event_id: str
+    # sha256 of the opening event's JSON form, to tell its redelivery from another event
+    # under its id (None: remembered before intake kept it; such a repeat is a redelivery).
+    opened_digest: str | None = None
+
+
+def content_digest(event: Event) -> str:
+    """What an event says, as one hash: equal for a redelivery, whatever the bytes."""
+    return hashlib.sha256(dumps(event)).hexdigest()
 
 
 class Verdict(Enum):
@@ -93,7 +103,13 @@ def check(
         if known is None:
             return Check(Verdict.ACCEPT)
         if known.opened_event_id == event.event_id:
-            return Check(Verdict.DUPLICATE)
+            if known.opened_digest in (None, content_digest(event)):
+                return Check(Verdict.DUPLICATE)
+            return Check(
+                Verdict.REJECT,
+                f"event_id_collision: CaseOpened {event.event_id} differs from the one that "
+                f"opened case {event.case_id} under the same id",
+            )
         return Check(
             Verdict.REJECT,
             f"case {event.case_id} was already opened by event {known.opened_event_id}",
@@ -112,11 +128,11 @@ def check(
 def evolve(known: KnownCase | None, event: Event) -> KnownCase | None:
     """The case after an accepted event."""
     if isinstance(event, CaseOpened):
-        return KnownCase("open", event.event_id)
+        return KnownCase("open", event.event_id, content_digest(event))
     if known is None:
         return None
     if isinstance(event, CaseResolved):
-        return KnownCase("resolved", known.opened_event_id)
+        return replace(known, status="resolved")
     if isinstance(event, CaseReopened):
-        return KnownCase("reopened", known.opened_event_id)
+        return replace(known, status="reopened")
     return known

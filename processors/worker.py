@@ -16,6 +16,7 @@ import threading
 
 from prometheus_client import CollectorRegistry
 
+from infra.secrets import install_event_id_key
 from infra.settings import Settings
 from infra.telemetry import serve_metrics, setup_logging
 from processors.handler import Handler
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     settings = Settings()
+    install_event_id_key(settings)
     if args.instance is None:
         args.instance = settings.instance
     setup_logging(settings, f"{args.name}-{args.instance}")

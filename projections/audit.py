@@ -3,8 +3,11 @@
 Each row's hash is sha256(previous row's hash + the row's canonical form). The chain follows
 the partition's own order, so a replay from the topics rebuilds the same chain, and
 ``verify`` recomputes every hash from the stored columns to find the first changed row.
-The same table deduplicates: an event whose ``event_id`` is already recorded is dropped
-before any read model sees it.
+The same table deduplicates: an event whose ``(topic, event_id)`` is already recorded is
+dropped before any read model sees it. An id names an event on its own topic only, so an
+upstream event cannot hide a later internal one by carrying its id; and on the topics
+upstream writes, a *different* event under an id already recorded is not a duplicate but a
+collision, set aside to the dead-letter topic with its reason, never silently dropped.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from projections.describe import actor_of, policy_version_of
-from projections.envelope import Envelope
+from projections.envelope import Admitted, Envelope
 from projections.staging import Load, Table
 from schemas.jsonform import format_timestamp
 
@@ -44,12 +47,15 @@ _COLUMN_LIST = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
 READ_CHAIN = sql.SQL(
     "SELECT {} FROM audit_log WHERE topic = %s AND partition = %s ORDER BY seq"
 ).format(_COLUMN_LIST)
-# Which of the batch's event ids (a JSON array) the log holds already. One JSON parameter,
-# not a text[]: psycopg builds an array parameter element by element in Python (~8x the CPU
-# of orjson here), and unlike a COPY into a staging table it can go in a pipeline.
-SEEN = (
-    "SELECT event_id FROM audit_log WHERE event_id IN (SELECT json_array_elements_text(%s::json))"
-)
+# Which of the batch's (topic, event_id) pairs the log holds already, with where and what
+# (md5 of the payload, to tell a redelivery from a collision). One JSON parameter, not
+# text[]s: psycopg builds an array parameter element by element in Python (~8x the CPU of
+# orjson here), and unlike a COPY into a staging table it can go in a pipeline.
+SEEN = """
+SELECT a.topic, a.event_id, a.partition, a.kafka_offset, md5(a.payload)
+FROM json_to_recordset(%s::json) AS b (t text, e text)
+JOIN audit_log a ON a.topic = b.t AND a.event_id = b.e
+"""
 # The head (last seq and hash) of every chain a batch extends, in one round trip.
 HEADS = """
 SELECT c.topic, c.partition, h.seq, h.hash
@@ -82,47 +88,84 @@ def _timestamp(moment: datetime) -> str:
     return utc.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
+class EventIdCollision(Exception):
+    """A different event under an id its topic has recorded already (the dead letter's
+    reason starts with ``event_id_collision``)."""
+
+
+def _digest(env: Envelope) -> str:
+    return hashlib.md5(env.payload.encode(), usedforsecurity=False).hexdigest()
+
+
 class AuditLogProjection:
     name: str = "audit_log"
 
-    def __init__(self) -> None:
+    def __init__(self, checked_topics: frozenset[str] = frozenset()) -> None:
         self.table = Table("audit_log")
+        # Topics (full names) whose ids their producers choose (upstream's): there a
+        # repeated id with other content is a collision. Elsewhere ids are derived, and a
+        # repeat is a redelivery even when an incidental field differs (a dead letter
+        # produced again after a crash, a review retried with its idempotency key).
+        self.checked_topics = checked_topics
         # The head of every chain the batch in hand extends, read by ``fresh`` in the same
         # round trip as the deduplication and used by ``apply`` in the same transaction.
         self._heads: dict[tuple[str, int], tuple[int, str]] = {}
+        # The heads ``apply`` left, for the anchors (``take_heads``).
+        self._written: dict[tuple[str, int], tuple[int, str]] = {}
 
     def prepare(self, cur: psycopg.Cursor) -> None:
         self.table.learn(cur)
 
-    @staticmethod
-    def unique(batch: Sequence[Envelope]) -> list[Envelope]:
-        """The first occurrence of each event in the batch (a duplicate changes nothing)."""
-        seen: set[str] = set()
+    def unique(self, batch: Sequence[Envelope]) -> list[Envelope]:
+        """The first occurrence of each event in the batch (a duplicate changes nothing).
+
+        On a checked topic an occurrence with other content is kept too, for ``fresh`` to
+        set aside as a collision.
+        """
+        seen: set[tuple[str, str]] = set()
+        contents: dict[tuple[str, str], set[str]] = {}
         out = []
         for env in batch:
-            event_id = env.event.event_id
-            if event_id not in seen:
-                seen.add(event_id)
+            key = (env.topic, env.event.event_id)
+            if key not in seen:
+                seen.add(key)
+                out.append(env)
+                if env.topic in self.checked_topics:
+                    contents[key] = {_digest(env)}
+            elif key in contents and (digest := _digest(env)) not in contents[key]:
+                contents[key].add(digest)
                 out.append(env)
         return out
 
-    def fresh(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> list[Envelope]:
-        """The envelopes (each event once) whose event is not recorded yet; and, for
+    def fresh(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> Admitted:
+        """The envelopes whose event is not recorded yet, and the collisions; and, for
         ``apply``, the head of each chain the batch extends. Both are sent before either is
         read, so that in a pipeline they cost one round trip."""
-        ids = orjson.dumps([env.event.event_id for env in batch]).decode()
+        pairs = orjson.dumps([{"t": env.topic, "e": env.event.event_id} for env in batch])
         chains = sorted({(env.topic, env.partition) for env in batch})
         with cur.connection.cursor() as heads:
-            cur.execute(SEEN, (ids,))
+            cur.execute(SEEN, (pairs.decode(),))
             heads.execute(HEADS, ([t for t, _ in chains], [p for _, p in chains]))
-            seen = {r[0] for r in cur.fetchall()}
+            seen = {(t, e): (p, o, digest) for t, e, p, o, digest in cur.fetchall()}
             self._heads = {
                 (t, p): (seq, digest) if seq is not None else (0, GENESIS)
                 for t, p, seq, digest in heads.fetchall()
             }
-        if not seen:
-            return list(batch)
-        return [env for env in batch if env.event.event_id not in seen]
+        if not seen and len({(env.topic, env.event.event_id) for env in batch}) == len(batch):
+            return Admitted(list(batch), [])
+        fresh: list[Envelope] = []
+        collisions: list[tuple[Envelope, Exception]] = []
+        for env in batch:
+            key = (env.topic, env.event.event_id)
+            first = seen.get(key)
+            if first is None:
+                # New to the log: the batch's first occurrence is the event from now on.
+                seen[key] = (env.partition, env.offset, _digest(env))
+                fresh.append(env)
+                continue
+            if env.topic in self.checked_topics and _digest(env) != first[2]:
+                collisions.append((env, _collision(env, first[0], first[1])))
+        return Admitted(fresh, collisions)
 
     @staticmethod
     def plan(batch: Sequence[Envelope]) -> list[tuple[Any, ...]]:
@@ -155,6 +198,12 @@ class AuditLogProjection:
         if missing:
             raise RuntimeError(f"chain heads not read in this transaction: {sorted(missing)}")
         load.append(self.table, COLUMNS, self._rows(plan, heads))
+        self._written.update({chain: heads[chain] for chain in {(r[0], r[1]) for r in plan}})
+
+    def take_heads(self) -> dict[tuple[str, int], tuple[int, str]]:
+        """The head (seq, hash) of every chain extended since the last call."""
+        written, self._written = self._written, {}
+        return written
 
     @staticmethod
     def _rows(
@@ -168,6 +217,14 @@ class AuditLogProjection:
             digest = row_hash(prev, content)
             heads[chain] = (seq, digest)
             yield (*content, prev, digest)
+
+
+def _collision(env: Envelope, partition: int, offset: int) -> EventIdCollision:
+    return EventIdCollision(
+        f"event_id_collision: {env.event.event_type} {env.event.event_id} at {env.position} "
+        f"differs from the event recorded under the same id at {env.topic}[{partition}]@"
+        f"{offset}; the recorded one stays, this one is set aside"
+    )
 
 
 @dataclass(frozen=True)

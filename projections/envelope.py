@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from schemas.codec import Headers
 from schemas.events import Event
 from schemas.jsonform import dumps
 
@@ -19,6 +20,10 @@ class Envelope:
     key: bytes | None
     event: Event
     trace_id: str | None = None  # of the traceparent header the record carried
+    # The record as it came, kept only where a dead letter may need it (a collision on a
+    # topic whose ids upstream chooses: ``AuditLogProjection.checked_topics``).
+    raw: bytes | None = None
+    headers: Headers | None = None
 
     @property
     def position(self) -> str:
@@ -29,6 +34,15 @@ class Envelope:
     def payload(self) -> str:
         """The event's JSON form, computed once for every read model that stores it."""
         return dumps(self.event).decode()
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """What the deduplication makes of a batch: the events new to the read models, and
+    those that collide with a recorded event (each with the reason to dead-letter it)."""
+
+    fresh: list[Envelope]
+    collisions: list[tuple[Envelope, Exception]]
 
 
 # PostgreSQL text and jsonb cannot hold U+0000; the read models store U+FFFD in its place.

@@ -104,6 +104,7 @@ def rebuild(
         name=f"replay-{uuid.uuid4().hex[:8]}",
         emit_dead_letters=False,
         batch_size=REPLAY_BATCH,
+        anchor=False,
     )
     started = time.monotonic()
     with psycopg.connect(urls.admin, autocommit=True) as admin:
@@ -128,8 +129,8 @@ def rebuild(
 
 
 # Indexes in a schema that back no constraint: primary keys and unique constraints stay,
-# since the merge statements (ON CONFLICT) and the deduplication (audit_log.event_id) use
-# them while loading.
+# since the merge statements (ON CONFLICT) and the deduplication (audit_log's unique
+# (topic, event_id)) use them while loading.
 SECONDARY_INDEXES = """
 SELECT i.relname, pg_get_indexdef(x.indexrelid)
 FROM pg_index x

@@ -42,7 +42,8 @@ from infra.deadletter import dead_letter
 from infra.kafka import partition_lags, read_headers
 from infra.settings import Settings
 from infra.telemetry import record_span, trace_id_of, traceparent_of
-from projections.envelope import Envelope, storable
+from projections.anchors import AnchorPublisher
+from projections.envelope import Admitted, Envelope, storable
 from projections.metrics import ReadModelMetrics
 from projections.staging import Load
 from schemas.codec import Codec, CodecError, Headers, InvalidEvent
@@ -73,13 +74,22 @@ class Projection(Protocol):
 class Deduplicator(Protocol):
     """Keeps only events not recorded yet; the audit log plays this part."""
 
+    # Topics whose records are kept whole (``Envelope.raw``): a collision found there is
+    # dead-lettered with its bytes.
+    checked_topics: frozenset[str]
+
     def unique(self, batch: Sequence[Envelope]) -> list[Envelope]:
         """The first occurrence of each event in the batch."""
         ...
 
-    def fresh(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> list[Envelope]:
-        """The events of ``batch`` (unique) that are not recorded yet (reads only: in a
-        pipeline, its statements are the transaction's one round trip before the writes)."""
+    def fresh(self, cur: psycopg.Cursor, batch: Sequence[Envelope]) -> Admitted:
+        """The events of ``batch`` (unique) that are not recorded yet, and those that
+        collide with a recorded one (reads only: in a pipeline, its statements are the
+        transaction's one round trip before the writes)."""
+        ...
+
+    def take_heads(self) -> dict[tuple[str, int], tuple[int, str]]:
+        """The audit chains' heads the last ``apply`` left (for the anchors)."""
         ...
 
 
@@ -119,6 +129,8 @@ class Written:
 
     fresh: dict[str, int]  # new events, by topic
     seconds: float  # BEGIN to COMMIT
+    heads: dict[tuple[str, int], tuple[int, str]]  # audit chains' heads it left
+    collisions: int  # events dead-lettered as colliding with recorded ones
 
 
 def group_id(settings: Settings, name: str) -> str:
@@ -145,6 +157,7 @@ class ProjectionRunner:
         reconnect: Callable[[], psycopg.Connection] | None = None,
         metrics: ReadModelMetrics | None = None,
         tracer: Tracer | None = None,
+        anchors: AnchorPublisher | None = None,
     ) -> None:
         self.settings = settings
         self.codec = codec
@@ -164,6 +177,9 @@ class ProjectionRunner:
         self.reconnect = reconnect
         self.metrics = metrics
         self.tracer = tracer
+        # Publishes the audit chains' heads as batches commit (the live worker's; a replay
+        # rebuilds elsewhere and anchors nothing).
+        self.anchors = anchors
         self._next_gauges = 0.0
         # Offsets are stored per projection; dead letters name the consumer group.
         self.consumer_name = f"projection.{name}"
@@ -173,7 +189,7 @@ class ProjectionRunner:
         self.duplicates = 0
         # One thread writes batches, one at a time; _inflight is the batch it is writing.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-writer")
-        self._inflight: Future[tuple[Batch, int]] | None = None
+        self._inflight: Future[tuple[Batch, Written]] | None = None
         # The position stored (or being stored) per partition: when the consumer has moved
         # past transaction markers only, an offsets-only write catches up (lag reads 0).
         self._positions: dict[tuple[str, int], int] = {}
@@ -230,6 +246,8 @@ class ProjectionRunner:
             self._inflight = None
         self._writer.shutdown(wait=True)
         self.consumer.close()
+        if self.anchors is not None:
+            self.anchors.close()
         self.producer.flush(10)
         if self._collecting:
             gc.enable()
@@ -286,6 +304,8 @@ class ProjectionRunner:
         batch = self._read()
         self.drain()
         self._gauges()
+        if self.anchors is not None:
+            self.anchors.publish_due()
         if batch is None:
             return 0
         self._inflight = self._writer.submit(self._write, batch)
@@ -308,11 +328,13 @@ class ProjectionRunner:
         fresh = sum(written.fresh.values())
         self._positions.update(batch.next_offsets)
         self.processed += fresh
-        self.duplicates += batch.decoded - fresh
+        self.dead_lettered += written.collisions
+        duplicates = batch.decoded - fresh - written.collisions
+        self.duplicates += duplicates
+        if self.anchors is not None:
+            self.anchors.note(written.heads)
         if self.metrics is not None:
-            self.metrics.committed(
-                batch.consumed, written.fresh, batch.decoded - fresh, written.seconds
-            )
+            self.metrics.committed(batch.consumed, written.fresh, duplicates, written.seconds)
         for span in batch.spans:
             span.end()
         # For lag tools only: the position that counts is the one stored with the rows.
@@ -366,9 +388,19 @@ class ProjectionRunner:
                 dead += 1
                 continue
             traceparent = traceparent_of(headers)
+            kept = topic in self.dedupe.checked_topics
             envelopes.append(
                 storable(
-                    Envelope(topic, partition, offset, msg.key(), event, trace_id_of(traceparent))
+                    Envelope(
+                        topic,
+                        partition,
+                        offset,
+                        msg.key(),
+                        event,
+                        trace_id_of(traceparent),
+                        msg.value() if kept else None,
+                        headers if kept else None,
+                    )
                 )
             )
             if self.tracer is not None:
@@ -380,11 +412,7 @@ class ProjectionRunner:
                 )
         if dead and self.emit_dead_letters:
             # Dead letters must be durable before the offsets that skip them are.
-            remaining = self.producer.flush(30)
-            if remaining:
-                raise KafkaException(
-                    KafkaError(KafkaError._MSG_TIMED_OUT, f"{remaining} dead letters not delivered")
-                )
+            self._flush_dead_letters()
         if not next_offsets:
             return None
         # Past the transaction markers the consumer has already skipped, too: the
@@ -440,8 +468,15 @@ class ProjectionRunner:
         started = time.perf_counter()
         envelopes = batch.envelopes
         inline = len(envelopes) <= INLINE_EVENTS
+        self.dedupe.take_heads()  # whatever a failed transaction left
+        collisions: list[tuple[Envelope, Exception]] = []
         with self._transaction(pipelined=inline) as cur:
-            fresh = self.dedupe.fresh(cur, envelopes) if envelopes else []
+            fresh: list[Envelope] = []
+            if envelopes:
+                admitted = self.dedupe.fresh(cur, envelopes)
+                fresh, collisions = admitted.fresh, admitted.collisions
+            if collisions:
+                self._set_aside(collisions)
             plans = batch.plans
             if len(fresh) != len(envelopes):
                 # Some were recorded already (a redelivery): the plans assumed they were
@@ -463,7 +498,22 @@ class ProjectionRunner:
                     [o for _, o in positions],
                 ),
             )
-        return batch, Written(dict(Counter(e.topic for e in fresh)), time.perf_counter() - started)
+        return batch, Written(
+            dict(Counter(e.topic for e in fresh)),
+            time.perf_counter() - started,
+            self.dedupe.take_heads(),
+            len(collisions),
+        )
+
+    def _set_aside(self, collisions: list[tuple[Envelope, Exception]]) -> None:
+        """Dead-letter the events that collide with recorded ones, durably before the
+        transaction that skips them commits (it is open while this waits)."""
+        for env, exc in collisions:
+            self._dead_letter(
+                env.topic, env.partition, env.offset, env.key, env.raw, env.headers, exc, False
+            )
+        if self.emit_dead_letters:
+            self._flush_dead_letters()
 
     @contextlib.contextmanager
     def _transaction(self, pipelined: bool) -> Iterator[psycopg.Cursor]:
@@ -493,6 +543,13 @@ class ProjectionRunner:
                     conn.execute("ROLLBACK")
             raise
 
+    def _flush_dead_letters(self) -> None:
+        remaining = self.producer.flush(30)
+        if remaining:
+            raise KafkaException(
+                KafkaError(KafkaError._MSG_TIMED_OUT, f"{remaining} dead letters not delivered")
+            )
+
     def _dead_letter(
         self,
         topic: str,
@@ -501,14 +558,18 @@ class ProjectionRunner:
         key: bytes | None,
         value: bytes | None,
         headers: Headers | None,
-        exc: CodecError,
+        exc: Exception,
+        counted: bool = True,
     ) -> None:
-        self.dead_lettered += 1
+        """Produce the dead letter of a record (``counted``: here; the writer's collisions
+        are counted by ``drain``, on the loop's thread)."""
+        if counted:
+            self.dead_lettered += 1
         if not self.emit_dead_letters:
             return
+        log.warning("dead-lettering %s[%d]@%d: %s", topic, partition, offset, exc)
         if self.metrics is not None:
             self.metrics.dead_letter(type(exc).__name__)
-        log.warning("dead-lettering %s[%d]@%d: %s", topic, partition, offset, exc)
         event = dead_letter(
             consumer=self.group_id,
             topic=topic,

@@ -13,9 +13,11 @@ from prometheus_client import CollectorRegistry
 from infra.db import check_app_role, database_urls
 from infra.errors import SetupError
 from infra.kafka import make_consumer, make_producer
+from infra.secrets import anchor_key, install_event_id_key
 from infra.settings import Settings
 from infra.telemetry import make_tracer, serve_metrics, setup_logging
 from infra.topics import PROJECTED
+from projections.anchors import AnchorPublisher
 from projections.audit import AuditLogProjection
 from projections.case_state import CaseStateProjection
 from projections.metrics import ReadModelMetrics
@@ -49,11 +51,14 @@ def build_runner(
     batch_size: int = 5000,
     consumer_settings: dict[str, Any] | None = None,
     registry: CollectorRegistry | None = None,
+    anchor: bool = True,
 ) -> ProjectionRunner:
     """Every read model in one consumer: each record is decoded once and all tables move
     together in one transaction per batch. With a ``registry`` it counts what it does
-    there, and it traces each event when ``CASEGATE_TRACING`` is on."""
-    audit = AuditLogProjection()
+    there, and it traces each event when ``CASEGATE_TRACING`` is on. With ``anchor`` it
+    publishes the audit chains' heads (``projections.anchors``)."""
+    # Upstream chooses the ids on `cases` (intake re-publishes its records byte for byte).
+    audit = AuditLogProjection(checked_topics=frozenset({settings.topic("cases")}))
     # The live worker (no connection handed in) reconnects by itself after PostgreSQL
     # restarts; a caller that brings its own connection (a replay) owns its failures.
     reconnect = None
@@ -64,6 +69,7 @@ def build_runner(
         def reconnect() -> psycopg.Connection:
             return psycopg.connect(url, connect_timeout=10)
 
+    producer = make_producer(settings)
     return ProjectionRunner(
         settings=settings,
         codec=codec,
@@ -81,12 +87,13 @@ def build_runner(
         consumer=make_consumer(
             settings, group_id(settings, name), **{**READ_AHEAD, **(consumer_settings or {})}
         ),
-        producer=make_producer(settings),
+        producer=producer,
         batch_size=batch_size,
         emit_dead_letters=emit_dead_letters,
         reconnect=reconnect,
         metrics=ReadModelMetrics(registry, settings.topic_prefix) if registry else None,
         tracer=make_tracer(settings, NAME) if registry else None,
+        anchors=AnchorPublisher(settings, producer, anchor_key(settings)) if anchor else None,
     )
 
 
@@ -95,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     if args != [NAME]:
         sys.exit(f"usage: python -m projections.worker {NAME}")
     settings = Settings()
+    install_event_id_key(settings)
     setup_logging(settings, f"{NAME}-{settings.instance}")
     try:
         check_app_role(database_urls(settings).app)

@@ -11,6 +11,7 @@ with `utc_now()` (or truncate yourself) when an exact round trip matters.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -20,16 +21,44 @@ from typing import ClassVar
 # Avro union ["null","boolean","long","double","string"]: the values maps may carry.
 Scalar = None | bool | int | float | str
 
-# Fixed namespace for derived ids; changing it would change every derived event_id.
-CASEGATE_NAMESPACE = uuid.UUID("6f1f3f5e-2b8a-4c3e-9d47-5a0c1e7b9d21")
+# The deployment's secret for derived ids (see ``derived_event_id``), installed once per
+# process by its composition root (``infra.secrets.install_event_id_key``).
+_event_id_key: bytes | None = None
+
+
+class EventIdKeyMissing(RuntimeError):
+    """A derived id was asked for before the process installed its deployment's key."""
+
+
+def install_event_id_key(key: bytes | None) -> bytes | None:
+    """Make ``key`` the secret every derived id of this process is computed with; returns
+    the key it replaces (tests put it back). ``None`` uninstalls it."""
+    global _event_id_key
+    if key is not None and len(key) < 16:
+        raise ValueError("the event-id key must be at least 16 bytes")
+    previous, _event_id_key = _event_id_key, key
+    return previous
 
 
 def derived_event_id(cause_event_id: str, kind: str) -> str:
     """Deterministic id of the event of `kind` derived from `cause_event_id`.
 
-    Redelivery of the cause yields the same id, so consumers can drop duplicates.
+    Redelivery of the cause yields the same id, so consumers can drop duplicates. The id
+    is HMAC-SHA256 under the deployment's secret key, formatted as a UUID (version 8):
+    upstream chooses the ids of its own events, and with a public derivation it could
+    compute every later id in advance and send decoys carrying them.
     """
-    return str(uuid.uuid5(CASEGATE_NAMESPACE, f"{cause_event_id}:{kind}"))
+    key = _event_id_key
+    if key is None:
+        raise EventIdKeyMissing(
+            "no event-id key installed in this process: its main() must call "
+            "infra.secrets.install_event_id_key(settings) before deriving ids"
+        )
+    message = f"{cause_event_id}:{kind}".encode("utf-8", "surrogatepass")
+    digest = bytearray(hmac.new(key, message, hashlib.sha256).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x80  # version 8: custom (RFC 9562)
+    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC variant
+    return str(uuid.UUID(bytes=bytes(digest)))
 
 
 def action_digest(action: ActionSpec) -> str:

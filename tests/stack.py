@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import psycopg
+from pydantic import SecretStr
 
 from infra import sandbox
+from infra.secrets import install_event_id_key
 from infra.settings import Settings
 
 
@@ -38,6 +40,14 @@ class Stack:
         sandbox.destroy(self.base, self.admin_url, self.sandboxes)
 
 
+def _keyed(base: Settings) -> Settings:
+    """``base`` with the deployment's event-id key named explicitly (so every process a
+    test spawns gets it through ``child_env``) and installed in the test process, which
+    predicts derived ids and submits reviews under the same key."""
+    key = install_event_id_key(base)
+    return base.model_copy(update={"event_id_key": SecretStr(key.decode())})
+
+
 def _docker_answers() -> bool:
     try:
         import docker
@@ -50,7 +60,7 @@ def _docker_answers() -> bool:
 
 @contextlib.contextmanager
 def open_stack() -> Iterator[Stack]:
-    base = Settings()
+    base = _keyed(Settings())
     if not base.local_kafka and not base.local_postgres:
         yield Stack(base, sandbox.server_admin_url(base), "environment")
         return

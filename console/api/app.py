@@ -28,6 +28,7 @@ from console.api.telemetry import RequestMetrics
 from console.web import forms, pages
 from console.web.render import STATIC, build_templates, render
 from console.web.session import SignInRequired
+from infra.secrets import install_event_id_key
 from infra.settings import Settings
 from schemas.codec import Codec
 
@@ -59,6 +60,8 @@ def create_app(
     clock: Callable[[], datetime] = utc_clock,
     registry: CollectorRegistry | None = None,
 ) -> FastAPI:
+    # Reviews carry derived ids: the deployment's key, as the processors have it.
+    install_event_id_key(settings)
     app = FastAPI(
         title="casegate console",
         version="1",

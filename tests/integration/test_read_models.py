@@ -293,7 +293,7 @@ def test_replay_rebuilds_tables_equal_to_the_live_ones(projected: Settings) -> N
         )
         # The indexes and keys the replay builds after loading are back, as migrated.
         assert shape(conn, "rebuild") == shape(conn, "public")
-        assert ("case_timeline", "case_timeline_pkey", "PRIMARY KEY (event_id)") in shape(
+        assert ("case_timeline", "case_timeline_pkey", "PRIMARY KEY (topic, event_id)") in shape(
             conn, "rebuild"
         )
 

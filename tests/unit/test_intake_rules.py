@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from processors.intake_rules import MAX_TEXT_CHARS, KnownCase, Verdict, check, evolve
+from processors.intake_rules import (
+    MAX_TEXT_CHARS,
+    KnownCase,
+    Verdict,
+    check,
+    content_digest,
+    evolve,
+)
 from schemas.events import (
     CaseOpened,
     CaseReopened,
@@ -59,6 +66,8 @@ def updated() -> CaseUpdated:
 
 OPEN = KnownCase("open", "e1")
 RESOLVED = KnownCase("resolved", "e1")
+# Opened by `opened()`, remembered with what it said.
+OPENED = KnownCase("open", "e1", content_digest(opened()))
 
 
 @pytest.mark.parametrize(
@@ -66,6 +75,8 @@ RESOLVED = KnownCase("resolved", "e1")
     [
         (None, opened(), Verdict.ACCEPT, ""),
         (OPEN, opened(), Verdict.DUPLICATE, ""),
+        (OPENED, opened(), Verdict.DUPLICATE, ""),
+        (OPENED, replace(opened(), subject="other"), Verdict.REJECT, "event_id_collision"),
         (OPEN, opened(event_id="other"), Verdict.REJECT, "already opened"),
         (None, updated(), Verdict.REJECT, "unknown case"),
         (None, resolved(), Verdict.REJECT, "unknown case"),
@@ -141,7 +152,7 @@ def test_internal_events_do_not_belong_on_the_cases_topic() -> None:
 
 def test_the_case_follows_its_lifecycle() -> None:
     state = evolve(None, opened())
-    assert state == KnownCase("open", "e1")
+    assert state == KnownCase("open", "e1", content_digest(opened()))
     state = evolve(state, resolved())
-    assert state == KnownCase("resolved", "e1")
-    assert evolve(state, reopened()) == KnownCase("reopened", "e1")
+    assert state == KnownCase("resolved", "e1", content_digest(opened()))
+    assert evolve(state, reopened()) == KnownCase("reopened", "e1", content_digest(opened()))

@@ -19,8 +19,10 @@ from schemas.events import (
     EVENT_TYPES,
     VALUE_TYPES,
     Event,
+    EventIdKeyMissing,
     InternalEvent,
     derived_event_id,
+    install_event_id_key,
     new_event_id,
 )
 from schemas.registry import BUNDLED_DIR
@@ -178,13 +180,42 @@ def test_sample_round_trips_exactly_through_the_codec(event: Event, codec: Codec
     assert repr(decoded) == repr(event)
 
 
-def test_derived_event_id_is_a_deterministic_uuid5() -> None:
+def test_derived_event_id_is_deterministic_and_a_valid_uuid8() -> None:
     first = derived_event_id("cause-1", "guard")
 
     assert first == derived_event_id("cause-1", "guard")
     assert first != derived_event_id("cause-1", "recommend")
     assert first != derived_event_id("cause-2", "guard")
-    assert uuid.UUID(first).version == 5
+    parsed = uuid.UUID(first)
+    assert parsed.version == 8
+    assert parsed.variant == uuid.RFC_4122
+    assert str(parsed) == first
+
+
+def test_derived_event_id_depends_on_the_key() -> None:
+    # Given the ids one deployment derives ...
+    under_test_key = derived_event_id("cause-1", "ExecutionRequested")
+    # ... when another key is installed (or upstream guesses with the public uuid5 scheme)
+    install_event_id_key(b"another-deployment-secret-key")
+    other = derived_event_id("cause-1", "ExecutionRequested")
+
+    # Then the ids differ: nobody without the key can compute them in advance.
+    assert other != under_test_key
+    old_namespace = uuid.UUID("6f1f3f5e-2b8a-4c3e-9d47-5a0c1e7b9d21")
+    legacy = uuid.uuid5(old_namespace, "cause-1:ExecutionRequested")
+    assert under_test_key != str(legacy) and other != str(legacy)
+
+
+def test_derived_event_id_without_a_key_says_what_to_do() -> None:
+    install_event_id_key(None)
+
+    with pytest.raises(EventIdKeyMissing, match="install_event_id_key"):
+        derived_event_id("cause-1", "guard")
+
+
+def test_a_short_event_id_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        install_event_id_key(b"short")
 
 
 def test_new_event_id_is_a_random_uuid4() -> None:
