@@ -31,6 +31,7 @@ from aiokafka import TopicPartition as AioTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 
+from infra import kafka_auth
 from infra.db import database_urls
 from infra.sandbox import child_env
 from infra.settings import Settings
@@ -411,16 +412,22 @@ if __name__ == "__main__":
 
 def aiokafka_config(settings: Settings) -> dict[str, Any]:
     """Connection settings for the probe's aiokafka clients (pure Python: they outlive a
-    broker restart without taking the harness down)."""
+    broker restart without taking the harness down); the same resolution as every
+    confluent-kafka client's (infra.kafka_auth)."""
+    auth = kafka_auth.resolve(settings)
     conf: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap_servers,
-        "security_protocol": settings.kafka_security_protocol,
+        "security_protocol": auth.protocol,
     }
-    if settings.kafka_security_protocol.endswith("SSL"):
-        conf["ssl_context"] = create_ssl_context()
-    if settings.kafka_sasl_mechanism:
-        password = settings.kafka_sasl_password
-        conf["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        conf["sasl_plain_username"] = settings.kafka_sasl_username or ""
-        conf["sasl_plain_password"] = password.get_secret_value() if password else ""
+    if auth.tls:
+        conf["ssl_context"] = create_ssl_context(
+            cafile=auth.ca_location,
+            certfile=auth.certificate_location,
+            keyfile=auth.key_location,
+            password=auth.key_password,
+        )
+    if auth.protocol.startswith("SASL"):
+        conf["sasl_mechanism"] = auth.mechanism
+        conf["sasl_plain_username"] = auth.username or ""
+        conf["sasl_plain_password"] = auth.password or ""
     return conf

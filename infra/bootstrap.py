@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from infra.acl import ensure_acls
 from infra.db import database_urls, migrate
 from infra.settings import Settings
 from infra.topics import ensure_topics
@@ -45,6 +46,8 @@ def provision(settings: Settings, report: Report) -> None:
         f"Topics: {len(created)} created"
         + (f" ({', '.join(created)})" if created else ", all present")
     )
+    if bindings := ensure_acls(settings):
+        report(f"ACLs: {bindings} for the components' principals on {settings.topic_prefix}*")
     applied = migrate(database_urls(settings))
     report(
         f"Migrations: {len(applied)} applied"

@@ -9,6 +9,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from infra import kafka_auth
 from infra.settings import Settings
 from schemas.codec import Headers, UndecodableRecord
 
@@ -16,16 +17,11 @@ log = logging.getLogger(__name__)
 
 
 def common_config(settings: Settings) -> dict[str, Any]:
-    conf: dict[str, Any] = {
+    """Where the brokers are and how to authenticate (infra.kafka_auth): every client's base."""
+    return {
         "bootstrap.servers": settings.bootstrap_servers,
-        "security.protocol": settings.kafka_security_protocol,
+        **kafka_auth.resolve(settings).librdkafka(),
     }
-    if settings.kafka_sasl_mechanism:
-        conf["sasl.mechanism"] = settings.kafka_sasl_mechanism
-        conf["sasl.username"] = settings.kafka_sasl_username or ""
-        password = settings.kafka_sasl_password
-        conf["sasl.password"] = password.get_secret_value() if password else ""
-    return conf
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from psycopg import sql
 
 from infra.errors import SetupError
 from infra.procs import port_open
+from infra.secrets import new_password, write_private
 from infra.settings import Settings
 
 APP_ROLE = "casegate"
@@ -71,9 +71,7 @@ class LocalPostgres:
         """A generated password kept beside the cluster (created on first use)."""
         path = self.settings.home / "secrets" / name
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(24))
-            path.chmod(0o600)
+            write_private(path, new_password())
         return path.read_text().strip()
 
     def admin_url(self, dbname: str = "postgres") -> str:

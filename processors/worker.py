@@ -16,6 +16,7 @@ import threading
 
 from prometheus_client import CollectorRegistry
 
+from infra.kafka_auth import as_principal
 from infra.settings import Settings
 from infra.telemetry import serve_metrics, setup_logging
 from processors.handler import Handler
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
         "(default: CASEGATE_INSTANCE, else 0)",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    settings = Settings()
+    # The processor's name is its principal on the broker (infra.acl).
+    settings = as_principal(Settings(), args.name)
     if args.instance is None:
         args.instance = settings.instance
     setup_logging(settings, f"{args.name}-{args.instance}")

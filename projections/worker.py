@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from infra.db import database_urls
 from infra.kafka import make_consumer, make_producer
+from infra.kafka_auth import as_principal
 from infra.settings import Settings
 from infra.telemetry import make_tracer, serve_metrics, setup_logging
 from infra.topics import PROJECTED
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args != [NAME]:
         sys.exit(f"usage: python -m projections.worker {NAME}")
-    settings = Settings()
+    settings = as_principal(Settings(), NAME)
     setup_logging(settings, f"{NAME}-{settings.instance}")
     registry = CollectorRegistry()
     serve_metrics(settings, NAME, settings.instance, registry)
