@@ -150,7 +150,7 @@ def manages_acls(settings: Settings) -> bool:
     """ACLs are casegate's to create on its local broker; elsewhere only when asked."""
     if settings.kafka_acls is not None:
         return settings.kafka_acls
-    return settings.local_kafka or settings.on_local_broker
+    return settings.local_kafka
 
 
 def _exactly(b: AclBinding) -> AclBindingFilter:

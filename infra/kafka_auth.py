@@ -84,7 +84,7 @@ def resolve(settings: Settings) -> KafkaAuth:
             password=_secret(settings.kafka_sasl_password),
             **tls,  # type: ignore[arg-type]
         )
-    if settings.kafka_security_protocol is not None or not settings.on_local_broker:
+    if settings.kafka_security_protocol is not None or not settings.local_kafka:
         return KafkaAuth(protocol=settings.kafka_security_protocol or "PLAINTEXT", **tls)  # type: ignore[arg-type]
     principal = settings.kafka_principal or ADMIN
     password = local_passwords(settings).get(principal)

@@ -169,8 +169,15 @@ class LocalKafka:
         """Start the broker unless one already answers; returns what happened, for the CLI."""
         s = self.settings
         passwords = self.ensure_passwords()
+        note = ""
         if self._formatted() and not self._secured(passwords):
             self._discard_insecure_data()
+            note = (
+                f"Kafka's data in {self.data} was made without authentication (an older "
+                "casegate): formatted again, its topics are new and empty (read models "
+                "kept in PostgreSQL describe the old ones; `make down`, remove "
+                f"{self.settings.home} for a clean start).\n"
+            )
         if self.answers():
             owner = "ours" if self.running_pid() else "already running"
             self.ensure_users(passwords)
@@ -192,7 +199,10 @@ class LocalKafka:
         while time.monotonic() < deadline:
             if self.answers(timeout_s=1.0, admin=probe):
                 self.ensure_users(passwords, admin=probe)
-                return f"Kafka started at {s.bootstrap_servers} (pid {pid}); log: {self.log_file}"
+                return (
+                    f"{note}Kafka started at {s.bootstrap_servers} (pid {pid}); "
+                    f"log: {self.log_file}"
+                )
             if read_pid(self.pid_file) is None:
                 break
             time.sleep(0.5)

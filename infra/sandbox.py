@@ -82,7 +82,14 @@ def child_env(settings: Settings) -> dict[str, str]:
     env["CASEGATE_TOPIC_PREFIX"] = settings.topic_prefix
     env["CASEGATE_DB_NAME"] = settings.db_name
     env["CASEGATE_PARTITIONS"] = str(settings.partitions)
-    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.bootstrap_servers
+    if settings.local_kafka:
+        # The local broker stays "local" in the child: it authenticates with the local
+        # credentials of its own principal (infra.kafka_auth), not as an external broker.
+        env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+        env.pop("CASEGATE_KAFKA_BOOTSTRAP_SERVERS", None)
+        env["CASEGATE_KAFKA_PORT"] = str(settings.kafka_port)
+    else:
+        env["KAFKA_BOOTSTRAP_SERVERS"] = settings.bootstrap_servers
     env["CASEGATE_APPROVAL_TICK_S"] = str(settings.approval_tick_s)
     env["CASEGATE_REVIEW_WAIT_S"] = str(settings.review_wait_s)
     env["CASEGATE_STATE_RETENTION_S"] = str(settings.state_retention_s)

@@ -208,17 +208,8 @@ class Settings(BaseSettings):
         return self.database_url is None
 
     @property
-    def local_broker_address(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
-
-    @property
-    def on_local_broker(self) -> bool:
-        """The local broker, whether named by default or (in a child process) explicitly."""
-        return self.bootstrap_servers == self.local_broker_address
-
-    @property
     def bootstrap_servers(self) -> str:
-        return self.kafka_bootstrap_servers or self.local_broker_address
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
 
     def topic(self, name: str) -> str:
         """Full topic name for a logical name such as ``cases``."""

@@ -18,6 +18,7 @@ from infra.errors import SetupError
 from infra.kafka import common_config
 from infra.kafka_auth import as_principal, secrets_file
 from infra.kafka_local import LocalKafka
+from infra.sandbox import child_env
 from infra.secrets import write_private
 from infra.settings import Settings
 from infra.topics import PROJECTED, TOPICS
@@ -115,7 +116,8 @@ def test_bindings_stay_under_the_prefix_and_grant_no_wildcard() -> None:
 
 
 def local(tmp_path: Path, **update: object) -> Settings:
-    return Settings(home=tmp_path, kafka_port=19999).model_copy(update=update)
+    base = Settings(home=tmp_path, kafka_port=19999, kafka_bootstrap_servers=None)
+    return base.model_copy(update=update)
 
 
 def test_a_component_on_the_local_broker_uses_its_own_generated_password(
@@ -129,9 +131,9 @@ def test_a_component_on_the_local_broker_uses_its_own_generated_password(
     assert (guard["sasl.username"], guard["sasl.password"]) == ("guard", "g-pw")
     # no component named: the harness and setup, as admin
     assert common_config(settings)["sasl.username"] == "admin"
-    # a child process names the local broker explicitly: the same
-    child = settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:19999"})
-    assert common_config(as_principal(child, "guard"))["sasl.password"] == "g-pw"
+    # a child process sees the same local broker, and uses its own principal there
+    env = child_env(settings)
+    assert "KAFKA_BOOTSTRAP_SERVERS" not in env and env["CASEGATE_KAFKA_PORT"] == "19999"
 
 
 def test_without_generated_passwords_the_error_says_what_to_do(tmp_path: Path) -> None:
@@ -230,3 +232,18 @@ def test_the_local_broker_authenticates_and_authorizes(tmp_path: Path) -> None:
     assert props["authorizer.class.name"].endswith("StandardAuthorizer")
     assert props["super.users"] == "User:admin"
     assert props["allow.everyone.if.no.acl.found"] == "false"
+
+
+def test_data_formatted_without_authentication_is_discarded(tmp_path: Path) -> None:
+    # Given a data folder an older, PLAINTEXT, casegate formatted (no security marker)
+    kafka = LocalKafka(local(tmp_path))
+    passwords = kafka.ensure_passwords()
+    kafka.data.mkdir(parents=True)
+    (kafka.data / "meta.properties").write_text("cluster.id=old\n")
+    assert kafka._formatted() and not kafka._secured(passwords)
+    # a marker of another admin password (secrets regenerated) is no better
+    write_private(kafka.security_marker, "sasl-scram-sha-512+standard-authorizer/1\nx\n")
+    assert not kafka._secured(passwords)
+    # when it is discarded, nothing of it is left to start the broker on
+    kafka._discard_insecure_data()
+    assert not kafka.data.exists()
