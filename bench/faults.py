@@ -29,10 +29,9 @@ import psycopg
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as AioTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.helpers import create_ssl_context
 
-from infra import kafka_auth
 from infra.db import database_urls
+from infra.kafka import aiokafka_config
 from infra.sandbox import child_env
 from infra.settings import Settings
 from infra.topics import PROJECTED
@@ -408,26 +407,3 @@ def can_restart_services(base: Settings) -> bool:
 
 if __name__ == "__main__":
     main()
-
-
-def aiokafka_config(settings: Settings) -> dict[str, Any]:
-    """Connection settings for the probe's aiokafka clients (pure Python: they outlive a
-    broker restart without taking the harness down); the same resolution as every
-    confluent-kafka client's (infra.kafka_auth)."""
-    auth = kafka_auth.resolve(settings)
-    conf: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers,
-        "security_protocol": auth.protocol,
-    }
-    if auth.tls:
-        conf["ssl_context"] = create_ssl_context(
-            cafile=auth.ca_location,
-            certfile=auth.certificate_location,
-            keyfile=auth.key_location,
-            password=auth.key_password,
-        )
-    if auth.protocol.startswith("SASL"):
-        conf["sasl_mechanism"] = auth.mechanism
-        conf["sasl_plain_username"] = auth.username or ""
-        conf["sasl_plain_password"] = auth.password or ""
-    return conf

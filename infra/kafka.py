@@ -24,6 +24,30 @@ def common_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def aiokafka_config(settings: Settings) -> dict[str, Any]:
+    """`common_config` for aiokafka (pure-Python) clients: the same brokers, protocol,
+    credentials and TLS files."""
+    from aiokafka.helpers import create_ssl_context  # only the few aiokafka users pay
+
+    auth = kafka_auth.resolve(settings)
+    conf: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": auth.protocol,
+    }
+    if auth.tls:
+        conf["ssl_context"] = create_ssl_context(
+            cafile=auth.ca_location,
+            certfile=auth.certificate_location,
+            keyfile=auth.key_location,
+            password=auth.key_password,
+        )
+    if auth.protocol.startswith("SASL"):
+        conf["sasl_mechanism"] = auth.mechanism
+        conf["sasl_plain_username"] = auth.username or ""
+        conf["sasl_plain_password"] = auth.password or ""
+    return conf
+
+
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """Idempotent, acks=all producer that batches: durability is never traded for speed."""
     return {

@@ -12,10 +12,9 @@ import pytest
 from confluent_kafka.admin import AclOperation, AclPermissionType, ResourcePatternType, ResourceType
 from pydantic import SecretStr
 
-from bench.faults import aiokafka_config
 from infra.acl import ADMIN, NAMES, PRINCIPALS, bindings
 from infra.errors import SetupError
-from infra.kafka import common_config
+from infra.kafka import aiokafka_config, common_config
 from infra.kafka_auth import as_principal, secrets_file
 from infra.kafka_local import LocalKafka
 from infra.sandbox import child_env
