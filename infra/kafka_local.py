@@ -24,7 +24,7 @@ import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
@@ -236,8 +236,8 @@ class LocalKafka:
         users = [u.user for u in upserts]
         deadline = time.monotonic() + 30
         while True:
-            described = admin.describe_user_scram_credentials(users)
-            assert isinstance(described, dict)  # one future per user named
+            # Users named: one future per user (None alone would give one for all).
+            described = cast(dict[str, Future[Any]], admin.describe_user_scram_credentials(users))
             if all(_has_credential(f) for f in described.values()):
                 return
             if time.monotonic() > deadline:
