@@ -29,9 +29,9 @@ import psycopg
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as AioTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.helpers import create_ssl_context
 
 from infra.db import database_urls
+from infra.kafka import aiokafka_config
 from infra.sandbox import child_env
 from infra.settings import Settings
 from infra.topics import PROJECTED
@@ -407,20 +407,3 @@ def can_restart_services(base: Settings) -> bool:
 
 if __name__ == "__main__":
     main()
-
-
-def aiokafka_config(settings: Settings) -> dict[str, Any]:
-    """Connection settings for the probe's aiokafka clients (pure Python: they outlive a
-    broker restart without taking the harness down)."""
-    conf: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers,
-        "security_protocol": settings.kafka_security_protocol,
-    }
-    if settings.kafka_security_protocol.endswith("SSL"):
-        conf["ssl_context"] = create_ssl_context()
-    if settings.kafka_sasl_mechanism:
-        password = settings.kafka_sasl_password
-        conf["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        conf["sasl_plain_username"] = settings.kafka_sasl_username or ""
-        conf["sasl_plain_password"] = password.get_secret_value() if password else ""
-    return conf

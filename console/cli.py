@@ -20,6 +20,7 @@ from console import (
     status_cmd,
 )
 from console.failures import exit_on_setup_error
+from infra.kafka_auth import as_principal
 from infra.settings import Settings
 
 app = typer.Typer(
@@ -74,7 +75,8 @@ def produce(
     from console.produce import InvalidFile, publish, read_events
     from schemas.codec import Codec
 
-    settings = Settings()
+    # As an upstream service: the broker takes case events on the intake topic only.
+    settings = as_principal(Settings(), "upstream")
     try:
         events = read_events(path)
     except InvalidFile as exc:

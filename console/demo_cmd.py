@@ -32,6 +32,7 @@ from console.demo import (
 )
 from console.demo_files import write_jsonl
 from infra.kafka import make_producer
+from infra.kafka_auth import as_principal
 from infra.settings import Settings
 from infra.topics import produced_to
 from schemas.codec import Codec
@@ -67,7 +68,7 @@ def demo(
     if out is not None:
         _write_files(out, seed, cases, history)
     else:
-        publish_workload(Settings(), seed, cases, history, rate)
+        publish_workload(as_principal(Settings(), "upstream"), seed, cases, history, rate)
 
 
 def _write_files(directory: Path, seed: int, cases: int, fraction: float) -> None:

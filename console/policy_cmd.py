@@ -17,7 +17,9 @@ import typer
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from rich.console import Console
 
+from infra.acl import PUBLISHER
 from infra.kafka import consumer_config, make_producer
+from infra.kafka_auth import as_principal
 from infra.settings import Settings
 from policy.loader import (
     LoadedPolicy,
@@ -54,7 +56,7 @@ def publish(
 ) -> None:
     """Publish a valid policy document; running processors use it for their next decisions."""
     loaded = _load_or_exit(path)
-    settings = Settings()
+    settings = as_principal(Settings(), PUBLISHER)
     codec = Codec.load()
     current, history = read_policies(settings, codec)
     if current is not None and current.sha256 == loaded.sha256:
@@ -88,7 +90,7 @@ def diff(
     """Changes from the published policy to FILE, or from OLD to NEW."""
     if new is None:
         after = _load_or_exit(old)
-        published = read_published(Settings(), Codec.load())
+        published = read_published(as_principal(Settings(), PUBLISHER), Codec.load())
         if published is None:
             out.print(f"no policy published yet; {old} would be the first ({after.version})")
             return

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from infra.db import database_urls
+from infra.kafka_auth import as_principal
 from infra.settings import Settings
 
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -211,7 +212,7 @@ def replay(
     from projections.replay import differences, rebuild
     from schemas.codec import Codec
 
-    settings = Settings()
+    settings = as_principal(Settings(), "readmodels")
     with progress() as bar:
         task = bar.add_task(f"replaying into schema {schema}", total=None)
         report = rebuild(

@@ -18,7 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from console.failures import exit_on_setup_error
+from infra.acl import PUBLISHER
 from infra.errors import SetupError
+from infra.kafka_auth import as_principal
 from infra.settings import Settings
 
 out = Console()
@@ -85,6 +87,7 @@ def _ensure_policy(settings: Settings) -> None:
     from schemas.codec import Codec
 
     codec = Codec.load()
+    settings = as_principal(settings, PUBLISHER)
     default = load_policy_file(default_policy_path())
     current = read_published(settings, codec)
     if current is not None and current.sha256 == default.sha256:
@@ -104,7 +107,7 @@ def _demo(settings: Settings, supervisor: object, cases: int, rate: float, seed:
     from console.demo_cmd import publish_workload
 
     tokens = _demo_operators(settings)
-    publish_workload(settings, seed, cases, 0.6, rate)
+    publish_workload(as_principal(settings, "upstream"), seed, cases, 0.6, rate)
     _wait_for_pipeline(settings, seed, cases)
     url = f"http://127.0.0.1:{settings.console_port}/"
     table = Table("operator", "roles", "token (shown once)", title="sign in with")

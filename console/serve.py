@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 from console.api.app import create_app
 from infra.db import database_urls
 from infra.kafka import make_producer
+from infra.kafka_auth import as_principal
 from infra.settings import Settings
 from infra.telemetry import serve_metrics, setup_logging
 from schemas.codec import Codec
@@ -23,7 +24,7 @@ log = logging.getLogger("console")
 
 
 def main() -> None:
-    settings = Settings()
+    settings = as_principal(Settings(), "console")
     setup_logging(settings, "console")
     registry = CollectorRegistry()
     serve_metrics(settings, "console", 0, registry)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from infra.acl import ensure_acls
 from infra.db import check_app_role, database_urls, migrate
 from infra.secrets import event_id_key
 from infra.settings import Settings
@@ -46,6 +47,8 @@ def provision(settings: Settings, report: Report) -> None:
         f"Topics: {len(created)} created"
         + (f" ({', '.join(created)})" if created else ", all present")
     )
+    if bindings := ensure_acls(settings):
+        report(f"ACLs: {bindings} for the components' principals on {settings.topic_prefix}*")
     urls = database_urls(settings)
     applied = migrate(urls)
     check_app_role(urls.app)

@@ -9,6 +9,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from infra import kafka_auth
 from infra.settings import Settings
 from schemas.codec import Headers, UndecodableRecord
 
@@ -16,15 +17,34 @@ log = logging.getLogger(__name__)
 
 
 def common_config(settings: Settings) -> dict[str, Any]:
-    conf: dict[str, Any] = {
+    """Where the brokers are and how to authenticate (infra.kafka_auth): every client's base."""
+    return {
         "bootstrap.servers": settings.bootstrap_servers,
-        "security.protocol": settings.kafka_security_protocol,
+        **kafka_auth.resolve(settings).librdkafka(),
     }
-    if settings.kafka_sasl_mechanism:
-        conf["sasl.mechanism"] = settings.kafka_sasl_mechanism
-        conf["sasl.username"] = settings.kafka_sasl_username or ""
-        password = settings.kafka_sasl_password
-        conf["sasl.password"] = password.get_secret_value() if password else ""
+
+
+def aiokafka_config(settings: Settings) -> dict[str, Any]:
+    """`common_config` for aiokafka (pure-Python) clients: the same brokers, protocol,
+    credentials and TLS files."""
+    from aiokafka.helpers import create_ssl_context  # only the few aiokafka users pay
+
+    auth = kafka_auth.resolve(settings)
+    conf: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": auth.protocol,
+    }
+    if auth.tls:
+        conf["ssl_context"] = create_ssl_context(
+            cafile=auth.ca_location,
+            certfile=auth.certificate_location,
+            keyfile=auth.key_location,
+            password=auth.key_password,
+        )
+    if auth.protocol.startswith("SASL"):
+        conf["sasl_mechanism"] = auth.mechanism
+        conf["sasl_plain_username"] = auth.username or ""
+        conf["sasl_plain_password"] = auth.password or ""
     return conf
 
 

@@ -11,6 +11,7 @@ import psycopg
 from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
+from infra.acl import delete_acls, ensure_acls
 from infra.db import database_urls, migrate
 from infra.kafka import common_config
 from infra.settings import Settings
@@ -45,6 +46,7 @@ def create(base: Settings, admin_url: str, label: str, **overrides: object) -> S
         update["admin_database_url"] = with_db(admin_url, dbname)
     settings = base.model_copy(update={**update, **overrides})
     ensure_topics(settings)
+    ensure_acls(settings)
     migrate(database_urls(settings))
     return settings
 
@@ -60,8 +62,9 @@ def destroy(base: Settings, admin_url: str, sandboxes: list[Settings]) -> None:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(s.db_name))
             )
-    admin = AdminClient(common_config(base))
     prefixes = tuple(s.topic_prefix for s in sandboxes)
+    delete_acls(base, prefixes)
+    admin = AdminClient(common_config(base))
     doomed = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefixes)]
     if doomed:
         for future in admin.delete_topics(doomed, operation_timeout=30).values():
@@ -79,7 +82,14 @@ def child_env(settings: Settings) -> dict[str, str]:
     env["CASEGATE_TOPIC_PREFIX"] = settings.topic_prefix
     env["CASEGATE_DB_NAME"] = settings.db_name
     env["CASEGATE_PARTITIONS"] = str(settings.partitions)
-    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.bootstrap_servers
+    if settings.local_kafka:
+        # The local broker stays "local" in the child: it authenticates with the local
+        # credentials of its own principal (infra.kafka_auth), not as an external broker.
+        env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+        env.pop("CASEGATE_KAFKA_BOOTSTRAP_SERVERS", None)
+        env["CASEGATE_KAFKA_PORT"] = str(settings.kafka_port)
+    else:
+        env["KAFKA_BOOTSTRAP_SERVERS"] = settings.bootstrap_servers
     env["CASEGATE_APPROVAL_TICK_S"] = str(settings.approval_tick_s)
     env["CASEGATE_REVIEW_WAIT_S"] = str(settings.review_wait_s)
     env["CASEGATE_STATE_RETENTION_S"] = str(settings.state_retention_s)

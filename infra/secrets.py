@@ -1,4 +1,5 @@
-"""The deployment's secrets kept on disk: created owner-only (0600) from their first byte.
+"""The deployment's secrets kept on disk (generated passwords, the broker's credentials,
+the event-id key): created owner-only (0600) from their first byte.
 
 A secret file is written under a temporary name opened with mode 0600 and ``O_EXCL``,
 then linked into place: no other user can ever read it (no chmod after the write, which
@@ -47,12 +48,26 @@ def secret_file(path: Path, generate: int = 32) -> str:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Create ``path`` (mode 0600, its folder 0700) holding ``text``; fails if it exists,
-    so nothing is ever written through a file or link someone else put there."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
+    """Write `text` to `path`, mode 0600 from its creation (never widened, then narrowed).
+
+    Written to a fresh file beside it and renamed over it, so a reader sees the old or the
+    new content, never a half-written one, and an existing file's mode cannot leak in.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    staging = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+
+
+def new_password() -> str:
+    """A random password (URL-safe characters: quotable in JAAS and SCRAM arguments)."""
+    return secrets.token_urlsafe(24)
 
 
 def event_id_key(settings: Settings) -> bytes:

@@ -26,23 +26,59 @@ class Settings(BaseSettings):
         validation_alias=_standard("KAFKA_BOOTSTRAP_SERVERS"),
         description="Kafka brokers to use; unset means the local broker started by `casegate up`.",
     )
-    kafka_security_protocol: str = Field(
-        default="PLAINTEXT",
+    kafka_security_protocol: str | None = Field(
+        default=None,
         validation_alias=_standard("KAFKA_SECURITY_PROTOCOL"),
-        description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+        description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; unset: SASL_PLAINTEXT with "
+        "the local broker's generated credentials, PLAINTEXT for any other broker.",
     )
     kafka_sasl_mechanism: str | None = Field(
         default=None,
         validation_alias=_standard("KAFKA_SASL_MECHANISM"),
-        description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 when SASL is used.",
+        description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 when SASL is used "
+        "(SCRAM-SHA-512 when a username is given without one).",
     )
     kafka_sasl_username: str | None = Field(
         default=None,
         validation_alias=_standard("KAFKA_SASL_USERNAME"),
+        description="SASL user of this process; unset: the component's own principal from "
+        "<home>/secrets/kafka.json (local broker).",
     )
     kafka_sasl_password: SecretStr | None = Field(
         default=None,
         validation_alias=_standard("KAFKA_SASL_PASSWORD"),
+        description="Password of KAFKA_SASL_USERNAME (kept secret, never printed).",
+    )
+    kafka_ssl_ca_location: Path | None = Field(
+        default=None,
+        validation_alias=_standard("KAFKA_SSL_CA_LOCATION"),
+        description="CA certificate(s) (PEM) that sign the broker's certificate, with SSL or "
+        "SASL_SSL; unset: the system's trust store.",
+    )
+    kafka_ssl_certificate_location: Path | None = Field(
+        default=None,
+        validation_alias=_standard("KAFKA_SSL_CERTIFICATE_LOCATION"),
+        description="Client certificate (PEM) for mutual TLS.",
+    )
+    kafka_ssl_key_location: Path | None = Field(
+        default=None,
+        validation_alias=_standard("KAFKA_SSL_KEY_LOCATION"),
+        description="Private key (PEM) of the client certificate.",
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=_standard("KAFKA_SSL_KEY_PASSWORD"),
+        description="Password of the client's private key, if it has one.",
+    )
+    kafka_principal: str | None = Field(
+        default=None,
+        description="Whose local-broker credentials this process uses (a component sets "
+        "its own; unset: admin, for setup and the test harness). See README, security.",
+    )
+    kafka_acls: bool | None = Field(
+        default=None,
+        description="Create the components' ACLs when topics are ensured; unset: only on "
+        "the local broker (an external broker's ACLs are its operator's).",
     )
     database_url: SecretStr | None = Field(
         default=None,

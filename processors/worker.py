@@ -16,6 +16,7 @@ import threading
 
 from prometheus_client import CollectorRegistry
 
+from infra.kafka_auth import as_principal
 from infra.secrets import install_event_id_key
 from infra.settings import Settings
 from infra.telemetry import serve_metrics, setup_logging
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         "(default: CASEGATE_INSTANCE, else 0)",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    settings = Settings()
+    # The processor's name is its principal on the broker (infra.acl).
+    settings = as_principal(Settings(), args.name)
     install_event_id_key(settings)
     if args.instance is None:
         args.instance = settings.instance

@@ -17,6 +17,7 @@ from infra.db import database_urls, migrate
 from infra.kafka import common_config
 from infra.settings import Settings
 from infra.topics import PROJECTED
+from projections.runner import group_id
 from projections.worker import build_runner
 from schemas.codec import Codec
 
@@ -56,7 +57,10 @@ def end_offsets(settings: Settings) -> dict[tuple[str, int], int]:
     meta = admin.list_topics(timeout=30).topics
     from confluent_kafka import Consumer
 
-    probe = Consumer({**common_config(settings), "group.id": f"probe-{uuid.uuid4()}"})
+    # Watermarks only; a group of the read models' own (their principal may use no other).
+    probe = Consumer(
+        {**common_config(settings), "group.id": group_id(settings, f"probe-{uuid.uuid4()}")}
+    )
     try:
         ends = {}
         for spec in PROJECTED:

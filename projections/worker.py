@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from infra.db import check_app_role, database_urls
 from infra.errors import SetupError
 from infra.kafka import make_consumer, make_producer
+from infra.kafka_auth import as_principal
 from infra.secrets import anchor_key, install_event_id_key
 from infra.settings import Settings
 from infra.telemetry import make_tracer, serve_metrics, setup_logging
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args != [NAME]:
         sys.exit(f"usage: python -m projections.worker {NAME}")
-    settings = Settings()
+    settings = as_principal(Settings(), NAME)
     install_event_id_key(settings)
     setup_logging(settings, f"{NAME}-{settings.instance}")
     try:

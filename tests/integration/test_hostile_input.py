@@ -518,13 +518,15 @@ def _write_bad_header_name(settings: Settings) -> None:
     script = (
         "import asyncio, sys\n"
         "from aiokafka import AIOKafkaProducer\n"
+        "from infra.kafka import aiokafka_config\n"
+        "from infra.settings import Settings\n"
         "class Name(str):\n"
         "    def encode(self, *a, **k): return b'\\xff\\xfe'\n"
         "async def main():\n"
-        "    p = AIOKafkaProducer(bootstrap_servers=sys.argv[1])\n"
+        "    p = AIOKafkaProducer(**aiokafka_config(Settings()))\n"
         "    await p.start()\n"
         "    try:\n"
-        "        await p.send_and_wait(sys.argv[2], b'\\xc3\\x01', key=b'h-header',\n"
+        "        await p.send_and_wait(sys.argv[1], b'\\xc3\\x01', key=b'h-header',\n"
         "                              headers=[(Name('x'), b'v')])\n"
         "    finally:\n"
         "        await p.stop()\n"
@@ -532,7 +534,7 @@ def _write_bad_header_name(settings: Settings) -> None:
     )
     env = {**child_env(settings), "AIOKAFKA_NO_EXTENSIONS": "1"}
     subprocess.run(
-        [sys.executable, "-c", script, settings.bootstrap_servers, settings.topic("deadletter")],
+        [sys.executable, "-c", script, settings.topic("deadletter")],
         env=env,
         check=True,
         timeout=60,
