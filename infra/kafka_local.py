@@ -140,7 +140,10 @@ class LocalKafka:
         is open but which is still loading its partitions does not answer in time) can
         crash the interpreter inside librdkafka, so a waiting loop must reuse one.
         """
-        admin = admin or self._probe_client()
+        try:
+            admin = admin or self._probe_client()
+        except SetupError:
+            return False  # no credentials yet: no broker of ours was ever set up here
         try:
             admin.list_topics(timeout=timeout_s)
         except Exception:
