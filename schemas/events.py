@@ -16,7 +16,7 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 # Avro union ["null","boolean","long","double","string"]: the values maps may carry.
 Scalar = None | bool | int | float | str
@@ -76,7 +76,15 @@ def action_digest(action: ActionSpec) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def review_binding(action: ActionSpec, policy_version: str) -> dict[str, str]:
+class ReviewBinding(TypedDict, total=False):
+    """The ReviewSubmitted fields binding a review (empty: an unbound review)."""
+
+    action_name: str
+    params_hash: str
+    policy_version: str
+
+
+def review_binding(action: ActionSpec, policy_version: str) -> ReviewBinding:
     """The ReviewSubmitted fields that bind a review to the item its operator was shown."""
     return {
         "action_name": action.name,

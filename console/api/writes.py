@@ -35,6 +35,7 @@ from schemas.events import (
     ActionSpec,
     CaseReclassified,
     Event,
+    ReviewBinding,
     ReviewSubmitted,
     derived_event_id,
     review_binding,
@@ -85,7 +86,7 @@ def submit_review(
         return _record(svc, conn, operator, req.idempotency_key, fingerprint, event, rec)
 
 
-def item_binding(rec: dict[str, Any]) -> dict[str, str]:
+def item_binding(rec: dict[str, Any]) -> ReviewBinding:
     """The action, digest and policy version the item holds now, as the read model has it."""
     if rec["item_action_name"] is None or rec["item_policy_version"] is None:
         return {}
@@ -96,14 +97,14 @@ def item_binding(rec: dict[str, Any]) -> dict[str, str]:
     return binding
 
 
-def _binding(req: ReviewRequest, rec: dict[str, Any]) -> dict[str, str]:
+def _binding(req: ReviewRequest, rec: dict[str, Any]) -> ReviewBinding:
     """What the review is bound to: what the caller says it was shown (409 when the item
     holds something else by now), else what the item holds as this request reads it.
     The approve processor refuses the review if the item changed after that."""
     current = item_binding(rec)
     shown = {"params_hash": req.params_hash, "policy_version": req.policy_version}
     for name, value in shown.items():
-        if value is not None and value != current.get(name):
+        if value is not None and value != current.get(name):  # type: ignore[misc]
             raise Conflict(
                 f"recommendation {req.recommendation_id} now holds "
                 f"{current.get('action_name')} ({name} {current.get(name)}), not the "
