@@ -212,7 +212,9 @@ def assert_exactly_once(
     assert [k for k, ids in requests.items() for v in ids.values() if len(v) != 1] == []
     execution_ids = {e.execution_id for e in out.events(ExecutionRequested)}
     succeeded = by_id(records, ExecutionSucceeded, lambda e: e.execution_id)  # type: ignore[attr-defined]
-    assert set(succeeded) == execution_ids and out.events(ExecutionFailed) == []
+    failed = [(f.execution_id, f.error_class, f.message) for f in out.events(ExecutionFailed)]
+    assert failed == []
+    assert set(succeeded) == execution_ids
     assert [k for k, ids in succeeded.items() if len(ids) != 1] == []
 
     # The downstream saw each idempotency key with one body, and every execution's key.
