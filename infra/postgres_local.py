@@ -172,7 +172,6 @@ class LocalPostgres:
     # -- internals -----------------------------------------------------------------------
     def _initdb(self, bindir: Path) -> None:
         pwfile = self.root / ".initpw"
-        pwfile.unlink(missing_ok=True)
         write_private(pwfile, self._secret("pg_superuser"))
         shutil.chown(pwfile, "postgres", "postgres")
         try:

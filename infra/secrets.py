@@ -2,9 +2,10 @@
 the event-id key): created owner-only (0600) from their first byte.
 
 A secret file is written under a temporary name opened with mode 0600 and ``O_EXCL``,
-then linked into place: no other user can ever read it (no chmod after the write, which
-leaves a window), and two processes starting at once agree on one value (the second
-link fails and that process reads the first one's file).
+then linked (a generated secret) or renamed (one written whole) into place: no other
+user can ever read it (no chmod after the write, which leaves a window), and two
+processes generating one at once agree on one value (the second link fails and that
+process reads the first one's file).
 """
 
 from __future__ import annotations
@@ -25,40 +26,47 @@ EVENT_ID_KEY_FILE = "event_id_key"
 _ANCHOR_LABEL = b"casegate audit anchors v1"
 
 
+def _staged(path: Path, text: str) -> Path:
+    """A new file beside ``path`` holding ``text``, mode 0600 from its creation (``O_EXCL``:
+    never a file someone else put there), for the caller to link or rename into place."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    return staging
+
+
 def secret_file(path: Path, generate: int = 32) -> str:
     """The secret stored at ``path``, created (``generate`` random bytes, hex) if absent."""
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    staging = _staged(path, secrets.token_hex(generate))
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(generate))
-            f.flush()
-            os.fsync(f.fileno())
         # The first process to link wins; any other reads what it linked.
         with contextlib.suppress(FileExistsError):
-            os.link(temporary, path)
+            os.link(staging, path)
     finally:
-        temporary.unlink(missing_ok=True)
+        staging.unlink(missing_ok=True)
     return path.read_text().strip()
 
 
 def write_private(path: Path, text: str) -> None:
     """Write `text` to `path`, mode 0600 from its creation (never widened, then narrowed).
 
-    Written to a fresh file beside it and renamed over it, so a reader sees the old or the
-    new content, never a half-written one, and an existing file's mode cannot leak in.
+    Renamed over `path` once written, so a reader sees the old or the new content, never a
+    half-written one, and an existing file's mode cannot leak in.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    staging = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    staging = _staged(path, text)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
         os.replace(staging, path)
     except BaseException:
         staging.unlink(missing_ok=True)
