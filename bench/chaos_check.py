@@ -382,17 +382,24 @@ def _table_stage(name: str, expected: set[str], rows: list[str]) -> Stage:
     return Stage(name).judge(expected, effects)
 
 
-def audit_verify(settings: Settings) -> tuple[bool, str]:
-    """`casegate audit verify`, run as an operator would."""
-    done = subprocess.run(
+def run_audit_verify(
+    settings: Settings, timeout_s: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """`casegate audit verify`, run as an operator would: its exit code and output."""
+    return subprocess.run(
         [sys.executable, "-m", "console.cli", "audit", "verify"],
         env=child_env(settings),
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout_s,
         check=False,
     )
+
+
+def audit_verify(settings: Settings) -> tuple[bool, str]:
+    """Whether `casegate audit verify` passed, and its last line."""
+    done = run_audit_verify(settings)
     lines = (done.stdout + done.stderr).strip().splitlines()
     return done.returncode == 0, lines[-1] if lines else f"exit {done.returncode}"
 

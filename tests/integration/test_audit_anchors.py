@@ -5,8 +5,6 @@ someone who owns the table (the append-only trigger disabled, as such an attacke
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import orjson
@@ -14,16 +12,17 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
+from bench.chaos_check import run_audit_verify
 from infra.db import database_urls
 from infra.kafka import producer_config
 from infra.secrets import anchor_key
-from infra.settings import PROJECT_ROOT, Settings
+from infra.settings import Settings
 from projections.anchors import read_anchors
 from projections.audit import COLUMNS, GENESIS, READ_CHAIN, row_hash, verify
 from schemas.codec import Codec
 from tests.integration import scenario
 from tests.integration.helpers import eventually, running
-from tests.stack import Stack, env_for
+from tests.stack import Stack
 
 STORY = scenario.story()
 Chain = tuple[str, int]
@@ -77,17 +76,6 @@ def longest_chain(settings: Settings) -> tuple[Chain, int]:
     return chain, seq
 
 
-def audit_verify(settings: Settings) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "console.cli", "audit", "verify"],
-        env=env_for(settings),
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def as_owner(settings: Settings, *statements: tuple[str, tuple[object, ...]]) -> None:
     """Run ``statements`` as the table's owner with the append-only trigger disabled: what
     an attacker holding the database (and only the database) can do."""
@@ -104,7 +92,7 @@ def chain_verifies(settings: Settings) -> bool:
 
 
 def test_an_untouched_log_verifies_against_its_anchors(anchored: Settings) -> None:
-    result = audit_verify(anchored)
+    result = run_audit_verify(anchored, timeout_s=120)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(STORY)} rows" in result.stdout
@@ -126,7 +114,7 @@ def test_a_truncated_tail_fails_verification(anchored: Settings) -> None:
     assert chain_verifies(anchored)
 
     # ... but not against the anchors: the cut is named, and verify exits non-zero.
-    result = audit_verify(anchored)
+    result = run_audit_verify(anchored, timeout_s=120)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "NOT intact" in result.stderr
     assert f"{topic}[{partition}]: the chain ends at seq {head - 2}" in result.stderr
@@ -162,7 +150,7 @@ def test_a_rewritten_row_with_its_chain_recomputed_fails_verification(
     as_owner(anchored, *updates)
     assert chain_verifies(anchored)  # the hash chain alone cannot tell
 
-    result = audit_verify(anchored)
+    result = run_audit_verify(anchored, timeout_s=120)
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"{topic}[{partition}]: seq {head} does not have the hash anchored" in result.stderr

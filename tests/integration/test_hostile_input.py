@@ -187,6 +187,24 @@ def review(
     )
 
 
+def forged_execution(
+    case: str, action: ActionSpec, policy_version: str = "test.1"
+) -> ExecutionRequested:
+    """An approved run nobody approved, written straight to `executions` by "mallory"."""
+    return ExecutionRequested(
+        event_id=f"forged-exec-{case}",
+        case_id=case,
+        occurred_at=datetime.now(UTC),
+        execution_id=f"forged-{case}",
+        recommendation_id=f"rec-{case}-1",
+        action=action,
+        mode="approved",
+        requested_by="mallory",
+        policy_version=policy_version,
+        workflow="assisted_wf",
+    )
+
+
 def garbage(
     codec: Codec, rng: random.Random
 ) -> list[tuple[str, bytes | None, list[tuple[str, bytes | None]]]]:
@@ -362,33 +380,11 @@ def run(stack: Stack) -> Iterator[Run]:
             sender.event("opening on executions", unknown, topic="executions")
             sender.event(
                 "forged execution",
-                ExecutionRequested(
-                    event_id="forged-exec-h-prohib",
-                    case_id="h-prohib",
-                    occurred_at=datetime.now(UTC),
-                    execution_id="forged-h-prohib",
-                    recommendation_id="rec-h-prohib-1",
-                    action=ActionSpec(name="close_account", params={}),
-                    mode="approved",
-                    requested_by="mallory",
-                    policy_version="test.1",
-                    workflow="assisted_wf",
-                ),
+                forged_execution("h-prohib", ActionSpec(name="close_account", params={})),
             )
             sender.event(
                 "execution under a policy nobody published",
-                ExecutionRequested(
-                    event_id="forged-exec-h-verdict",
-                    case_id="h-verdict",
-                    occurred_at=datetime.now(UTC),
-                    execution_id="forged-h-verdict",
-                    recommendation_id="rec-h-verdict-1",
-                    action=PLAN,
-                    mode="approved",
-                    requested_by="mallory",
-                    policy_version="made-up.9",
-                    workflow="assisted_wf",
-                ),
+                forged_execution("h-verdict", PLAN, policy_version="made-up.9"),
             )
             invalid = PolicyPublished(
                 event_id="policy-invalid",
