@@ -43,6 +43,7 @@ from policy.workflow import (
     ActionRule,
     BaselineRecommender,
     BlastRadius,
+    Demotion,
     LlmRecommender,
     Mode,
     ParamBound,
@@ -63,6 +64,7 @@ __all__ = [
     "Audit",
     "BaselineRecommender",
     "BlastRadius",
+    "Demotion",
     "Effects",
     "LlmRecommender",
     "Mode",
@@ -230,6 +232,15 @@ class Policy(Frozen):
                     )
                 for param, bound in rule.bounds.items():
                     problems += _bound_problems(f"{at}.bounds.{param}", action, param, bound)
+            if "approver_roles" in wf.promotion.model_fields_set:
+                unknown = [r for r in wf.promotion.approver_roles if r not in self.roles]
+                if unknown:
+                    problems.append(
+                        (
+                            f"workflows.{wf_name}.promotion.approver_roles",
+                            f"unknown role(s) {', '.join(unknown)}",
+                        )
+                    )
             if wf.blast_radius is None and any(r.mode == "auto" for r in wf.actions.values()):
                 problems.append(
                     (f"workflows.{wf_name}.blast_radius", "required when an action is auto")

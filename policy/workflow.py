@@ -105,12 +105,56 @@ Recommender = Annotated[BaselineRecommender | LlmRecommender, Field(discriminato
 
 
 class Promotion(Frozen):
-    """Thresholds a workflow's metrics must meet before promotion to the next phase."""
+    """Evidence a workflow must show in its current phase before it is proposed for the next
+    one, and who approves the proposal (policy.rollout evaluates it).
+
+    The evidence counts only what was decided since the workflow entered its current phase
+    and inside the last `window_s`: after a demotion a workflow earns its promotion again.
+    """
 
     min_acceptance_rate: float = Field(default=0.8, ge=0, le=1)
     max_override_rate: float = Field(default=0.1, ge=0, le=1)
     max_error_rate: float = Field(default=0.02, ge=0, le=1)
+    max_rollback_rate: float = Field(default=0.02, ge=0, le=1)
     min_sample: int = Field(default=100, ge=1)
+    # Guard decisions of the workflow's cases inside the window (0: no such minimum).
+    min_decided: int = Field(default=0, ge=0)
+    window_s: int = Field(default=30 * 86_400, gt=0)
+    # Re-open rate not above the one of the workflow's cases handled unaided (shadow).
+    reopen_not_above_baseline: bool = True
+    # No recommendation of the workflow may lack an outcome the audit must hold.
+    audit_complete: bool = True
+    # Two-person rule: distinct people of these roles approve the proposal.
+    approvals: int = Field(default=2, ge=2, le=10)
+    approver_roles: tuple[str, ...] = ("supervisor",)
+
+    @model_validator(mode="after")
+    def _some_approver(self) -> Promotion:
+        if not self.approver_roles:
+            raise ValueError("approver_roles must name at least one role")
+        return self
+
+
+class Demotion(Frozen):
+    """Triggers that demote a workflow at once (bounded -> assisted, assisted -> shadow),
+    each a rate over the last N executions or decisions of its current phase; None turns a
+    trigger off. Nothing fires on fewer than `min_sample` of them."""
+
+    last_executions: int = Field(default=20, ge=1)
+    max_failure_rate: float | None = Field(default=0.25, ge=0, le=1)
+    max_rollback_rate: float | None = Field(default=0.2, ge=0, le=1)
+    last_decisions: int = Field(default=50, ge=1)
+    max_denial_rate: float | None = Field(default=0.5, ge=0, le=1)
+    min_sample: int = Field(default=5, ge=1)
+
+    @model_validator(mode="after")
+    def _sample_fits(self) -> Demotion:
+        if self.min_sample > min(self.last_executions, self.last_decisions):
+            raise ValueError(
+                f"min_sample {self.min_sample} is above last_executions/last_decisions: "
+                "no trigger could ever fire"
+            )
+        return self
 
 
 class Workflow(Frozen):
@@ -129,6 +173,24 @@ class Workflow(Frozen):
     approval_ttl_s: int = Field(default=86_400, gt=0)
     recommender: Recommender = BaselineRecommender()
     promotion: Promotion = Promotion()
+    demotion: Demotion = Demotion()
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> Workflow:
+        # A demotion threshold at or below the promotion one would let a workflow qualify
+        # and be demoted on the same evidence: promote, demote, promote...
+        pairs = (
+            ("max_failure_rate", self.demotion.max_failure_rate, "max_error_rate"),
+            ("max_rollback_rate", self.demotion.max_rollback_rate, "max_rollback_rate"),
+        )
+        for name, trigger, gate in pairs:
+            floor = getattr(self.promotion, gate)
+            if trigger is not None and trigger <= floor:
+                raise ValueError(
+                    f"demotion.{name} {trigger:g} must be above promotion.{gate} {floor:g}, "
+                    "or a workflow that just qualified could be demoted on the same evidence"
+                )
+        return self
 
     @model_validator(mode="after")
     def _known_match_fields(self) -> Workflow:
