@@ -180,6 +180,18 @@ class Routing:
         }
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvidenceCheck:
+    """One rollout criterion or demotion trigger: a value against its threshold."""
+
+    name: str
+    comparison: str  # ">=" or "<="
+    threshold: float
+    value: float | None = None
+    passed: bool | None = None
+    basis: str
+
+
 # --- bases ------------------------------------------------------------------------------
 
 
@@ -483,6 +495,130 @@ class DeadLettered(InternalEvent):
     error_class: str  # UndecodableRecord | UnknownSchema | InvalidEvent | ...
 
 
+# --- rollout (topics rollout-requests and rollout; case_id "workflow:<name>") ------------
+
+
+def workflow_case_id(workflow: str) -> str:
+    """The case_id (and record key) of a workflow's rollout events."""
+    return f"workflow:{workflow}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromotionApprovalSubmitted(InternalEvent):
+    """A supervisor approves a promotion proposal, as the console or CLI authenticated them."""
+
+    event_type: ClassVar[str] = "PromotionApprovalSubmitted"
+    topic: ClassVar[str] = "rollout-requests"
+
+    proposal_id: str
+    workflow: str
+    policy_version: str
+    actor: str
+    roles: tuple[str, ...]
+    via: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KillSwitchPulled(InternalEvent):
+    """A supervisor demotes a workflow to shadow at once."""
+
+    event_type: ClassVar[str] = "KillSwitchPulled"
+    topic: ClassVar[str] = "rollout-requests"
+
+    workflow: str
+    actor: str
+    roles: tuple[str, ...]
+    reason: str
+    via: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromotionProposed(InternalEvent):
+    """A workflow qualified for its next phase; the evidence, waiting for approvals."""
+
+    event_type: ClassVar[str] = "PromotionProposed"
+    topic: ClassVar[str] = "rollout"
+
+    proposal_id: str
+    workflow: str
+    from_phase: str
+    to_phase: str
+    policy_version: str
+    policy_sha256: str
+    sample: int
+    min_sample: int
+    window_s: int
+    window_start: datetime
+    window_end: datetime
+    checks: tuple[EvidenceCheck, ...]
+    approvals_required: int
+    approver_roles: tuple[str, ...]
+    proposed_by: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromotionApprovalRecorded(InternalEvent):
+    """An approval counted towards a proposal's quorum."""
+
+    event_type: ClassVar[str] = "PromotionApprovalRecorded"
+    topic: ClassVar[str] = "rollout"
+
+    proposal_id: str
+    workflow: str
+    actor: str
+    roles: tuple[str, ...]
+    approvals_received: int
+    approvals_required: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutRequestRefused(InternalEvent):
+    """An approval or kill request refused, with the reason."""
+
+    event_type: ClassVar[str] = "RolloutRequestRefused"
+    topic: ClassVar[str] = "rollout"
+
+    request: str  # approval | kill
+    workflow: str
+    proposal_id: str | None = None
+    actor: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowPromoted(InternalEvent):
+    """A proposal got its approvals; the next policy version went out with it."""
+
+    event_type: ClassVar[str] = "WorkflowPromoted"
+    topic: ClassVar[str] = "rollout"
+
+    proposal_id: str
+    workflow: str
+    from_phase: str
+    to_phase: str
+    from_version: str
+    policy_version: str
+    approvers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowDemoted(InternalEvent):
+    """A workflow demoted at once by a trigger or the kill switch, with the evidence."""
+
+    event_type: ClassVar[str] = "WorkflowDemoted"
+    topic: ClassVar[str] = "rollout"
+
+    workflow: str
+    from_phase: str
+    to_phase: str
+    from_version: str
+    policy_version: str
+    trigger: str
+    actor: str
+    reason: str
+    checks: tuple[EvidenceCheck, ...]
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.event_type: cls
     for cls in (
@@ -505,6 +641,13 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ExecutionRolledBack,
         PolicyPublished,
         DeadLettered,
+        PromotionApprovalSubmitted,
+        KillSwitchPulled,
+        PromotionProposed,
+        PromotionApprovalRecorded,
+        RolloutRequestRefused,
+        WorkflowPromoted,
+        WorkflowDemoted,
     )
 }
 
@@ -515,4 +658,5 @@ VALUE_TYPES: dict[str, type] = {
     "casegate.Approval": Approval,
     "casegate.Provenance": Provenance,
     "casegate.Routing": Routing,
+    "casegate.EvidenceCheck": EvidenceCheck,
 }
