@@ -3,9 +3,10 @@ each topic prefix derived from it.
 
 Every component connects as its own principal and gets only what it reads and writes
 (DESIGN section 3): upstream services write the intake topic and nothing else; only the
-console writes `reviews`; only the policy publisher writes `policy`; each processor
-writes its own outputs, its state changelogs and the dead letters. `admin` (setup, the
-test harness) is the broker's only super user and needs no ACL.
+console writes `reviews`; only the policy publisher and the rollout processor write
+`policy`; each processor writes its own outputs, its state changelogs and the dead
+letters. `admin` (setup, the test harness) is the broker's only super user and needs no
+ACL.
 
 Names here are relative to the topic prefix; `bindings(prefix)` makes them absolute, so
 every sandbox (its own prefix) gets its own ACLs, created with its topics. A group or
@@ -90,6 +91,9 @@ PRINCIPALS: dict[str, Rights] = {
         "approve", reads=("decisions", "reviews", "cases"), writes=("decisions", "executions")
     ),
     "execute": _processor("execute", reads=("executions",), writes=("executions",), stores=False),
+    # Proposals, promotions and demotions, each with the policy version it publishes (in
+    # the same transaction): the one processor that writes `policy`.
+    "rollout": _processor("rollout", reads=("rollout-requests",), writes=("rollout", "policy")),
     "readmodels": Rights(
         reads=(
             "cases",
@@ -99,13 +103,16 @@ PRINCIPALS: dict[str, Rights] = {
             "executions",
             "policy",
             "deadletter",
+            "rollout-requests",
+            "rollout",
         ),
         # The audit chains' signed heads (projections.anchors).
         writes=("deadletter", "audit-anchors"),
         groups=("projection.",),
     ),
-    # Reviews and reclassifications, signed by the operator the console authenticated.
-    "console": Rights(writes=("reviews",)),
+    # Reviews and reclassifications, signed by the operator the console authenticated;
+    # supervisors' rollout approvals and kill switches (the console, `casegate rollout`).
+    "console": Rights(writes=("reviews", "rollout-requests")),
     # `casegate policy publish`: reads the versions published so far, writes the next.
     PUBLISHER: Rights(reads=("policy",), writes=("policy",), groups=("policy-cli-",)),
 }

@@ -222,6 +222,12 @@ class Settings(BaseSettings):
         description="Fault injection for tests only: hold every processor transaction open "
         "this long before committing (0 in production).",
     )
+    rollout_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the rollout processor judges every workflow's evidence "
+        "(promotion proposals, demotion triggers).",
+    )
     state_sweep_s: float = Field(
         default=10.0,
         gt=0,

@@ -46,6 +46,7 @@ METRICS_OFFSETS: dict[str, int] = {
     "execute": 5,
     "readmodels": 6,
     "console": 7,
+    "rollout": 8,
 }
 _PROPAGATOR = TraceContextTextMapPropagator()
 # Fields a log call may pass in `extra=` that JSON lines carry as their own keys.

@@ -46,6 +46,11 @@ TOPICS: tuple[TopicSpec, ...] = (
     # started later would disagree with those that saw the original).
     TopicSpec("policy", KEEP_FOREVER, single_partition=True),
     TopicSpec("deadletter", KEEP_FOREVER),
+    # Supervisors' approvals and kill switches (console, CLI), then the rollout processor's
+    # proposals, promotions, demotions and refusals: one partition each, so a workflow's
+    # rollout story has one order and one rollout worker owns it.
+    TopicSpec("rollout-requests", KEEP_FOREVER, single_partition=True),
+    TopicSpec("rollout", KEEP_FOREVER, single_partition=True),
     # The audit chains' signed heads (projections.anchors): written by the read models,
     # read by `casegate audit verify`, never projected (it is the check on the projection).
     TopicSpec("audit-anchors", KEEP_FOREVER, single_partition=True, projected=False, events=False),

@@ -22,7 +22,7 @@ from infra.telemetry import traceparent_of, with_traceparent
 from policy.loader import LoadedPolicy
 from processors.store import Due, State
 from schemas.codec import Codec
-from schemas.events import Event
+from schemas.events import Event, record_key
 
 WireHeaders = list[tuple[str, bytes]]
 
@@ -99,7 +99,8 @@ class Outbox:
             self.records.append(
                 Outgoing(
                     self.prefix + event.topic,
-                    event.case_id.encode(),
+                    # A policy is keyed by its version (the rollout processor emits them).
+                    record_key(event),
                     value,
                     with_traceparent(headers, traceparent),
                 )
@@ -178,6 +179,13 @@ class Handler:
 
     def start(self, policy: LoadedPolicy | None, stop: threading.Event) -> None:
         """Before the first batch, once the policy is known (the recommender learns here)."""
+
+    # Seconds between two `every` calls; None: the handler has no periodic work.
+    every_s: float | None = None
+
+    def every(self, step: Step) -> None:
+        """Periodic work (every `every_s`), by the worker that owns input partition 0, in a
+        transaction that carries the worker's offsets (a worker that lost it is fenced)."""
 
     def on_turn(self, policy: LoadedPolicy | None) -> None:
         """Once per turn of the loop, between batches: quick work only."""

@@ -171,7 +171,7 @@ class Loop:
             self.close()
             return
         try:
-            next_tick = next_sweep = time.monotonic()
+            next_tick = next_sweep = next_every = time.monotonic()
             while not stop.is_set():
                 if self.policies is not None and self.policies.poll():
                     self._policy_changed()
@@ -183,6 +183,10 @@ class Loop:
                 if now >= next_sweep:
                     self._sweep()
                     next_sweep = now + self.settings.state_sweep_s
+                every_s = self.handler.every_s
+                if every_s is not None and now >= next_every:
+                    self._every()
+                    next_every = now + every_s
                 wait = max(0.0, min(next_tick, next_sweep) - time.monotonic())
                 if now >= self._next_gauges:
                     self._gauges()
@@ -404,6 +408,18 @@ class Loop:
         overlay = Overlay(self.store)
         hook(due, self._step(overlay, out))
         changes = overlay.changes()
+        if out.records or changes:
+            self._transact(out, changes, dict(self._committed))
+
+    def _every(self) -> None:
+        """The handler's periodic work (`Handler.every`): one worker does it, the owner of
+        partition 0, in a transaction with the offsets it owns."""
+        if 0 not in self._owned:
+            return
+        out = Outbox(self.codec, self.settings.topic_prefix, self.group)
+        overlay = Overlay(self.store) if self.store is not None else None
+        self.handler.every(self._step(overlay, out))
+        changes = overlay.changes() if overlay is not None else []
         if out.records or changes:
             self._transact(out, changes, dict(self._committed))
 

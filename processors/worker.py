@@ -31,6 +31,7 @@ PROCESSORS: dict[str, str] = {
     "guard": "processors.guard",
     "approve": "processors.approve",
     "execute": "processors.execute",
+    "rollout": "processors.rollout",
 }
 
 

@@ -22,12 +22,19 @@ from schemas.events import (
     ExecutionRolledBack,
     ExecutionSucceeded,
     GuardrailDecided,
+    KillSwitchPulled,
     ModelOutputRejected,
     PolicyPublished,
+    PromotionApprovalRecorded,
+    PromotionApprovalSubmitted,
+    PromotionProposed,
     RecommendationProduced,
     ReviewDenied,
     ReviewRecorded,
     ReviewSubmitted,
+    RolloutRequestRefused,
+    WorkflowDemoted,
+    WorkflowPromoted,
 )
 
 
@@ -67,6 +74,18 @@ def actor_of(e: Event) -> str | None:
             return e.author
         case DeadLettered():
             return e.consumer
+        case (
+            PromotionApprovalSubmitted()
+            | KillSwitchPulled()
+            | PromotionApprovalRecorded()
+            | RolloutRequestRefused()
+            | WorkflowDemoted()
+        ):
+            return e.actor
+        case PromotionProposed():
+            return e.proposed_by
+        case WorkflowPromoted():
+            return ",".join(e.approvers)
     return None
 
 
@@ -76,8 +95,10 @@ def policy_version_of(e: Event) -> str | None:
             return e.policy_version
         case RecommendationProduced():
             return e.provenance.policy_version
-        case PolicyPublished():
-            return e.version
+        case PolicyPublished() | WorkflowPromoted() | WorkflowDemoted():
+            return e.policy_version if not isinstance(e, PolicyPublished) else e.version
+        case PromotionProposed() | PromotionApprovalSubmitted():
+            return e.policy_version
     return None
 
 
@@ -140,4 +161,28 @@ def summary_of(e: Event) -> str:
             return f"policy {e.version} published by {e.author} (sha256 {e.sha256[:12]})"
         case DeadLettered():
             return f"dead-lettered by {e.consumer}: {e.reason}"
+        case PromotionProposed():
+            return (
+                f"{e.workflow} proposed for {e.from_phase} -> {e.to_phase} under policy "
+                f"{e.policy_version}: sample {e.sample} of {e.min_sample}, needs "
+                f"{e.approvals_required} approvals ({', '.join(e.approver_roles)})"
+            )
+        case PromotionApprovalSubmitted():
+            return f"{e.actor} approves proposal {e.proposal_id} via {e.via}"
+        case PromotionApprovalRecorded():
+            return f"approval by {e.actor} recorded: {e.approvals_received}/{e.approvals_required}"
+        case KillSwitchPulled():
+            return f"kill switch pulled by {e.actor} via {e.via}: {e.reason}"
+        case RolloutRequestRefused():
+            return f"{e.request} by {e.actor} refused: {e.reason}"
+        case WorkflowPromoted():
+            return (
+                f"{e.workflow} promoted {e.from_phase} -> {e.to_phase}: policy "
+                f"{e.policy_version} approved by {', '.join(e.approvers)}"
+            )
+        case WorkflowDemoted():
+            return (
+                f"{e.workflow} demoted {e.from_phase} -> {e.to_phase} ({e.trigger}) by "
+                f"{e.actor}: {e.reason}; policy {e.policy_version}"
+            )
     return e.event_type
