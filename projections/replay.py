@@ -33,6 +33,8 @@ READ_MODELS = (
     "approval_queue",
     "metrics",
     "shadow_alignment",
+    "rollout_events",
+    "rollout_proposals",
 )
 
 

@@ -23,6 +23,7 @@ from projections.audit import AuditLogProjection
 from projections.case_state import CaseStateProjection
 from projections.metrics import ReadModelMetrics
 from projections.recommendations import RecommendationFactsProjection
+from projections.rollout import RolloutProjection
 from projections.runner import ProjectionRunner, group_id
 from projections.timeline import CaseTimelineProjection
 from schemas.codec import Codec
@@ -83,6 +84,7 @@ def build_runner(
             CaseTimelineProjection(),
             CaseStateProjection(),
             RecommendationFactsProjection(),
+            RolloutProjection(),
         ],
         conn=conn,
         consumer=make_consumer(
