@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool
 from starlette.responses import Response
 from swagger_ui_bundle import swagger_ui_path
 
-from console.api import cases, health, metrics, queue, reviews
+from console.api import cases, health, metrics, queue, reviews, rollout
 from console.api.deps import Services
 from console.api.errors import ConsoleError, Invalid, Unauthorized, dotted
 from console.api.policies import PolicyCache
@@ -76,7 +76,7 @@ def create_app(
     app.state.services = Services(settings, conn_pool, producer, codec, PolicyCache(), clock)
     app.state.templates = build_templates()
     api = APIRouter(prefix="/api")
-    for area in (health, queue, reviews, cases, metrics):
+    for area in (health, queue, reviews, cases, metrics, rollout):
         api.include_router(area.router)
     app.include_router(api)
     app.include_router(pages.router)
