@@ -27,8 +27,9 @@ from processors.guard import Guard
 from processors.handler import Handler
 from processors.intake import Intake
 from processors.recommend.processor import Recommend
+from processors.rollout import Rollout
 
-HANDLERS: tuple[type[Handler], ...] = (Intake, Recommend, Guard, Approve, Execute)
+HANDLERS: tuple[type[Handler], ...] = (Intake, Recommend, Guard, Approve, Execute, Rollout)
 
 
 def writers_of(topic: str) -> set[str]:
@@ -37,7 +38,11 @@ def writers_of(topic: str) -> set[str]:
 
 def test_only_the_console_writes_reviews_and_only_the_publisher_writes_policy() -> None:
     assert writers_of("reviews") == {"console"}
-    assert writers_of("policy") == {"publisher"}
+    # The rollout processor publishes the phase changes supervisors approved or a demotion
+    # trigger fired, and nobody else but the publisher may.
+    assert writers_of("policy") == {"publisher", "rollout"}
+    assert writers_of("rollout-requests") == {"console"}
+    assert writers_of("rollout") == {"rollout"}
     assert writers_of("upstream") == {"upstream"}
     assert writers_of("cases") == {"intake"}
     assert writers_of("audit-anchors") == {"readmodels"}
@@ -58,7 +63,8 @@ def test_upstream_writes_the_intake_topic_and_reads_nothing() -> None:
         ("approve", {"decisions", "executions", "deadletter"}),
         ("execute", {"executions", "deadletter"}),
         ("readmodels", {"deadletter", "audit-anchors"}),
-        ("console", {"reviews"}),
+        ("console", {"reviews", "rollout-requests"}),
+        ("rollout", {"rollout", "policy", "deadletter"}),
     ],
 )
 def test_each_component_writes_its_outputs_only(principal: str, writes: set[str]) -> None:
