@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
 from console.api.deps import Conn, CurrentOperator, Svc
-from console.api.errors import Conflict, Forbidden, NotFound
+from console.api.errors import Conflict, Forbidden, Invalid, NotFound
 from console.api.metrics import readiness_all
 from console.api.models import Readiness
 from console.api.writes import produce_durably
@@ -28,6 +28,7 @@ from policy.rollout import approver
 from schemas.events import (
     KillSwitchPulled,
     PromotionApprovalSubmitted,
+    derived_event_id,
     new_event_id,
     utc_now,
     workflow_case_id,
@@ -78,6 +79,12 @@ class RolloutStatus(BaseModel):
 class KillRequest(BaseModel):
     model_config = {"extra": "forbid"}
     reason: str = Field(min_length=3, max_length=2000, description="why, for the audit")
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=8,
+        max_length=200,
+        description="the same key again sends the same event (dropped as a duplicate)",
+    )
 
 
 class Requested(BaseModel):
@@ -145,7 +152,18 @@ def _in_force(svc: Svc, conn: psycopg.Connection) -> LoadedPolicy:
     return in_force.loaded
 
 
+def _may_any(policy: LoadedPolicy, operator: Operator) -> None:
+    """403 at once for someone who may approve no workflow's promotions at all."""
+    roles = {r for wf in policy.policy.workflows.values() for r in wf.promotion.approver_roles}
+    if not roles & set(operator.roles):
+        raise Forbidden(
+            f"{operator.name} may not approve promotions or pull kill switches: that needs "
+            f"one of the roles {', '.join(sorted(roles))} (yours: {', '.join(operator.roles)})"
+        )
+
+
 def _may(policy: LoadedPolicy, operator: Operator, workflow: str, what: str) -> None:
+    _may_any(policy, operator)
     wf = policy.policy.workflows.get(workflow)
     if wf is None:
         raise NotFound(f"policy {policy.version} has no workflow {workflow!r}")
@@ -161,6 +179,7 @@ def approve_proposal(
 ) -> Requested:
     """Check and send one PromotionApprovalSubmitted bound to the proposal's version."""
     policy = _in_force(svc, conn)
+    _may_any(policy, operator)
     found = [p for p in proposals(conn, policy.version) if p.proposal_id == proposal_id]
     if not found:
         raise NotFound(f"no proposal {proposal_id} (`casegate rollout status` lists them)")
@@ -200,15 +219,28 @@ def approve_proposal(
 
 
 def pull_kill_switch(
-    svc: Svc, conn: psycopg.Connection, operator: Operator, workflow: str, reason: str, via: str
+    svc: Svc,
+    conn: psycopg.Connection,
+    operator: Operator,
+    workflow: str,
+    reason: str,
+    via: str,
+    idempotency_key: str | None = None,
 ) -> Requested:
-    """Check and send one KillSwitchPulled: the workflow goes to shadow at once."""
+    """Check and send one KillSwitchPulled: the workflow goes to shadow at once. A retry
+    with the same key carries the same event id, which every consumer drops."""
     policy = _in_force(svc, conn)
     _may(policy, operator, workflow, "pull the kill switch of")
+    if len(reason.strip()) < 3:
+        raise Invalid([(("reason",), "say why the workflow is killed (at least 3 characters)")])
     if policy.policy.workflows[workflow].phase == "shadow":
         raise Conflict(f"{workflow} is in shadow already under policy {policy.version}")
     event = KillSwitchPulled(
-        event_id=new_event_id(),
+        event_id=(
+            derived_event_id(f"{operator.name}|{idempotency_key}", "KillSwitchPulled")
+            if idempotency_key
+            else new_event_id()
+        ),
         case_id=workflow_case_id(workflow),
         occurred_at=utc_now(),
         workflow=workflow,
@@ -270,4 +302,6 @@ def kill_endpoint(
     conn: Conn,
 ) -> Requested:
     """One KillSwitchPulled with your operator id, roles and reason."""
-    return pull_kill_switch(svc, conn, operator, workflow, body.reason, "console")
+    return pull_kill_switch(
+        svc, conn, operator, workflow, body.reason, "console", body.idempotency_key
+    )

@@ -18,7 +18,8 @@ from console.api import writes
 from console.api.deps import Conn, Svc
 from console.api.errors import ConsoleError, Forbidden, Invalid
 from console.api.models import ReclassifyRequest, ReviewRequest
-from console.web.pages import review_page, trace_page
+from console.api.rollout import approve_proposal, pull_kill_switch
+from console.web.pages import review_page, rollout_page, trace_page
 from console.web.render import render, trace_url
 from console.web.session import Session, check_form, sign_in, sign_out
 
@@ -136,3 +137,41 @@ def reclassify_post(
     return RedirectResponse(
         f"{trace_url(result.case_id)}?submitted={result.review_id}", status_code=303
     )
+
+
+@router.post("/rollout/proposals/{proposal_id}/approve")
+def rollout_approve_post(
+    proposal_id: str,
+    request: Request,
+    session: Session,
+    svc: Svc,
+    conn: Conn,
+    form_token: str = Form(""),
+) -> Response:
+    check_form(request, session, form_token)
+    try:
+        approve_proposal(svc, conn, session.operator, proposal_id, "console")
+    except ConsoleError as exc:
+        return rollout_page(request, session, svc, conn, error=exc)
+    return RedirectResponse(f"/rollout?sent=approval+of+{proposal_id}", status_code=303)
+
+
+@router.post("/rollout/workflows/{workflow}/kill")
+def rollout_kill_post(
+    workflow: str,
+    request: Request,
+    session: Session,
+    svc: Svc,
+    conn: Conn,
+    form_token: str = Form(""),
+    idempotency_key: str = Form(""),
+    reason: str = Form(""),
+) -> Response:
+    check_form(request, session, form_token)
+    try:
+        pull_kill_switch(
+            svc, conn, session.operator, workflow, reason.strip(), "console", idempotency_key
+        )
+    except ConsoleError as exc:
+        return rollout_page(request, session, svc, conn, error=exc)
+    return RedirectResponse(f"/rollout?sent=kill+switch+of+{workflow}", status_code=303)

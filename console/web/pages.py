@@ -1,4 +1,4 @@
-"""The pages operators and analysts read: queue, review, trace, attention, metrics."""
+"""The pages operators and analysts read: queue, review, trace, attention, metrics, rollout."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from console.api.deps import Conn, Services, Svc
 from console.api.errors import ConsoleError
 from console.api.metrics import readiness_all
 from console.api.queue import item_for, policy_in_force, to_item
+from console.api.rollout import rollout_status
 from console.web.charts import bar_chart, time_series
 from console.web.render import count, minutes, pct, render, trace_url
 from console.web.session import Session, WebSession
+from policy.rollout import approver
 from projections.queries import DIMENSIONS, metrics
 
 router = APIRouter(include_in_schema=False)
@@ -184,4 +186,42 @@ def metrics_page(
         rows=segments,
         readiness=readiness_all(svc, conn),
         notes=notes,
+    )
+
+
+@router.get("/rollout")
+def rollout_get(
+    request: Request, session: Session, svc: Svc, conn: Conn, sent: str = ""
+) -> Response:
+    return rollout_page(request, session, svc, conn, sent=sent)
+
+
+def rollout_page(
+    request: Request,
+    session: WebSession,
+    svc: Services,
+    conn: psycopg.Connection,
+    sent: str = "",
+    error: ConsoleError | None = None,
+) -> Response:
+    """Each workflow's phase, readiness, proposals with their evidence and approve buttons,
+    the kill switch, and why each phase change happened."""
+    report = rollout_status(svc, conn)
+    in_force = svc.policies.get(conn)
+
+    def may_approve(workflow: str) -> bool:
+        return in_force is not None and approver(
+            in_force.loaded.policy, workflow, session.operator.roles
+        )
+
+    return render(
+        request,
+        "rollout.html",
+        status=error.status if error else 200,
+        session=session,
+        report=report,
+        may_approve=may_approve,
+        new_key=new_key,
+        sent=sent,
+        error=error,
     )

@@ -69,18 +69,29 @@ ANY_OPERATOR = {
     ("GET", "/api/metrics"),
     ("GET", "/api/readiness"),
     ("GET", "/api/policy"),
+    ("GET", "/api/rollout"),
 }
 NEEDS_A_ROLE = {
     ("GET", "/api/queue/{recommendation_id}"): "ann",  # an agent; r-q1 needs a supervisor
     ("POST", "/api/reviews"): "ann",
     ("POST", "/api/cases/{case_id}/reclassify"): "nobody",  # holds no role of the policy
+    # Supervisors approve promotions and pull kill switches; an agent is refused.
+    ("POST", "/api/rollout/proposals/{proposal_id}/approve"): "ann",
+    ("POST", "/api/rollout/workflows/{workflow}/kill"): "ann",
 }
 PAGE_NEEDS_A_ROLE = {
     ("GET", "/queue/{recommendation_id}"): "ann",
     ("POST", "/queue/{recommendation_id}/review"): "ann",
     ("POST", "/cases/{case_id}/reclassify"): "nobody",
+    ("POST", "/rollout/proposals/{proposal_id}/approve"): "ann",
+    ("POST", "/rollout/workflows/{workflow}/kill"): "ann",
 }
-PATH_VALUES = {"recommendation_id": "r-q1", "case_id": "q1"}
+PATH_VALUES = {
+    "recommendation_id": "r-q1",
+    "case_id": "q1",
+    "proposal_id": "p-1",
+    "workflow": "billing",
+}
 
 
 def routes(app: FastAPI) -> list[tuple[str, str]]:
@@ -108,6 +119,7 @@ def key() -> str:
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/reviews"): {"recommendation_id": "r-q1", "verdict": "approve"},
     ("POST", "/api/cases/{case_id}/reclassify"): {"category": "plan_change", "reason": "r"},
+    ("POST", "/api/rollout/workflows/{workflow}/kill"): {"reason": "broken adapter"},
 }
 
 
