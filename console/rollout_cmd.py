@@ -2,7 +2,7 @@
 
 Approving and killing act for an operator, as the console does: the operator's bearer
 token (`--token` or CASEGATE_OPERATOR_TOKEN) names who and with which roles, the same
-checks as the console's run first, and the request goes to `rollout-requests` as the
+checks as the console's run first, and the request goes to `phase-requests` as the
 console's principal (the only one that may write it).
 """
 

@@ -93,7 +93,7 @@ PRINCIPALS: dict[str, Rights] = {
     "execute": _processor("execute", reads=("executions",), writes=("executions",), stores=False),
     # Proposals, promotions and demotions, each with the policy version it publishes (in
     # the same transaction): the one processor that writes `policy`.
-    "rollout": _processor("rollout", reads=("rollout-requests",), writes=("rollout", "policy")),
+    "rollout": _processor("rollout", reads=("phase-requests",), writes=("rollout", "policy")),
     "readmodels": Rights(
         reads=(
             "cases",
@@ -103,7 +103,7 @@ PRINCIPALS: dict[str, Rights] = {
             "executions",
             "policy",
             "deadletter",
-            "rollout-requests",
+            "phase-requests",
             "rollout",
         ),
         # The audit chains' signed heads (projections.anchors).
@@ -112,7 +112,7 @@ PRINCIPALS: dict[str, Rights] = {
     ),
     # Reviews and reclassifications, signed by the operator the console authenticated;
     # supervisors' rollout approvals and kill switches (the console, `casegate rollout`).
-    "console": Rights(writes=("reviews", "rollout-requests")),
+    "console": Rights(writes=("reviews", "phase-requests")),
     # `casegate policy publish`: reads the versions published so far, writes the next.
     PUBLISHER: Rights(reads=("policy",), writes=("policy",), groups=("policy-cli-",)),
 }

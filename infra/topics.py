@@ -49,7 +49,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     # Supervisors' approvals and kill switches (console, CLI), then the rollout processor's
     # proposals, promotions, demotions and refusals: one partition each, so a workflow's
     # rollout story has one order and one rollout worker owns it.
-    TopicSpec("rollout-requests", KEEP_FOREVER, single_partition=True),
+    TopicSpec("phase-requests", KEEP_FOREVER, single_partition=True),
     TopicSpec("rollout", KEEP_FOREVER, single_partition=True),
     # The audit chains' signed heads (projections.anchors): written by the read models,
     # read by `casegate audit verify`, never projected (it is the check on the projection).

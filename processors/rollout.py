@@ -6,7 +6,7 @@ the read models and decides with `policy.rollout.evaluate`:
   `WorkflowDemoted` with the evidence, in one transaction, no human needed;
 - the workflow qualifies: `PromotionProposed` with the evidence, once per (workflow, policy
   version).
-It reads `rollout-requests` (supervisors' approvals and kill switches, from the console and
+It reads `phase-requests` (supervisors' approvals and kill switches, from the console and
 the CLI): an approval counts when it comes from a role the workflow names, from a person
 who has not approved it yet, for the proposal as it was computed under the policy in force
 (a proposal of an older version is stale, and refused); the second one publishes the next
@@ -86,7 +86,7 @@ def evidence_checks(checks: Sequence[Check]) -> tuple[EvidenceCheck, ...]:
 
 class Rollout(Handler):
     component = "rollout"
-    inputs = {"rollout-requests": (PromotionApprovalSubmitted, KillSwitchPulled)}
+    inputs = {"phase-requests": (PromotionApprovalSubmitted, KillSwitchPulled)}
     stores = (STORE,)
     needs_policy = True
 

@@ -14,7 +14,7 @@ from projections.staging import Load, Table
 from schemas.events import Event
 
 # Every event of these topics names its workflow.
-ROLLOUT_TOPICS = ("rollout-requests", "rollout")
+ROLLOUT_TOPICS = ("phase-requests", "rollout")
 
 
 def _is_rollout(e: Event) -> bool:

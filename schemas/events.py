@@ -495,7 +495,7 @@ class DeadLettered(InternalEvent):
     error_class: str  # UndecodableRecord | UnknownSchema | InvalidEvent | ...
 
 
-# --- rollout (topics rollout-requests and rollout; case_id "workflow:<name>") ------------
+# --- rollout (topics phase-requests and rollout; case_id "workflow:<name>") ------------
 
 
 def workflow_case_id(workflow: str) -> str:
@@ -508,7 +508,7 @@ class PromotionApprovalSubmitted(InternalEvent):
     """A supervisor approves a promotion proposal, as the console or CLI authenticated them."""
 
     event_type: ClassVar[str] = "PromotionApprovalSubmitted"
-    topic: ClassVar[str] = "rollout-requests"
+    topic: ClassVar[str] = "phase-requests"
 
     proposal_id: str
     workflow: str
@@ -523,7 +523,7 @@ class KillSwitchPulled(InternalEvent):
     """A supervisor demotes a workflow to shadow at once."""
 
     event_type: ClassVar[str] = "KillSwitchPulled"
-    topic: ClassVar[str] = "rollout-requests"
+    topic: ClassVar[str] = "phase-requests"
 
     workflow: str
     actor: str

@@ -327,7 +327,7 @@ def test_a_bounded_workflow_whose_executions_fail_is_demoted_within_the_interval
     send(rig.settings, rig.codec, [rec])
     assert rig.decision(rec.recommendation_id).phase == "assisted"
     time.sleep(4 * INTERVAL_S)
-    wait_caught_up(rig.settings, "rollout", ("rollout-requests",))
+    wait_caught_up(rig.settings, "rollout", ("phase-requests",))
     rig.out.poll(0.5)
     assert len(rig.out.events(WorkflowDemoted, workflow="ops_wf")) == 1
 

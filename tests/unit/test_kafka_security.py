@@ -41,11 +41,19 @@ def test_only_the_console_writes_reviews_and_only_the_publisher_writes_policy() 
     # The rollout processor publishes the phase changes supervisors approved or a demotion
     # trigger fired, and nobody else but the publisher may.
     assert writers_of("policy") == {"publisher", "rollout"}
-    assert writers_of("rollout-requests") == {"console"}
+    assert writers_of("phase-requests") == {"console"}
     assert writers_of("rollout") == {"rollout"}
     assert writers_of("upstream") == {"upstream"}
     assert writers_of("cases") == {"intake"}
     assert writers_of("audit-anchors") == {"readmodels"}
+
+
+def test_no_owned_prefix_covers_a_casegate_topic() -> None:
+    # A processor creates and writes every topic under its changelog prefix: a topic named
+    # under it (say `rollout-requests` under the rollout's `rollout-`) would be its to forge.
+    for who, rights in PRINCIPALS.items():
+        for owned in rights.owns:
+            assert [t.name for t in TOPICS if t.name.startswith(owned)] == [], who
 
 
 def test_upstream_writes_the_intake_topic_and_reads_nothing() -> None:
@@ -63,7 +71,7 @@ def test_upstream_writes_the_intake_topic_and_reads_nothing() -> None:
         ("approve", {"decisions", "executions", "deadletter"}),
         ("execute", {"executions", "deadletter"}),
         ("readmodels", {"deadletter", "audit-anchors"}),
-        ("console", {"reviews", "rollout-requests"}),
+        ("console", {"reviews", "phase-requests"}),
         ("rollout", {"rollout", "policy", "deadletter"}),
     ],
 )

@@ -227,7 +227,7 @@ class Rig:
         return self._step(self.handler.every)
 
     def send(self, *requests: Event) -> list[Event]:
-        batch = [inbound(r, "rollout-requests", partition=0, at=NOW) for r in requests]
+        batch = [inbound(r, "phase-requests", partition=0, at=NOW) for r in requests]
         return self._step(lambda step: self.handler.handle(batch, step))
 
     def adopt(self, events: Sequence[Event]) -> None:
