@@ -144,7 +144,9 @@ class Demotion(Frozen):
     max_failure_rate: float | None = Field(default=0.25, ge=0, le=1)
     max_rollback_rate: float | None = Field(default=0.2, ge=0, le=1)
     last_decisions: int = Field(default=50, ge=1)
-    max_denial_rate: float | None = Field(default=0.5, ge=0, le=1)
+    # Off unless set: a denial is the guard doing its job, and how many are normal depends
+    # on the workflow's bounds.
+    max_denial_rate: float | None = Field(default=None, ge=0, le=1)
     min_sample: int = Field(default=5, ge=1)
 
     @model_validator(mode="after")

@@ -128,11 +128,19 @@ def test_a_failure_trigger_demotes_one_phase_and_wins_over_a_promotion() -> None
         (Recent(executions=4, failed=4), False),  # fewer than min_sample (5): no verdict
         (Recent(executions=5, failed=1), False),  # .2 <= .25
         (Recent(executions=10, failed=3, rolled_back=3), True),  # rollback .3 > .2
-        (Recent(decisions=10, denied=6), True),  # denial .6 > .5
+        (Recent(decisions=10, denied=9), False),  # the denial trigger is off by default
     ],
 )
 def test_demotion_triggers(recent: Recent, fires: bool) -> None:
     assert (evaluate(OPS, Evidence(), recent, False).action == "demote") is fires
+
+
+def test_a_denial_trigger_fires_when_the_policy_sets_one() -> None:
+    strict = OPS.model_copy(
+        update={"demotion": OPS.demotion.model_copy(update={"max_denial_rate": 0.5})}
+    )
+    assert evaluate(strict, Evidence(), Recent(decisions=10, denied=6), False).action == "demote"
+    assert evaluate(strict, Evidence(), Recent(decisions=10, denied=5), False).action == "hold"
 
 
 def test_a_shadow_workflow_is_never_demoted() -> None:
