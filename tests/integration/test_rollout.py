@@ -23,13 +23,17 @@ from typing import Any
 import psycopg
 import pytest
 from confluent_kafka import Producer
+from fastapi.testclient import TestClient
+from psycopg_pool import ConnectionPool
 from typer.testing import CliRunner
 
+from console.api.app import create_app
 from console.auth import add_operator
 from console.cli import app as cli_app
 from console.policy_cmd import publish_policy
 from infra.db import database_urls
-from infra.kafka import producer_config
+from infra.kafka import make_producer, producer_config
+from infra.kafka_auth import as_principal
 from infra.settings import Settings
 from policy.loader import load_policy_text
 from schemas.codec import Codec
@@ -373,3 +377,39 @@ def test_the_kill_switch_demotes_to_shadow_at_once_with_who_and_why(rig: Rig) ->
         ),
         what="the kill in the audit log",
     )
+
+
+def test_the_console_shows_why_and_refuses_a_non_supervisor(rig: Rig) -> None:
+    settings = as_principal(rig.settings, "console")
+    pool = ConnectionPool(database_urls(settings).app, min_size=1, max_size=2, open=True)
+    producer = make_producer(settings)
+    app = create_app(settings, conn_pool=pool, producer=producer, codec=rig.codec)
+    try:
+        with TestClient(app) as client:
+            ada = {"Authorization": f"Bearer {rig.tokens['ada']}"}
+            sam = {"Authorization": f"Bearer {rig.tokens['sam']}"}
+            answer = client.post(
+                "/api/rollout/workflows/assisted_wf/kill",
+                headers=ada,
+                json={"reason": "not mine to pull"},
+            )
+            assert answer.status_code == 403, answer.text
+            assert "supervisor" in answer.json()["detail"]
+            report = client.get("/api/rollout", headers=sam).json()
+            ops = next(w for w in report["workflows"] if w["workflow"] == "ops_wf")
+            assert ops["phase"] == "assisted"
+            demoted = next(c for c in ops["history"] if c["event_type"] == "WorkflowDemoted")
+            assert "failure_rate" in demoted["summary"]
+            assert any(
+                c["name"] == "failure_rate" and c["passed"] is False for c in demoted["checks"]
+            )
+            web = TestClient(app)
+            signed = web.post("/sign-in", data={"token": rig.tokens["sam"]}, follow_redirects=False)
+            assert signed.status_code == 303, signed.text
+            page = web.get("/rollout")
+            assert page.status_code == 200
+            for shown in ("WorkflowDemoted", "failure_rate", "kill_switch", "adapter misbehaving"):
+                assert shown in page.text, shown
+    finally:
+        producer.flush(10)
+        pool.close()
