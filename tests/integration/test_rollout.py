@@ -108,7 +108,8 @@ class Rig:
     def cases(self, *events: Event) -> None:
         """Case events straight onto `cases`, as intake re-publishes what it accepted."""
         for event in events:
-            value, headers = self.codec.encode(event)
+            value, encoded = self.codec.encode(event)
+            headers: list[tuple[str, str | bytes | None]] = list(encoded)
             self.producer.produce(
                 self.settings.topic("cases"), key=record_key(event), value=value, headers=headers
             )
