@@ -2,9 +2,10 @@
 outbox it fills.
 
 A handler holds no Kafka client and does no I/O of its own (the executor's adapters
-aside): `handle(batch, step)` reads the batch's decoded records and its state
-(`step.state`), decides with the pure rules, and puts what must happen in `step.out`
-(events to produce, records to forward, records to dead-letter) and in `step.state`.
+and the rollout's evidence reads aside): `handle(batch, step)` reads the batch's decoded
+records and its state (`step.state`), decides with the pure rules, and puts what must
+happen in `step.out` (events to produce, records to forward, records to dead-letter) and
+in `step.state`.
 The loop then writes all of it, and the input offsets, in one Kafka transaction.
 """
 

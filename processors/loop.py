@@ -22,7 +22,8 @@ for its supervisor to restart it. State is restored from the changelog topics wh
 partitions are assigned (rebalance, restart). Timers (`Handler.on_due`) and retention
 (entries past `expires_ms`) are driven from the poll timeout, each in a transaction of
 its own that also carries the current offsets, so a worker that lost its partitions is
-fenced instead of writing state it no longer owns.
+fenced instead of writing state it no longer owns. A handler's periodic work
+(`Handler.every`, every `every_s`) runs the same way, in the worker that owns partition 0.
 """
 
 from __future__ import annotations

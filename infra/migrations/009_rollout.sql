@@ -42,3 +42,9 @@ FROM rollout_events p
 LEFT JOIN rollout_events w
        ON w.event_type = 'WorkflowPromoted' AND w.proposal_id = p.proposal_id
 WHERE p.event_type = 'PromotionProposed';
+
+-- The rollout processor reads a workflow's decisions of given policy versions, newest
+-- first, every interval (processors.rollout_evidence).
+CREATE INDEX recommendation_facts_rollout
+    ON recommendation_facts (workflow, policy_version, decided_at);
+CREATE INDEX executions_policy_version ON executions (policy_version);

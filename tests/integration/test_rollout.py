@@ -315,6 +315,7 @@ def test_a_bounded_workflow_whose_executions_fail_is_demoted_within_the_interval
     )
     took = time.monotonic() - failed_seen
     assert took < INTERVAL_S + 10, f"demoted {took:.1f}s after the failures were visible"
+    print(f"ops_wf demoted {took:.2f}s after three failures were visible in the read models")
     assert (demoted.from_phase, demoted.to_phase) == ("bounded", "assisted")
     assert (demoted.trigger, demoted.actor) == ("failure_rate", "rollout")
     failure = next(c for c in demoted.checks if c.name == "failure_rate")
