@@ -36,6 +36,7 @@ from infra.kafka import make_producer, producer_config
 from infra.kafka_auth import as_principal
 from infra.settings import Settings
 from policy.loader import load_policy_text
+from projections.replay import differences, rebuild
 from schemas.codec import Codec
 from schemas.events import (
     ActionSpec,
@@ -415,3 +416,15 @@ def test_the_console_shows_why_and_refuses_a_non_supervisor(rig: Rig) -> None:
     finally:
         producer.flush(10)
         pool.close()
+
+
+def test_a_replay_rebuilds_the_rollout_read_models_equal_to_the_live_ones(rig: Rig) -> None:
+    rebuild(rig.settings, rig.codec, schema="rebuild")
+    with psycopg.connect(database_urls(rig.settings).app) as conn:
+        found = differences(conn, "public", "rebuild")
+        assert found["rollout_events"] == 0 and found["rollout_proposals"] == 0, found
+        [(events,)] = conn.execute("SELECT count(*) FROM rebuild.rollout_events").fetchall()
+        [(promoted,)] = conn.execute(
+            "SELECT count(*) FROM rebuild.rollout_proposals WHERE status = 'promoted'"
+        ).fetchall()
+    assert events >= 10 and promoted == 1
