@@ -9,13 +9,14 @@ Only rows decided under the versions since the workflow entered its phase count
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import psycopg
 
 from policy.loader import LoadedPolicy
 from policy.model import Workflow
-from policy.rollout import Evidence, Recent, phase_versions
+from policy.rollout import Evidence, Recent, phase_versions, readiness
 from projections.queries import audit_gaps
 
 _DECISIONS = (
@@ -82,24 +83,31 @@ def gather(
     history: Sequence[LoadedPolicy],
     now: datetime,
 ) -> dict[str, tuple[Evidence, Recent]]:
-    """Evidence and recent outcomes of every workflow of the newest policy in `history`."""
+    """Evidence and recent outcomes of every workflow of the newest policy in `history`.
+
+    The audit check reads the whole audit log, so it runs only for a workflow that is
+    ready on every other count (and once per call at most).
+    """
     policy = history[-1].policy
-    gaps = [g.recommendation_id for g in audit_gaps(conn, policy.audit.required_outcomes, now)]
+    gaps: list[str] | None = None
     out: dict[str, tuple[Evidence, Recent]] = {}
     for name, wf in policy.workflows.items():
         versions = phase_versions(history, name)
-        gaps_of: dict[str, int] = (
-            dict(conn.execute(_WORKFLOW_OF, (gaps, versions)).fetchall()) if gaps else {}
-        )
-        out[name] = (
-            _evidence(conn, wf, versions, now, int(gaps_of.get(name, 0))),
-            _recent(conn, wf, versions),
-        )
+        evidence = _evidence(conn, wf, versions, now)
+        if wf.promotion.audit_complete and readiness(wf, evidence).ready:
+            if gaps is None:
+                required = policy.audit.required_outcomes
+                gaps = [g.recommendation_id for g in audit_gaps(conn, required, now)]
+            found: dict[str, int] = (
+                dict(conn.execute(_WORKFLOW_OF, (gaps, versions)).fetchall()) if gaps else {}
+            )
+            evidence = replace(evidence, audit_gaps=int(found.get(name, 0)))
+        out[name] = (evidence, _recent(conn, wf, versions))
     return out
 
 
 def _evidence(
-    conn: psycopg.Connection, wf: Workflow, versions: list[str], now: datetime, gaps: int
+    conn: psycopg.Connection, wf: Workflow, versions: list[str], now: datetime
 ) -> Evidence:
     params: dict[str, object] = {
         "wf": wf.name,
@@ -125,7 +133,6 @@ def _evidence(
         action_matches=matches,
         baseline_resolved=base_resolved,
         baseline_reopened=base_reopened,
-        audit_gaps=gaps,
     )
 
 
