@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 
 from policy.catalog import (
     Action,
+    ActionName,
     AdapterSpec,
     Approvals,
     Effects,
@@ -57,6 +58,7 @@ __all__ = [
     "CASE_FIELDS",
     "MATCH_FIELDS",
     "Action",
+    "ActionName",
     "ActionRule",
     "AdapterSpec",
     "Approvals",
@@ -97,12 +99,19 @@ class Policy(Frozen):
     """A whole policy document. Sections keep document order (workflow matching uses it)."""
 
     version: str = Field(min_length=1)
+    """Published under this version; each version is published once."""
     description: str = ""
+    """Free text for people; not used by any decision."""
     roles: dict[Name, Role]
-    catalog: dict[Name, Action]
+    """Operator roles by name, with the permissions each holds."""
+    catalog: dict[ActionName, Action]
+    """Every action the AI may suggest, by name (guardrail question 1)."""
     workflows: dict[Name, Workflow]
+    """Slices of work in document order; a case belongs to the first whose match it satisfies."""
     model_visibility: ModelVisibility
+    """Which case fields a model may read, and redaction of free text (question 4)."""
     audit: Audit
+    """Outcomes the audit log must prove it holds (question 5)."""
 
     @model_validator(mode="before")
     @classmethod
