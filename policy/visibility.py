@@ -35,7 +35,9 @@ class Redaction(Frozen):
     """
 
     builtin: tuple[BuiltinPattern, ...] = ("email", "phone", "card")
+    """Built-in patterns to apply."""
     custom: dict[Name, str] = Field(default_factory=dict)
+    """Your own patterns by name (Python regular expressions)."""
 
     @field_validator("custom")
     @classmethod
@@ -70,7 +72,9 @@ class ModelVisibility(Frozen):
     """
 
     fields: tuple[str, ...]
+    """Dotted case paths the model may read; anything else is withheld."""
     redaction: Redaction = Redaction()
+    """Personal data removed from free text before a model reads it."""
 
     @field_validator("fields")
     @classmethod
@@ -109,6 +113,7 @@ class Audit(Frozen):
     """
 
     required_outcomes: tuple[str, ...]
+    """`EventType` or `EventType:outcome` entries; `casegate audit gaps` checks them."""
 
     @field_validator("required_outcomes")
     @classmethod
