@@ -220,6 +220,11 @@ class PolicyInfo(BaseModel):
     author: str
     published_at: datetime
     workflows: dict[str, str] = Field(description="workflow -> phase")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="settings that can never take effect on this deployment, as "
+        "`path: why` (docs/policy-reference.md, semantic checks)",
+    )
 
 
 class Check(BaseModel):
