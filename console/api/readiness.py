@@ -3,8 +3,9 @@ criteria (pure; the rows come from the metrics and shadow_alignment views).
 
 - assisted and bounded: acceptance and override rates over `reviewed` recommendations,
   error rate over executions; the sample is `reviewed`.
-- shadow: nobody reviews, so acceptance is how often the recommended action matched what
-  operators finally did (shadow_alignment), over recommendations that had an action.
+- shadow: nobody reviews, so acceptance is shadow_alignment's action match rate: hits
+  (the recommended action among actions_taken, the one definition of a hit) over the
+  resolved cases whose recommendation had an action.
 A check without data is neither passed nor failed; a workflow is ready when its sample is
 large enough, its acceptance check passed, and no check failed.
 """
@@ -52,7 +53,8 @@ def readiness(
                 ">=",
                 p.min_acceptance_rate,
                 a.get("action_match_rate"),
-                "recommended action = operators' action, over resolved cases",
+                "action match rate: hits (recommended action among actions_taken) / "
+                "resolved cases with a recommended action",
             ),
         ]
     else:
