@@ -56,18 +56,27 @@ def trace(case_id: Annotated[str, typer.Argument(help="the case to trace")]) -> 
             "(`casegate run readmodels`)."
         )
         raise typer.Exit(1)
-    table = Table(
-        "when (UTC)", "event", "actor", "what happened", "where", title=f"trace of {case_id}"
+    print_fitted(
+        out,
+        [
+            Col("when (UTC)", "when", "when it happened (UTC)", justify="left"),
+            Col("event", justify="left"),
+            Col("actor", justify="left"),
+            Col("what happened", "what", "what happened", justify="left"),
+            Col("where", justify="left", meaning="topic[partition]@offset"),
+        ],
+        [
+            (
+                r["occurred_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                r["event_type"],
+                r["actor"] or "",
+                r["summary"],
+                f"{r['topic']}[{r['partition']}]@{r['kafka_offset']}",
+            )
+            for r in rows
+        ],
+        title=f"trace of {case_id}",
     )
-    for r in rows:
-        table.add_row(
-            r["occurred_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-            r["event_type"],
-            r["actor"] or "",
-            r["summary"],
-            f"{r['topic']}[{r['partition']}]@{r['kafka_offset']}",
-        )
-    out.print(table)
 
 
 def metrics(

@@ -126,10 +126,17 @@ def test_unused_limits_unreachable_workflows_and_idle_bounded_phases_are_warned(
     }
 
 
-def test_validate_prints_warnings_and_strict_refuses(tmp_path: Path) -> None:
+@pytest.fixture
+def small_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The default policy with 4 automatic runs per window, on 6 partitions."""
+    monkeypatch.setenv("CASEGATE_PARTITIONS", "6")
     path = tmp_path / "small-budget.yaml"
     path.write_text(DEFAULT_TEXT.replace("max_auto_runs: 50", "max_auto_runs: 4"))
-    runner = CliRunner()
+    return path
+
+
+def test_validate_prints_warnings_and_strict_refuses(small_budget: Path) -> None:
+    path, runner = small_budget, CliRunner()
 
     lenient = runner.invoke(app, ["policy", "validate", str(path)])
     strict = runner.invoke(app, ["policy", "validate", "--strict", str(path)])
@@ -148,3 +155,11 @@ def test_reference_check_fails_when_the_file_differs(
     result = CliRunner().invoke(app, ["policy", "reference", "--check"])
 
     assert result.exit_code == 1 and "is not current" in result.stderr
+
+
+def test_publish_strict_refuses_a_policy_with_warnings_before_sending(small_budget: Path) -> None:
+    result = CliRunner().invoke(app, ["policy", "publish", "--strict", str(small_budget)])
+
+    # Refused before any connection to Kafka is made (there is no broker in unit tests).
+    assert result.exit_code == 2
+    assert "floor(4/6) = 0" in result.stderr and "nothing done" in result.stderr
