@@ -84,12 +84,10 @@ def config(
     """Print the settings in force: the database URLs (password hidden unless
     --show-secrets), the Kafka bootstrap servers and security, then every variable."""
     settings = Settings()
-    print_fitted(
-        out,
-        [Col("connection", justify="left"), Col("value", justify="left")],
-        connections(settings, show_secrets),
-        title="connections in force",
-    )
+    # Plain lines, never folded: a URL must copy whole into psql or a BI tool.
+    out.print("connections in force", style="bold")
+    for what, value in connections(settings, show_secrets):
+        out.print(f"  {what}: {value}", soft_wrap=True)
     print_fitted(
         out,
         [Col(h, justify="left") for h in ("variable", "value", "from")],

@@ -9,8 +9,10 @@ import io
 import psycopg
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
 from console import eval_cmd
+from console.cli import app
 from console.config_cmd import connections, database_url, settings_rows
 from console.tables import Col, fitted, print_fitted
 from infra.settings import Settings
@@ -115,3 +117,19 @@ def test_eval_warns_when_the_catalog_holds_few_of_historys_actions(
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert text.count("warning:") == 1
     assert "holds 0 of the 3 action names" in text and "query:x, query:y, close" in text
+
+
+def test_config_prints_each_url_on_one_line_whatever_the_width(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://bi:pw@db.example:5432/reads")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka.example:9092")
+    monkeypatch.setenv("COLUMNS", "40")
+
+    shown = CliRunner().invoke(app, ["config"])
+    revealed = CliRunner().invoke(app, ["config", "--show-secrets"])
+
+    assert shown.exit_code == 0, shown.output
+    assert "  database (application): postgresql://bi:****@db.example:5432/reads\n" in shown.stdout
+    assert "pw@" not in shown.stdout
+    assert "postgresql://bi:pw@db.example:5432/reads\n" in revealed.stdout
