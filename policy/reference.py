@@ -164,12 +164,37 @@ def rows(model: type[BaseModel]) -> list[Row]:
     ]
 
 
+def _placeholder(key: str, annotation: Any) -> Any:
+    """A value of `annotation` for an example: the first allowed one, or its kind."""
+    annotation, _ = strip(annotation)
+    options = [m for m in union_members(annotation) if m is not type(None)]
+    annotation, _ = strip(options[0])
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return get_args(annotation)[0]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _required(annotation)
+    simple = {str: f"<{key}>", int: 1, float: 1.0, bool: True, dict: {}, tuple: [], list: []}
+    return simple.get(origin or annotation, f"<{key}>")
+
+
+def _required(model: type[BaseModel]) -> dict[str, Any]:
+    """The smallest entry of `model`: its required keys (and its `kind`, if tagged)."""
+    return {
+        key: _placeholder(key, field.annotation) if field.is_required() else field.default
+        for key, field in model.model_fields.items()
+        if (field.is_required() and key != "name") or key == "kind"
+    }
+
+
 def _example(model: type[BaseModel], instance: BaseModel | None) -> str:
-    if instance is None:
-        return "_Not used by `policy/default.yaml`._"
-    data = instance.model_dump(mode="json", exclude_unset=True, exclude={"name"})
     if isinstance(instance, Policy):
         return "The whole of `policy/default.yaml`."
+    if instance is None:
+        data = _required(model)
+        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None).rstrip()
+        return f"Not in `policy/default.yaml`; its required keys:\n\n```yaml\n{text}\n```"
+    data = instance.model_dump(mode="json", exclude_unset=True, exclude={"name"})
     text = yaml.safe_dump(
         data, sort_keys=False, allow_unicode=True, width=88, default_flow_style=None
     ).rstrip()

@@ -29,7 +29,7 @@ def test_the_checked_in_reference_is_current() -> None:
     )
 
 
-def test_every_field_of_every_model_has_a_row_with_a_description() -> None:
+def test_every_field_has_a_row_with_a_description_and_every_model_an_example() -> None:
     text = render()
 
     for model in models():
@@ -37,6 +37,7 @@ def test_every_field_of_every_model_has_a_row_with_a_description() -> None:
         for key in model.model_fields:
             row = next(line for line in section.splitlines() if line.startswith(f"| `{key}` |"))
             assert not row.endswith("| — |"), f"{model.__name__}.{key} has no description"
+        assert "```yaml" in section or model.__name__ == "Policy", f"{model.__name__}: example"
 
 
 def test_allowed_values_defaults_and_examples_come_from_the_model() -> None:
