@@ -182,7 +182,9 @@ class Policy(Frozen):
                 )
             for role in action.approvals.roles:
                 if role not in self.roles:
-                    problems.append((f"{at}.approvals.roles", f"unknown role {role!r}"))
+                    problems.append(
+                        (f"{at}.approvals.roles", f"unknown role {role!r}; {_known(self.roles)}")
+                    )
                 elif role not in holders:
                     problems.append(
                         (
@@ -200,7 +202,12 @@ class Policy(Frozen):
     ) -> list[tuple[str, str]]:
         target = self.catalog.get(rollback.action)
         if target is None:
-            return [(f"{at}.rollback.action", f"unknown catalog action {rollback.action!r}")]
+            return [
+                (
+                    f"{at}.rollback.action",
+                    f"unknown catalog action {rollback.action!r}; {_known(self.catalog)}",
+                )
+            ]
         problems = []
         for param, source in rollback.params.items():
             if param not in target.params:
@@ -227,7 +234,9 @@ class Policy(Frozen):
                 at = f"workflows.{wf_name}.actions.{action_name}"
                 action = self.catalog.get(action_name)
                 if action is None:
-                    problems.append((at, f"unknown catalog action {action_name!r}"))
+                    problems.append(
+                        (at, f"unknown catalog action {action_name!r}; {_known(self.catalog)}")
+                    )
                     continue
                 if rule.mode == "auto" and action.approvals.count > 0:
                     problems.append(
@@ -244,6 +253,11 @@ class Policy(Frozen):
                     (f"workflows.{wf_name}.blast_radius", "required when an action is auto")
                 )
         return problems
+
+
+def _known(entries: Mapping[str, object]) -> str:
+    """The names a reference may take, for an error message."""
+    return f"known: {', '.join(entries) or 'none'}"
 
 
 def _bound_problems(

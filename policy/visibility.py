@@ -121,7 +121,10 @@ class Audit(Frozen):
         for entry in entries:
             event_type, sep, outcome = entry.partition(":")
             if event_type not in EVENT_TYPES:
-                raise ValueError(f"{entry!r}: unknown event type {event_type!r}")
+                raise ValueError(
+                    f"{entry!r}: unknown event type {event_type!r}; "
+                    f"known: {', '.join(sorted(EVENT_TYPES))}"
+                )
             if sep and outcome not in KNOWN_OUTCOMES.get(event_type, ()):
                 known = ", ".join(KNOWN_OUTCOMES.get(event_type, ())) or "none"
                 raise ValueError(

@@ -164,3 +164,22 @@ def test_publish_strict_refuses_a_policy_with_warnings_before_sending(small_budg
     # Refused before any connection to Kafka is made (there is no broker in unit tests).
     assert result.exit_code == 2
     assert "floor(4/6) = 0" in result.stderr and "nothing done" in result.stderr
+
+
+def test_a_reference_to_an_unknown_name_lists_the_known_ones() -> None:
+    def change(d: dict[str, Any]) -> None:
+        d["workflows"]["billing"]["actions"]["teleport"] = {"mode": "approve"}
+        d["catalog"]["refund_payment"]["approvals"]["roles"] = ["cfo"]
+
+    found = errors(change)
+
+    assert found["workflows.billing.actions.teleport"].startswith(
+        "unknown catalog action 'teleport'; known: reset_password, resend_mfa_enrollment,"
+    )
+    assert found["catalog.refund_payment.approvals.roles"] == (
+        "unknown role 'cfo'; known: agent, supervisor, finance_lead, admin"
+    )
+    audit = errors(lambda d: d["audit"]["required_outcomes"].append("Nope"))
+    assert (
+        "unknown event type 'Nope'; known: ApprovalCompleted," in audit["audit.required_outcomes"]
+    )
