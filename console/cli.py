@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from console import (
+    config_cmd,
     demo_cmd,
     eval_cmd,
     operators_cmd,
@@ -108,6 +109,7 @@ def _progress() -> Progress:
     )
 
 
+app.command()(config_cmd.config)
 app.command()(run_cmd.run)
 app.command()(status_cmd.status)
 app.command()(demo_cmd.demo)

@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Column, Table
+
+from console.tables import Col, print_fitted
 
 if TYPE_CHECKING:
+    from processors.recommend.evaluate import EvalReport
     from schemas.events import Event
 
 out = Console()
@@ -85,29 +87,45 @@ def recommender(
     with out.status(f"learning {len(past)} history events, scoring {len(present)} events…"):
         report = evaluate(past, present, policy=load_policy_file(policy) if policy else None)
     scored = cases.name if cases is not None else f"{split:.0%} of {history.name}"
-    table = Table(
-        Column("category", no_wrap=True),
-        "cases",
-        "accuracy",
-        "majority",
-        "with action",
-        "hit rate",
-        "majority",
+    _warn_about_catalog(report)
+    cols = [
+        Col("category", justify="left"),
+        Col("cases"),
+        Col("accuracy", "acc", "category accuracy"),
+        Col("majority", "m.acc", "accuracy of the majority class"),
+        Col("acted", meaning="cases where humans took an action"),
+        Col("hit rate", "hit", "hits / acted (shadow_alignment.action_hit_rate)"),
+        Col("majority", "m.hit", "hit rate of the majority cataloged action"),
+        Col("recommended", "rec", "cases with a recommended action"),
+        Col("match rate", "match", "hits / recommended (shadow_alignment.action_match_rate)"),
+    ]
+    scores = [*report.per_category.items(), ("ALL", report.overall)]
+    print_fitted(
+        out,
+        cols,
+        [
+            (
+                name,
+                str(s.cases),
+                f"{s.accuracy:.3f}",
+                f"{s.majority_accuracy:.3f}",
+                str(s.action_cases),
+                f"{s.hit_rate:.3f}",
+                f"{s.majority_hit_rate:.3f}",
+                str(s.recommended),
+                f"{s.match_rate:.3f}",
+            )
+            for name, s in scores
+        ],
         title=f"baseline recommender on {scored} "
         f"({report.history_cases} labelled cases learned, model {report.model_version})",
+        styles=["bold" if name == "ALL" else None for name, _ in scores],
     )
-    for name, s in [*report.per_category.items(), ("ALL", report.overall)]:
-        table.add_row(
-            name,
-            str(s.cases),
-            f"{s.accuracy:.3f}",
-            f"{s.majority_accuracy:.3f}",
-            str(s.action_cases),
-            f"{s.hit_rate:.3f}",
-            f"{s.majority_hit_rate:.3f}",
-            style="bold" if name == "ALL" else None,
-        )
-    out.print(table)
+    out.print(
+        "hit: the recommended action is among the case's actions_taken (one definition, "
+        "as in shadow_alignment)",
+        highlight=False,
+    )
     q = report.quality
     out.print(
         f"macro-F1 {q.macro_f1:.3f}; at the abstention threshold: accuracy "
@@ -118,6 +136,26 @@ def recommender(
     out.print(
         f"majority class: {report.majority_category}; majority action: "
         f"{report.majority_action}; unlabelled cases (not scored): {report.unlabelled}"
+    )
+
+
+# Below this share of history's action names in the catalog, hit rates say more about
+# the catalog than about the recommender.
+FEW_CATALOGED = 0.5
+
+
+def _warn_about_catalog(report: EvalReport) -> None:
+    """Say so when the policy's catalog holds none or few of history's action names."""
+    total, missing = report.history_actions, report.uncataloged_actions
+    if not total or (total - len(missing)) / total >= FEW_CATALOGED:
+        return
+    shown = ", ".join(missing[:8]) + (", …" if len(missing) > 8 else "")
+    err.print(
+        f"[yellow]warning:[/] the policy's catalog holds {total - len(missing)} of the "
+        f"{total} action names in the history (missing, most frequent first: {shown}); "
+        "hits can only come from cataloged actions, so the hit rates below measure the "
+        "catalog. Catalog them under the names history uses (docs/policy-reference.md).",
+        highlight=False,
     )
 
 

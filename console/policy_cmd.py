@@ -30,6 +30,8 @@ from policy.loader import (
     load_policy_text,
     policy_key,
 )
+from policy.semantics import policy_warnings
+from policy.shape import REFERENCE
 from schemas.codec import Codec
 from schemas.errors import CodecError
 from schemas.events import PolicyPublished, new_event_id, utc_now
@@ -42,21 +44,53 @@ PolicyFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="p
 INVALID = 2
 
 
+Strict = Annotated[
+    bool,
+    typer.Option(help="refuse a policy with warnings (settings that can never take effect)"),
+]
+
+
 @app.command()
-def validate(path: PolicyFile) -> None:
-    """Check a policy document; list every problem with its path in the document."""
+def validate(path: PolicyFile, strict: Strict = False) -> None:
+    """Check a policy document; list every problem with its path in the document, then
+    every setting that can never take effect on this deployment (warnings)."""
     loaded = _load_or_exit(path)
+    _warn_or_exit(path, loaded, Settings(), strict)
     out.print(f"{path}: valid policy {loaded.version} (sha256 {loaded.sha256})")
+
+
+@app.command()
+def reference(
+    check: Annotated[
+        bool, typer.Option(help="only check that the file is current (exit 1 when not)")
+    ] = False,
+) -> None:
+    """Write docs/policy-reference.md from the policy model (every field, type, default,
+    allowed values, description and an example)."""
+    from policy.reference import REFERENCE_PATH, render
+
+    text = render()
+    current = REFERENCE_PATH.read_text(encoding="utf-8") if REFERENCE_PATH.exists() else None
+    if check:
+        if current != text:
+            err.print(f"{REFERENCE_PATH} is not current; run `casegate policy reference`")
+            raise typer.Exit(1)
+        out.print(f"{REFERENCE_PATH} is current")
+        return
+    REFERENCE_PATH.write_text(text, encoding="utf-8")
+    out.print(f"wrote {REFERENCE_PATH} ({'unchanged' if current == text else 'updated'})")
 
 
 @app.command()
 def publish(
     path: PolicyFile,
     author: Annotated[str | None, typer.Option(help="who publishes (default: your login)")] = None,
+    strict: Strict = False,
 ) -> None:
     """Publish a valid policy document; running processors use it for their next decisions."""
     loaded = _load_or_exit(path)
     settings = as_principal(Settings(), PUBLISHER)
+    _warn_or_exit(path, loaded, settings, strict)
     codec = Codec.load()
     current, history = read_policies(settings, codec)
     if current is not None and current.sha256 == loaded.sha256:
@@ -186,5 +220,18 @@ def _load_or_exit(path: Path) -> LoadedPolicy:
     except PolicyInvalid as exc:
         for where, message in exc.errors:
             err.print(f"{where}: {message}")
-        err.print(f"{path}: {len(exc.errors)} problem(s); nothing done")
+        err.print(
+            f"{path}: {len(exc.errors)} problem(s); nothing done. "
+            f"Every key and its allowed values: {REFERENCE}"
+        )
         raise typer.Exit(INVALID) from None
+
+
+def _warn_or_exit(path: Path, loaded: LoadedPolicy, settings: Settings, strict: bool) -> None:
+    """Print the settings that can never take effect here; with `strict`, refuse them."""
+    found = policy_warnings(loaded.policy, settings.partitions)
+    for w in found:
+        err.print(f"warning: {w}")
+    if found and strict:
+        err.print(f"{path}: {len(found)} warning(s) and --strict; nothing done")
+        raise typer.Exit(INVALID)

@@ -19,8 +19,9 @@ from infra.settings import Settings
 from infra.topics import produced_to
 from schemas.codec import Codec
 from schemas.errors import CodecError
-from schemas.events import Event, record_key
+from schemas.events import CaseResolved, Event, record_key
 from schemas.jsonform import loads
+from schemas.names import actions_taken_problem
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,19 @@ def read_events(path: Path) -> list[Event]:
             if not line.strip():
                 continue
             try:
-                events.append(loads(line))
+                event = loads(line)
             except CodecError as exc:
                 errors.append(LineError(number, exc.reason))
             except ValueError as exc:  # not JSON at all
                 errors.append(LineError(number, f"not valid JSON: {exc}"))
+            else:
+                # What intake would dead-letter, said before anything is sent.
+                if isinstance(event, CaseResolved) and (
+                    bad := actions_taken_problem(a.name for a in event.actions_taken)
+                ):
+                    errors.append(LineError(number, bad))
+                else:
+                    events.append(event)
     if errors:
         raise InvalidFile(path, errors)
     return events

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from console.tables import Col, print_fitted
 from infra.db import database_urls
 from infra.kafka_auth import as_principal
 from infra.settings import Settings
@@ -55,18 +56,27 @@ def trace(case_id: Annotated[str, typer.Argument(help="the case to trace")]) -> 
             "(`casegate run readmodels`)."
         )
         raise typer.Exit(1)
-    table = Table(
-        "when (UTC)", "event", "actor", "what happened", "where", title=f"trace of {case_id}"
+    print_fitted(
+        out,
+        [
+            Col("when (UTC)", "when", "when it happened (UTC)", justify="left"),
+            Col("event", justify="left"),
+            Col("actor", justify="left"),
+            Col("what happened", "what", "what happened", justify="left"),
+            Col("where", justify="left", meaning="topic[partition]@offset"),
+        ],
+        [
+            (
+                r["occurred_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                r["event_type"],
+                r["actor"] or "",
+                r["summary"],
+                f"{r['topic']}[{r['partition']}]@{r['kafka_offset']}",
+            )
+            for r in rows
+        ],
+        title=f"trace of {case_id}",
     )
-    for r in rows:
-        table.add_row(
-            r["occurred_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-            r["event_type"],
-            r["actor"] or "",
-            r["summary"],
-            f"{r['topic']}[{r['partition']}]@{r['kafka_offset']}",
-        )
-    out.print(table)
 
 
 def metrics(
@@ -79,6 +89,7 @@ def metrics(
 ) -> None:
     """The rollout metrics, re-aggregated by any dimensions."""
     from projections.queries import metrics as query
+    from projections.queries import segment_label
 
     dims = by or ["workflow"]
     with _connect(Settings()) as conn:
@@ -87,19 +98,6 @@ def metrics(
         except ValueError as exc:
             err.print(f"[red]error:[/] {exc}")
             raise typer.Exit(2) from None
-    table = Table(
-        *dims,
-        "recs",
-        "accept",
-        "override",
-        "denial",
-        "error",
-        "rollback",
-        "1st action",
-        "resolution",
-        "reopen",
-        title=f"metrics by {', '.join(dims)}",
-    )
 
     def pct(v: float | None) -> str:
         return "—" if v is None else f"{v:.0%}"
@@ -107,20 +105,38 @@ def metrics(
     def dur(v: float | None) -> str:
         return "—" if v is None else f"{v / 60:.1f} min"
 
-    for r in rows:
-        table.add_row(
-            *(str(r[d]) for d in dims),
-            str(r["recommendations"]),
-            pct(r["acceptance_rate"]),
-            pct(r["override_rate"]),
-            pct(r["denial_rate"]),
-            pct(r["error_rate"]),
-            pct(r["rollback_rate"]),
-            dur(r["mean_first_action_seconds"]),
-            dur(r["mean_resolution_seconds"]),
-            pct(r["reopen_rate"]),
-        )
-    out.print(table)
+    cols = [
+        *(Col(d, justify="left") for d in dims),
+        Col("recs", meaning="recommendations"),
+        Col("accept", "acc", "acceptance rate"),
+        Col("override", "ovr", "manual override rate"),
+        Col("denial", "den", "policy denial rate"),
+        Col("error", "err", "execution error rate"),
+        Col("rollback", "rb", "rollback rate"),
+        Col("1st action", "1st", "mean time to first meaningful action"),
+        Col("resolution", "res", "mean time to resolution"),
+        Col("reopen", "reo", "re-open rate"),
+    ]
+    print_fitted(
+        out,
+        cols,
+        [
+            (
+                *(segment_label(d, r[d]) for d in dims),
+                str(r["recommendations"]),
+                pct(r["acceptance_rate"]),
+                pct(r["override_rate"]),
+                pct(r["denial_rate"]),
+                pct(r["error_rate"]),
+                pct(r["rollback_rate"]),
+                dur(r["mean_first_action_seconds"]),
+                dur(r["mean_resolution_seconds"]),
+                pct(r["reopen_rate"]),
+            )
+            for r in rows
+        ],
+        title=f"metrics by {', '.join(dims)}",
+    )
 
 
 @audit_app.command("verify")

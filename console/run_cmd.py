@@ -51,12 +51,18 @@ def run(
 ) -> None:
     """Start the stack and run casegate's processors, read models and console, supervised;
     a crashed component is reported and restarted."""
-    from console.supervisor import COMPONENTS, Supervisor
+    from console.supervisor import COMPONENTS, Supervisor, log_folder
 
     settings = Settings()
     exit_on_setup_error(lambda: _prepare(settings))
     chosen = components or list(COMPONENTS)
-    supervisor = Supervisor(chosen, settings.home / "logs", out.print)
+    supervisor = Supervisor(
+        chosen,
+        log_folder(settings.home, settings.topic_prefix),
+        out.print,
+        log_max_bytes=settings.log_max_bytes,
+        log_backups=settings.log_backups,
+    )
     supervisor.start()
     try:
         if demo:
@@ -159,9 +165,12 @@ def _wait_for_pipeline(settings: Settings, seed: int, cases: int, timeout_s: flo
             if done >= cases:
                 return
             if time.monotonic() > deadline:
+                from console.supervisor import log_folder
+
+                logs = log_folder(settings.home, settings.topic_prefix)
                 raise SetupError(
                     f"only {done} of {cases} demo cases went through the pipeline "
                     f"within {timeout_s:.0f}s",
-                    f"Read the component logs under {settings.home / 'logs'}.",
+                    f"Read the component logs under {logs}.",
                 )
             time.sleep(1.0)

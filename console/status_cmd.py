@@ -11,10 +11,11 @@ from typing import Annotated
 
 import typer
 from prometheus_client.parser import text_string_to_metric_families
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.table import Table
+from rich.text import Text
 
+from console.tables import Col, fitted
 from infra.settings import Settings
 from infra.telemetry import METRICS_OFFSETS, metrics_port
 
@@ -76,34 +77,30 @@ def _rate(now: Scrape, before: Scrape | None, name: str) -> str:
     return f"{delta / seconds:,.0f}/s" if seconds > 0 else "…"
 
 
+STATUS_COLS = (
+    Col("component", justify="left"),
+    Col("port", justify="left"),
+    Col("health", justify="left"),
+    Col("in", meaning="records consumed per second"),
+    Col("out", meaning="records produced per second"),
+    Col("lag"),
+    Col("dead letters", "dl", "dead letters"),
+    Col("aborted", "abrt", "aborted transactions"),
+    Col("policy", justify="left"),
+    Col("last error", "last err", "last dead letter or aborted transaction", justify="left"),
+)
+
+
 def render(
     settings: Settings, now: Iterable[Scrape], before: dict[tuple[str, int], Scrape]
-) -> Table:
-    table = Table(title="casegate status (from each process's /metrics)", expand=False)
-    for column in (
-        "component",
-        "port",
-        "health",
-        "in",
-        "out",
-        "lag",
-        "dead letters",
-        "aborted",
-        "policy",
-        "last error",
-    ):
-        table.add_column(
-            column,
-            justify="right"
-            if column in ("in", "out", "lag", "dead letters", "aborted")
-            else "left",
-        )
+) -> RenderableType:
+    rows: list[tuple[str, ...]] = []
     seen = {(s.component, s.instance): s for s in now}
     for component in METRICS_OFFSETS:
         mine = [s for (c, _), s in sorted(seen.items()) if c == component]
         if not mine:
-            table.add_row(
-                component, str(metrics_port(settings, component)), "[red]down[/]", *[""] * 7
+            rows.append(
+                (component, str(metrics_port(settings, component)), "[red]down[/]", *[""] * 7)
             )
             continue
         for s in mine:
@@ -112,19 +109,24 @@ def render(
             versions = s.labelled.get("casegate_policy_version_info:version", {})
             last = s.totals.get("casegate_last_error_timestamp_seconds")
             outcomes = s.labelled.get("casegate_transactions_total:outcome", {})
-            table.add_row(
-                f"{component}-{s.instance}",
-                str(s.port),
-                "[green]up[/]" if lag < 10_000 else "[yellow]behind[/]",
-                _rate(s, prev, "casegate_records_consumed_total"),
-                _rate(s, prev, "casegate_records_produced_total"),
-                f"{lag:,.0f}",
-                f"{s.totals.get('casegate_dead_letters_total', 0.0):,.0f}",
-                f"{outcomes.get('aborted', 0.0):,.0f}",
-                ", ".join(v for v, on in versions.items() if on) or "—",
-                _ago(last) if last else "—",
+            rows.append(
+                (
+                    f"{component}-{s.instance}",
+                    str(s.port),
+                    "[green]up[/]" if lag < 10_000 else "[yellow]behind[/]",
+                    _rate(s, prev, "casegate_records_consumed_total"),
+                    _rate(s, prev, "casegate_records_produced_total"),
+                    f"{lag:,.0f}",
+                    f"{s.totals.get('casegate_dead_letters_total', 0.0):,.0f}",
+                    f"{outcomes.get('aborted', 0.0):,.0f}",
+                    ", ".join(v for v, on in versions.items() if on) or "—",
+                    _ago(last) if last else "—",
+                )
             )
-    return table
+    table, legend = fitted(
+        out, STATUS_COLS, rows, title="casegate status (from each process's /metrics)"
+    )
+    return Group(table, Text("; ".join(legend))) if legend else table
 
 
 def _ago(at: float) -> str:

@@ -3,6 +3,7 @@ them all cleanly on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +31,30 @@ class Child:
     started_at: float = field(default=0.0)
 
 
+def log_folder(home: Path, topic_prefix: str) -> Path:
+    """Component logs of one deployment: one folder per topic prefix, so two stacks on one
+    home never write into each other's files (`casegate.` -> logs/casegate)."""
+    return home / "logs" / (topic_prefix.strip(".") or "_")
+
+
+def rotate(log: Path, max_bytes: int, backups: int) -> bool:
+    """Keep `log` under `max_bytes`: past it, copy it to `.1` (older ones shift up to
+    `backups`) and truncate it in place. In place, because the child keeps writing to the
+    same file (opened O_APPEND, so its next line lands at the new end); returns whether it
+    rotated."""
+    if max_bytes <= 0 or not log.exists() or log.stat().st_size <= max_bytes:
+        return False
+    for n in range(backups - 1, 0, -1):
+        older = log.with_name(f"{log.name}.{n}")
+        if older.exists():
+            older.replace(log.with_name(f"{log.name}.{n + 1}"))
+    if backups > 0:
+        shutil.copyfile(log, log.with_name(f"{log.name}.1"))
+    with log.open("r+b") as fh:
+        fh.truncate(0)
+    return True
+
+
 class Supervisor:
     def __init__(
         self,
@@ -37,6 +62,8 @@ class Supervisor:
         log_dir: Path,
         report: Callable[[str], None],
         max_restarts: int = 5,
+        log_max_bytes: int = 0,
+        log_backups: int = 0,
     ) -> None:
         unknown = [c for c in components if c not in COMPONENTS]
         if unknown:
@@ -47,6 +74,7 @@ class Supervisor:
         self.children = [Child(c, log_dir / f"{c}.log") for c in components]
         self.report = report
         self.max_restarts = max_restarts
+        self.log_max_bytes, self.log_backups = log_max_bytes, log_backups
         self.stopping = False
 
     def start(self) -> None:
@@ -58,6 +86,8 @@ class Supervisor:
             )
 
     def _spawn(self, child: Child) -> None:
+        # Appended, never truncated: a restart keeps the crash it follows.
+        rotate(child.log, self.log_max_bytes, self.log_backups)
         out = child.log.open("ab")
         child.proc = subprocess.Popen(
             [sys.executable, *COMPONENTS[child.name]],
@@ -70,6 +100,7 @@ class Supervisor:
     def check(self) -> None:
         """Restart a child that died on its own (with a growing pause between tries)."""
         for child in self.children:
+            rotate(child.log, self.log_max_bytes, self.log_backups)
             if child.proc is None or child.proc.poll() is None or self.stopping:
                 continue
             code = child.proc.returncode

@@ -126,6 +126,15 @@ class Settings(BaseSettings):
         default="text",
         description="Log lines as text, or as JSON (component, case_id, event_id, trace_id).",
     )
+    log_max_bytes: int = Field(
+        default=10_000_000,
+        ge=0,
+        description="Size past which a component's log under <home>/logs/<topic prefix>/ is "
+        "rotated by `casegate run` (0: never).",
+    )
+    log_backups: int = Field(
+        default=5, ge=0, description="Rotated copies kept of each component log (.1 newest)."
+    )
     metrics_port: int = Field(
         default=9400,
         ge=0,

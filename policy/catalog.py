@@ -20,10 +20,17 @@ from pydantic import (
 )
 
 from policy.case_fields import binding_path_problem
+from schemas.names import ACTION_NAME_MAX, ACTION_NAME_PATTERN
 
-# Names of roles, actions, workflows and parameters: they appear in events, URLs and
-# metrics labels, so keep them to one safe alphabet.
+# Names of roles, workflows and parameters: they appear in events, URLs and metrics
+# labels, so keep them to one safe alphabet.
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+# Catalog action names follow upstream's own (`query:balance`, `crm.refund`): the rule
+# CaseResolved.actions_taken is held to as well (schemas.names), so history is cataloged
+# as it is.
+ActionName = Annotated[
+    str, StringConstraints(pattern=ACTION_NAME_PATTERN, max_length=ACTION_NAME_MAX)
+]
 
 ParamType = Literal["string", "integer", "number", "boolean", "enum"]
 Risk = Literal["low", "medium", "high", "critical"]
@@ -32,7 +39,8 @@ Risk = Literal["low", "medium", "high", "critical"]
 class Frozen(BaseModel):
     """Base of every policy model: immutable, and unknown keys are errors (typos show)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Field docstrings are the fields' descriptions (docs/policy-reference.md).
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 def compile_error(pattern: str) -> str | None:
@@ -48,8 +56,11 @@ class Role(Frozen):
     """An operator role and the permissions it holds."""
 
     name: Name  # filled from its key in the document
+    """Filled from its key in the document."""
     description: str = ""
+    """Free text for people."""
     permissions: tuple[str, ...] = ()
+    """Permissions the role holds; an action names the one needed to approve or run it."""
 
 
 class ParamSpec(Frozen):
@@ -65,14 +76,23 @@ class ParamSpec(Frozen):
     """
 
     type: ParamType
+    """Value type of the parameter."""
     required: bool = True
+    """Must the recommendation carry it?"""
     description: str = ""
+    """Free text shown to operators."""
     min: float | None = None  # integer | number
+    """Lowest value (integer and number parameters)."""
     max: float | None = None  # integer | number
+    """Highest value (integer and number parameters)."""
     max_length: int | None = Field(default=None, gt=0)  # string
+    """Longest value in characters (string parameters)."""
     pattern: str | None = None  # string, full match
+    """Regular expression the whole value must match (string parameters)."""
     values: tuple[str, ...] | None = None  # enum
+    """The allowed values (enum parameters; required there)."""
     from_case: str | None = None  # dotted case path; see the class docstring
+    """Dotted case path the value is taken from, never from the model (see above)."""
 
     @field_validator("from_case")
     @classmethod
@@ -108,16 +128,22 @@ class Effects(Frozen):
     """
 
     customer_state: str | None = None
+    """What changes for the customer."""
     assignment: str | None = None
+    """Who holds the case afterwards."""
     entitlement: str | None = None
+    """What the customer is entitled to afterwards."""
     workflow_status: str | None = None
+    """The case's status afterwards."""
 
 
 class Approvals(Frozen):
     """How many distinct operators, of which roles, must approve before the action runs."""
 
     count: int = Field(default=0, ge=0, le=5)
+    """Distinct operators who must approve; 0: none (only then may a workflow make it auto)."""
     roles: tuple[Name, ...] = ()
+    """Roles eligible to approve; empty: every role holding the action's permission."""
 
     @model_validator(mode="after")
     def _roles_when_counted(self) -> Approvals:
@@ -134,8 +160,11 @@ class AdapterSpec(Frozen):
     """
 
     kind: Literal["http", "log"]
+    """`http` POSTs the call to `url`; `log` only logs it (demo)."""
     url: str | None = None
+    """Where an http adapter POSTs (required for http, refused for log)."""
     post_condition: str | None = None
+    """Field of the adapter's result that must be truthy for success."""
 
     @model_validator(mode="after")
     def _url_for_http(self) -> AdapterSpec:
@@ -154,26 +183,39 @@ class RollbackSpec(Frozen):
     the original run's adapter result, e.g. the plan before a plan change).
     """
 
-    action: Name
+    action: ActionName
+    """Catalog action that undoes this one."""
     params: dict[Name, Annotated[str, StringConstraints(pattern=r"^(params|result)\.\w+$")]] = (
         Field(default_factory=dict)
     )
+    """Rollback parameter -> `params.<name>` or `result.<field>` of the original run."""
 
 
 class Action(Frozen):
     """One catalog entry: everything needed to show, guard, approve and run an action."""
 
-    name: Name  # filled from its key in the document
+    name: ActionName  # filled from its key in the document
+    """Filled from its key in the document."""
     description: str = ""
+    """What it does, shown to operators."""
     params: dict[Name, ParamSpec] = Field(default_factory=dict)
+    """Its parameters by name, with the hard limits no workflow can widen."""
     risk: Risk
+    """Shown to operators beside the action."""
     effects: Effects = Effects()
+    """What running it changes ("what happens if accepted")."""
     reversible: bool = False
+    """Can it be undone? Then `rollback` is required."""
     rollback: RollbackSpec | None = None
+    """How it is undone (required when reversible, refused otherwise)."""
     permission: str
+    """Permission needed to approve or run it; some role must hold it."""
     timeout_s: float = Field(gt=0, le=300)
+    """Longest the adapter may take before the run counts as failed (timed out)."""
     approvals: Approvals = Approvals()
+    """How many approvers, of which roles, before it runs."""
     adapter: AdapterSpec
+    """How the executor runs it."""
 
     @model_validator(mode="after")
     def _rollback_iff_reversible(self) -> Action:

@@ -16,7 +16,9 @@ import yaml
 from pydantic import ValidationError
 
 from policy.model import Policy, PolicyConsistencyError
+from policy.shape import anchor, model_at
 from schemas.events import PolicyPublished
+from schemas.names import ACTION_NAME_PATTERN, ACTION_NAME_RULE
 
 # Path given to problems that concern the whole document (syntax, top-level type).
 DOCUMENT = "(document)"
@@ -111,8 +113,27 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
             # Cross-section problems carry their own paths (the validator sits at the root).
             problems += [(_join(path, sub), message) for sub, message in cause.problems]
         else:
-            problems.append((path or DOCUMENT, error["msg"].removeprefix("Value error, ")))
+            problems.append((path or DOCUMENT, _message(error)))
     return problems
+
+
+def _message(error: Any) -> str:
+    """Pydantic's message, made to say what is allowed and where to read about it."""
+    loc, kind = tuple(error["loc"]), error["type"]
+    if kind == "extra_forbidden":
+        model = model_at(loc[:-1])
+        if model is not None:
+            allowed = ", ".join(model.model_fields)
+            return (
+                f"unknown key (Extra inputs are not permitted); allowed: {allowed} "
+                f"(see {anchor(model)})"
+            )
+    if kind == "missing" and (model := model_at(loc[:-1])) is not None:
+        return f"Field required (see {anchor(model)})"
+    if kind == "string_pattern_mismatch" and error["ctx"]["pattern"] == ACTION_NAME_PATTERN:
+        return f"not an action name: {ACTION_NAME_RULE}"
+    message: str = error["msg"].removeprefix("Value error, ")
+    return message
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:

@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 
 from policy.catalog import (
     Action,
+    ActionName,
     AdapterSpec,
     Approvals,
     Effects,
@@ -58,6 +59,7 @@ __all__ = [
     "CASE_FIELDS",
     "MATCH_FIELDS",
     "Action",
+    "ActionName",
     "ActionRule",
     "AdapterSpec",
     "Approvals",
@@ -99,12 +101,19 @@ class Policy(Frozen):
     """A whole policy document. Sections keep document order (workflow matching uses it)."""
 
     version: str = Field(min_length=1)
+    """Published under this version; each version is published once."""
     description: str = ""
+    """Free text for people; not used by any decision."""
     roles: dict[Name, Role]
-    catalog: dict[Name, Action]
+    """Operator roles by name, with the permissions each holds."""
+    catalog: dict[ActionName, Action]
+    """Every action the AI may suggest, by name (guardrail question 1)."""
     workflows: dict[Name, Workflow]
+    """Slices of work in document order; a case belongs to the first whose match it satisfies."""
     model_visibility: ModelVisibility
+    """Which case fields a model may read, and redaction of free text (question 4)."""
     audit: Audit
+    """Outcomes the audit log must prove it holds (question 5)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -175,7 +184,9 @@ class Policy(Frozen):
                 )
             for role in action.approvals.roles:
                 if role not in self.roles:
-                    problems.append((f"{at}.approvals.roles", f"unknown role {role!r}"))
+                    problems.append(
+                        (f"{at}.approvals.roles", f"unknown role {role!r}; {_known(self.roles)}")
+                    )
                 elif role not in holders:
                     problems.append(
                         (
@@ -193,7 +204,12 @@ class Policy(Frozen):
     ) -> list[tuple[str, str]]:
         target = self.catalog.get(rollback.action)
         if target is None:
-            return [(f"{at}.rollback.action", f"unknown catalog action {rollback.action!r}")]
+            return [
+                (
+                    f"{at}.rollback.action",
+                    f"unknown catalog action {rollback.action!r}; {_known(self.catalog)}",
+                )
+            ]
         problems = []
         for param, source in rollback.params.items():
             if param not in target.params:
@@ -220,7 +236,9 @@ class Policy(Frozen):
                 at = f"workflows.{wf_name}.actions.{action_name}"
                 action = self.catalog.get(action_name)
                 if action is None:
-                    problems.append((at, f"unknown catalog action {action_name!r}"))
+                    problems.append(
+                        (at, f"unknown catalog action {action_name!r}; {_known(self.catalog)}")
+                    )
                     continue
                 if rule.mode == "auto" and action.approvals.count > 0:
                     problems.append(
@@ -246,6 +264,11 @@ class Policy(Frozen):
                     (f"workflows.{wf_name}.blast_radius", "required when an action is auto")
                 )
         return problems
+
+
+def _known(entries: Mapping[str, object]) -> str:
+    """The names a reference may take, for an error message."""
+    return f"known: {', '.join(entries) or 'none'}"
 
 
 def _bound_problems(

@@ -147,7 +147,8 @@ def readiness(workflow: Workflow, ev: Evidence) -> Readiness:
                 ">=",
                 p.min_acceptance_rate,
                 ev.rate("action_match_rate", ev.action_matches, ev.with_action),
-                "recommended action = operators' action, over resolved cases",
+                "action match rate: hits (recommended action among actions_taken) / "
+                "resolved cases with a recommended action",
             )
         ]
     else:

@@ -35,7 +35,9 @@ class Redaction(Frozen):
     """
 
     builtin: tuple[BuiltinPattern, ...] = ("email", "phone", "card")
+    """Built-in patterns to apply."""
     custom: dict[Name, str] = Field(default_factory=dict)
+    """Your own patterns by name (Python regular expressions)."""
 
     @field_validator("custom")
     @classmethod
@@ -70,7 +72,9 @@ class ModelVisibility(Frozen):
     """
 
     fields: tuple[str, ...]
+    """Dotted case paths the model may read; anything else is withheld."""
     redaction: Redaction = Redaction()
+    """Personal data removed from free text before a model reads it."""
 
     @field_validator("fields")
     @classmethod
@@ -109,6 +113,7 @@ class Audit(Frozen):
     """
 
     required_outcomes: tuple[str, ...]
+    """`EventType` or `EventType:outcome` entries; `casegate audit gaps` checks them."""
 
     @field_validator("required_outcomes")
     @classmethod
@@ -116,7 +121,10 @@ class Audit(Frozen):
         for entry in entries:
             event_type, sep, outcome = entry.partition(":")
             if event_type not in EVENT_TYPES:
-                raise ValueError(f"{entry!r}: unknown event type {event_type!r}")
+                raise ValueError(
+                    f"{entry!r}: unknown event type {event_type!r}; "
+                    f"known: {', '.join(sorted(EVENT_TYPES))}"
+                )
             if sep and outcome not in KNOWN_OUTCOMES.get(event_type, ()):
                 known = ", ".join(KNOWN_OUTCOMES.get(event_type, ())) or "none"
                 raise ValueError(

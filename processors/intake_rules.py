@@ -13,6 +13,7 @@ from enum import Enum
 
 from schemas.events import CaseOpened, CaseReopened, CaseResolved, CaseUpdated, Event
 from schemas.jsonform import dumps
+from schemas.names import actions_taken_problem
 
 UPSTREAM = (CaseOpened, CaseUpdated, CaseResolved, CaseReopened)
 
@@ -93,6 +94,12 @@ def check(
         return Check(Verdict.REJECT, f"{event.event_type} does not belong on the cases topic")
     if (too_long := text_too_long(event, max_text_chars)) is not None:
         return Check(Verdict.REJECT, too_long)
+    if isinstance(event, CaseResolved) and (
+        bad_name := actions_taken_problem(a.name for a in event.actions_taken)
+    ):
+        # The catalog's rule: a name it could never hold would be history nobody can
+        # learn from or align with, so it is refused here with the rule, not later.
+        return Check(Verdict.REJECT, bad_name)
     if key != event.case_id:
         return Check(
             Verdict.REJECT,

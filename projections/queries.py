@@ -147,3 +147,15 @@ def audit_gaps(
             ).fetchall()
         ]
     return gaps
+
+
+# A case no workflow matched has no workflow and no phase: it is out of scope, not "None".
+OUT_OF_SCOPE = "(out of scope)"
+
+
+def segment_label(dimension: str, value: object) -> str:
+    """How a metrics segment is shown: out of scope for a missing workflow or phase,
+    `(none)` for any other missing value."""
+    if value is None:
+        return OUT_OF_SCOPE if dimension in ("workflow", "phase") else "(none)"
+    return str(value)

@@ -13,6 +13,7 @@ from console.api.deps import Conn, CurrentOperator, Services, Svc
 from console.api.errors import NotFound
 from console.api.models import PolicyInfo, Readiness
 from console.api.readiness import readiness
+from policy.semantics import policy_warnings
 from projections.queries import metrics
 
 router = APIRouter(tags=["metrics"])
@@ -32,6 +33,14 @@ def readiness_all(svc: Services, conn: psycopg.Connection) -> list[Readiness]:
         readiness(wf, rows.get((name, wf.phase)), aligned.get((name, wf.phase)))
         for name, wf in in_force.loaded.policy.workflows.items()
     ]
+
+
+def warnings_in_force(svc: Services, conn: psycopg.Connection) -> list[str]:
+    """Settings of the policy in force that can never take effect here (policy.semantics)."""
+    in_force = svc.policies.get(conn)
+    if in_force is None:
+        return []
+    return [str(w) for w in policy_warnings(in_force.loaded.policy, svc.settings.partitions)]
 
 
 @router.get("/metrics", summary="Rollout metrics by any segment")
@@ -73,4 +82,5 @@ def policy_endpoint(_operator: CurrentOperator, svc: Svc, conn: Conn) -> PolicyI
         author=in_force.author,
         published_at=in_force.published_at,
         workflows={name: wf.phase for name, wf in loaded.policy.workflows.items()},
+        warnings=warnings_in_force(svc, conn),
     )

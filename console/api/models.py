@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from policy.catalog import ActionName
+
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 Scalar = None | bool | int | float | str
 IdempotencyKey = Annotated[
@@ -28,7 +30,7 @@ class Strict(BaseModel):
 
 
 class OverrideAction(Strict):
-    action: Name = Field(description="catalog action the operator chooses instead")
+    action: ActionName = Field(description="catalog action the operator chooses instead")
     params: dict[Name, Scalar] = Field(default_factory=dict)
 
 
@@ -218,6 +220,11 @@ class PolicyInfo(BaseModel):
     author: str
     published_at: datetime
     workflows: dict[str, str] = Field(description="workflow -> phase")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="settings that can never take effect on this deployment, as "
+        "`path: why` (docs/policy-reference.md, semantic checks)",
+    )
 
 
 class Check(BaseModel):

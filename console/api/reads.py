@@ -121,6 +121,8 @@ def alignment_by_workflow_phase(conn: psycopg.Connection) -> list[Row]:
         "SELECT workflow, phase, sum(compared)::bigint AS compared, "
         "sum(with_action)::bigint AS with_action, sum(action_matches)::bigint AS action_matches, "
         "sum(action_matches)::float8 / nullif(sum(with_action), 0) AS action_match_rate, "
+        "sum(humans_acted)::bigint AS humans_acted, "
+        "sum(action_matches)::float8 / nullif(sum(humans_acted), 0) AS action_hit_rate, "
         "sum(category_matches)::float8 / nullif(sum(compared), 0) AS category_match_rate "
         "FROM shadow_alignment GROUP BY workflow, phase",
     )

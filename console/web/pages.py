@@ -14,14 +14,14 @@ from console.api import reads
 from console.api.cases import attention, case_trace
 from console.api.deps import Conn, Services, Svc
 from console.api.errors import ConsoleError
-from console.api.metrics import readiness_all
+from console.api.metrics import readiness_all, warnings_in_force
 from console.api.queue import item_for, policy_in_force, to_item
 from console.api.rollout import rollout_status
 from console.web.charts import bar_chart, time_series
 from console.web.render import count, minutes, pct, render, trace_url
 from console.web.session import Session, WebSession
 from policy.rollout import approver
-from projections.queries import DIMENSIONS, metrics
+from projections.queries import DIMENSIONS, metrics, segment_label
 
 router = APIRouter(include_in_schema=False)
 
@@ -182,7 +182,9 @@ def metrics_page(
         segments_choice=SEGMENTS,
         metrics_choice={k: v[0] for k, v in METRICS.items()},
         day_chart=time_series([(str(r["day"]), value(r)) for r in daily], fmt),
-        segment_chart=bar_chart([(str(r[by] or "(none)"), value(r)) for r in segments], fmt),
+        segment_chart=bar_chart([(segment_label(by, r[by]), value(r)) for r in segments], fmt),
+        segment=segment_label,
+        policy_warnings=warnings_in_force(svc, conn),
         rows=segments,
         readiness=readiness_all(svc, conn),
         notes=notes,

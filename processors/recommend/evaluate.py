@@ -12,8 +12,12 @@ Scores, against what humans did:
 - accuracy at the threshold and coverage: accuracy over the cases whose confidence
   reaches their workflow's `min_confidence`, and the share of cases that do;
 - top-3 accuracy: the true category among the three most probable;
-- next-action hit rate: the recommended action among actions_taken, over the cases
-  where humans took at least one action, beside the majority action of history;
+- next-action hit: the case's recommended action is among its actions_taken (the one
+  definition of a hit, shared with shadow_alignment). Hit rate: hits over the cases
+  where humans took at least one action (shadow_alignment.action_hit_rate); match rate:
+  hits over the cases where an action was recommended (action_match_rate). Beside them
+  the majority action of history among the catalog's actions (the recommender can name
+  no other), so a catalog without history's actions is not flattered by its baseline;
 - similar-case precision@5: the share of the first five similar cases (fewer when fewer
   are shown) with the case's own true category;
 - expected calibration error: over ten equal-width confidence bins, the case-weighted
@@ -73,6 +77,7 @@ class Score:
     action_cases: int  # cases where humans took at least one action
     hits: int
     majority_hits: int
+    recommended: int = 0  # cases for which an action was recommended (not abstained)
 
     @property
     def accuracy(self) -> float:
@@ -85,6 +90,10 @@ class Score:
     @property
     def hit_rate(self) -> float:
         return self.hits / self.action_cases if self.action_cases else 0.0
+
+    @property
+    def match_rate(self) -> float:
+        return self.hits / self.recommended if self.recommended else 0.0
 
     @property
     def majority_hit_rate(self) -> float:
@@ -113,6 +122,10 @@ class EvalReport:
     overall: Score
     quality: Quality
     per_category: dict[str, Score]  # by true category, sorted by name
+    # Distinct action names of history, and those the policy's catalog lacks (most
+    # frequent first): hits can only come from names the catalog holds.
+    history_actions: int = 0
+    uncataloged_actions: tuple[str, ...] = ()
 
 
 def evaluate(
@@ -128,7 +141,11 @@ def evaluate(
     memory.replay(history_events)
     memory.refit(in_process=True)  # one process: nothing to keep lean
     majority_category = _most_common(memory.categories)
-    majority_action = _most_common(memory.actions)
+    catalog = loaded.policy.catalog
+    history_actions = Counter({a: n for a, n in memory.actions.items() if a})
+    majority_action = _most_common(
+        Counter({a: n for a, n in history_actions.items() if a in catalog})
+    )
     views: dict[str, CaseView] = {}
     due: list[tuple[CaseView, CaseResolved]] = []
     for event in case_events:
@@ -156,6 +173,12 @@ def evaluate(
         _score(rows, majority_category, majority_action),
         _quality(rows),
         {c: _score(r, majority_category, majority_action) for c, r in sorted(by_category.items())},
+        history_actions=len(history_actions),
+        uncataloged_actions=tuple(
+            a
+            for a, _ in sorted(history_actions.items(), key=lambda kv: (-kv[1], kv[0]))
+            if a not in catalog
+        ),
     )
 
 
@@ -188,6 +211,7 @@ def _score(rows: Sequence[Row], majority: str | None, majority_action: str | Non
         action_cases=len(with_actions),
         hits=sum(r.action in r.taken for r in with_actions),
         majority_hits=sum(majority_action in r.taken for r in with_actions),
+        recommended=sum(r.action is not None for r in rows),
     )
 
 

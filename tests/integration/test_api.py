@@ -21,6 +21,8 @@ from console.api.app import create_app
 from infra.db import database_urls
 from infra.kafka import make_producer
 from infra.settings import PROJECT_ROOT, Settings
+from policy.loader import default_policy_path, load_policy_file
+from policy.semantics import policy_warnings
 from projections.queries import DIMENSIONS
 from schemas.codec import Codec
 from schemas.events import CaseReclassified, ReviewSubmitted
@@ -358,6 +360,27 @@ def test_pages_escape_case_text_and_guard_their_forms(console: Console) -> None:
     assert forged.status_code == 403 and "form has expired" in forged.text
     anonymous = TestClient(console.client.app).get("/queue", follow_redirects=False)
     assert (anonymous.status_code, anonymous.headers["location"]) == (303, "/sign-in")
+
+
+def test_the_policy_in_force_lists_its_ineffective_settings_and_the_metrics_page_shows_them(
+    console: Console,
+) -> None:
+    expected = [
+        str(w)
+        for w in policy_warnings(
+            load_policy_file(default_policy_path()).policy, console.settings.partitions
+        )
+    ]
+    assert expected, "the story's policy should have a warning on this stack"
+
+    policy = console.client.get("/api/policy", headers=console.as_("sam")).json()
+    web = TestClient(console.client.app)
+    web.post("/sign-in", data={"token": console.tokens["sam"]}, follow_redirects=False)
+    page = web.get("/metrics")
+
+    assert policy["warnings"] == expected
+    assert page.status_code == 200 and 'id="policy-warnings"' in page.text
+    assert "blast_radius.max_auto_runs" in page.text
 
 
 def casegate(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
