@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,6 +94,24 @@ class Settings(BaseSettings):
         description="Secret key of derived event ids and audit anchors (at least 16 "
         "characters; every process of a deployment needs the same). Unset: "
         "<home>/secrets/event_id_key, generated (0600) on first use.",
+    )
+    data_master_key: SecretStr | None = Field(
+        default=None,
+        description="Master key (64 hex characters: AES-256) that wraps the per-customer data "
+        "keys in PostgreSQL; every process of a deployment needs the same. Unset: "
+        "<home>/secrets/data_master_key, generated (0600) on first use.",
+    )
+    customer_clear_fields: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("tier",),
+        description="Fields of a case's customer map that are not personal data and stay "
+        "unsealed (comma-separated); every other customer field is sealed.",
+    )
+    data_key_cache_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long intake reuses a customer's data key before it looks it up "
+        "again (after `casegate erase`, events sealed this long under the destroyed key "
+        "are unreadable too).",
     )
     audit_anchor_interval_s: float = Field(
         default=5.0,
@@ -242,6 +260,13 @@ class Settings(BaseSettings):
         gt=0,
         description="How often processors delete state entries past their retention.",
     )
+
+    @field_validator("customer_clear_fields", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @property
     def local_kafka(self) -> bool:

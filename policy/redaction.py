@@ -73,18 +73,24 @@ class EmailPattern:
 
     pattern = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"  # what it matches
 
-    def sub(self, repl: str, string: str) -> str:
+    def spans(self, string: str) -> Iterator[tuple[int, int]]:
+        """The (start, end) of every address in `string`, leftmost first."""
         if "@" not in string:
-            return string
-        out: list[str] = []
-        last = 0
+            return
         for run in _RUN.finditer(string):
             token, base = run.group(), run.start()
-            if "@" not in token:
-                continue
-            for start, end in _spans(token):
-                out += (string[last : base + start], repl)
-                last = base + end
+            if "@" in token:
+                for start, end in _spans(token):
+                    yield base + start, base + end
+
+    def sub(self, repl: str, string: str) -> str:
+        out: list[str] = []
+        last = 0
+        for start, end in self.spans(string):
+            out += (string[last:start], repl)
+            last = end
+        if not out:
+            return string
         out.append(string[last:])
         return "".join(out)
 

@@ -1,11 +1,12 @@
 """The intake processor: the gate between upstream services and everything else.
 
 Upstream services write `upstream`; intake reads it, checks that each record tells a
-coherent story about its case (`intake_rules`), and re-publishes what it accepts,
-byte for byte, on `cases`, which every other component reads. What it refuses goes to
-the dead-letter topic with the reason, so nothing downstream ever sees an unvalidated
-event. Its store, `cases`, remembers each case's status and opening event, until
-`state_retention_s` after the case resolved.
+coherent story about its case (`intake_rules`), and re-publishes what it accepts on
+`cases`, which every other component reads, with the personal data sealed under the
+customer's data key (`policy.sealing`; an event without any is forwarded byte for byte).
+What it refuses goes to the dead-letter topic with the reason, so nothing downstream
+ever sees an unvalidated event. Its store, `cases`, remembers each case's status,
+opening event and customer ref, until `state_retention_s` after the case resolved.
 
 Upstream records must be keyed by case_id and partitioned with Kafka's default (murmur2)
 partitioner, as every casegate topic is: a case's records must all arrive on one
@@ -14,16 +15,29 @@ partition, in order, for the checks (and the state behind them) to hold.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
+from infra.db import database_urls
 from infra.kafka import partition_for
+from infra.keys import KeyRing, Wrapping, master_key, ref_key
 from infra.settings import Settings
+from policy.sealing import DataKey, customer_ref, ref_of, seal_event
 from processors.handler import Handler, Inbound, Step
 from processors.intake_rules import UPSTREAM, KnownCase, Verdict, check, evolve
 from schemas.codec import Codec
 from schemas.errors import InvalidEvent
+from schemas.events import CaseOpened
 
 CASES = "cases"
+
+
+class Keys(Protocol):
+    """Where the data keys come from (`infra.keys.KeyRing`; a dict in unit tests)."""
+
+    def keys_for(self, refs: Sequence[str]) -> Mapping[str, DataKey]: ...
+
+    def close(self) -> None: ...
 
 
 class Intake(Handler):
@@ -32,11 +46,33 @@ class Intake(Handler):
     stores = (CASES,)
     needs_policy = False
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, keys: Keys, ref_key: bytes) -> None:
         self.retention_ms = round(settings.state_retention_s * 1000)
         self.max_text_chars = settings.max_text_chars
+        self.clear_fields = frozenset(settings.customer_clear_fields)
+        self.keys = keys
+        self.ref_key = ref_key
+
+    def _refs(self, batch: Sequence[Inbound], step: Step) -> dict[str, str]:
+        """case -> customer ref for every case in the batch: from its opening when the batch
+        holds it, else from the store (a case opened before intake sealed: its own ref)."""
+        refs: dict[str, str] = {}
+        for record in batch:
+            event = record.event
+            if isinstance(event, CaseOpened):
+                refs.setdefault(event.case_id, customer_ref(self.ref_key, event))
+        for record in batch:
+            case_id = record.event.case_id
+            if case_id not in refs:
+                raw = step.state.get(CASES, record.partition, case_id)
+                known = raw.get("customer_ref") if raw else None
+                refs[case_id] = known or ref_of(self.ref_key, f"case:{case_id}")
+        return refs
 
     def handle(self, batch: Sequence[Inbound], step: Step) -> None:
+        # Step 1: every key the batch needs, in one lookup (cached across batches).
+        refs = self._refs(batch, step)
+        keys = self.keys.keys_for(sorted(set(refs.values())))
         for record in batch:
             event = record.event
             expected = partition_for(record.key or b"", step.partitions)
@@ -60,8 +96,13 @@ class Intake(Handler):
                 continue
             if result.verdict is Verdict.DUPLICATE:
                 continue  # a redelivery upstream: the case already has it
-            step.out.forward(record, CASES)
-            after = evolve(before, event)
+            ref = refs[event.case_id]
+            sealed = seal_event(event, keys[ref], self.clear_fields)
+            if sealed is event:
+                step.out.forward(record, CASES)
+            else:
+                step.out.emit([sealed], cause=record)
+            after = evolve(before, event, ref)
             if after is not None and after != before:
                 resolved = after.status == "resolved"
                 step.state.put(
@@ -72,6 +113,7 @@ class Intake(Handler):
                         "status": after.status,
                         "opened_event_id": after.opened_event_id,
                         "opened_digest": after.opened_digest,
+                        "customer_ref": after.customer_ref,
                     },
                     expires_ms=(
                         round(event.occurred_at.timestamp() * 1000) + self.retention_ms
@@ -80,6 +122,12 @@ class Intake(Handler):
                     ),
                 )
 
+    def close(self) -> None:
+        self.keys.close()
+
 
 def build(settings: Settings, codec: Codec) -> Intake:
-    return Intake(settings)
+    ring = KeyRing(
+        database_urls(settings).app, Wrapping(master_key(settings)), settings.data_key_cache_s
+    )
+    return Intake(settings, ring, ref_key(settings))

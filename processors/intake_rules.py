@@ -32,6 +32,9 @@ class KnownCase:
     # sha256 of the opening event's JSON form, to tell its redelivery from another event
     # under its id (None: remembered before intake kept it; such a repeat is a redelivery).
     opened_digest: str | None = None
+    # Whose data key seals the case's events (policy.sealing.customer_ref; None: kept
+    # before intake sealed, and such a case's later events are sealed under a key of its own).
+    customer_ref: str | None = None
 
 
 def content_digest(event: Event) -> str:
@@ -132,10 +135,12 @@ def check(
     return Check(Verdict.ACCEPT)
 
 
-def evolve(known: KnownCase | None, event: Event) -> KnownCase | None:
-    """The case after an accepted event."""
+def evolve(
+    known: KnownCase | None, event: Event, customer_ref: str | None = None
+) -> KnownCase | None:
+    """The case after an accepted event (`customer_ref`: whose key seals an opening)."""
     if isinstance(event, CaseOpened):
-        return KnownCase("open", event.event_id, content_digest(event))
+        return KnownCase("open", event.event_id, content_digest(event), customer_ref)
     if known is None:
         return None
     if isinstance(event, CaseResolved):

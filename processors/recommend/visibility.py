@@ -4,7 +4,8 @@ Two rules, applied before any model (baseline or LLM) sees a case:
 1. only the policy's allowlisted dotted paths are read (`subject`, `attributes.product`;
    a bare map name such as `attributes` exposes every entry of that map);
 2. personal data inside every string read is replaced by `[<pattern name>]`, using the
-   policy's redaction patterns (custom ones first, then email, card, phone).
+   policy's redaction patterns (custom ones first, then email, card, phone); what intake
+   sealed is already ciphertext and becomes `[<label>]` (`[email]`, `[customer.name]`).
 The result is the exact model input, with the list of fields seen and its sha256.
 """
 
@@ -18,6 +19,7 @@ from types import MappingProxyType
 import orjson
 
 from policy.redaction import Substitution
+from policy.sealing import conceal
 from policy.visibility import ModelVisibility
 from processors.recommend.case_view import CaseView
 from schemas.events import Scalar
@@ -42,7 +44,9 @@ class Visibility:
         return cls(visibility.fields, tuple(compiled.items()))
 
     def redact(self, text: str) -> str:
-        """`text` with every pattern's matches replaced by `[<name>]`, in policy order."""
+        """`text` with every pattern's matches replaced by `[<name>]`, in policy order;
+        values intake sealed (policy.sealing) first become `[<label>]` the same way."""
+        text = conceal(text)
         for name, pattern in self.patterns:
             text = pattern.sub(f"[{name}]", text)
         return text

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from infra.kafka import partition_for
 from infra.settings import Settings
 from policy.loader import LoadedPolicy, load_policy_text
+from policy.sealing import DataKey, reveal
 from processors.approve import ITEMS, WAITING, Approve
 from processors.guard import AUTO_RUNS, Guard
 from processors.handler import Handler, Inbound, Outbox, Step
@@ -77,10 +78,31 @@ def events(out: Outbox) -> list[tuple[str, Event]]:
 # --- intake ------------------------------------------------------------------------------
 
 
+class CountingKeys:
+    """Data keys by customer ref, counting the lookups intake makes."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, DataKey] = {}
+        self.lookups: list[list[str]] = []
+
+    def keys_for(self, refs: list[str]) -> dict[str, DataKey]:
+        self.lookups.append(list(refs))
+        for n, ref in enumerate(refs, len(self.keys)):
+            self.keys.setdefault(ref, DataKey(n.to_bytes(16, "big"), bytes([n % 256]) * 32))
+        return {ref: self.keys[ref] for ref in refs}
+
+    def close(self) -> None:
+        pass
+
+
+def new_intake(keys: CountingKeys | None = None) -> Intake:
+    return Intake(SETTINGS, keys or CountingKeys(), b"r" * 32)
+
+
 def test_intake_forwards_an_accepted_case_byte_for_byte_and_remembers_it() -> None:
     store, opened = MemoryStore(), inbound(case_opened("c1", "billing"), "upstream")
 
-    out = step(Intake(SETTINGS), [opened], store)
+    out = step(new_intake(), [opened], store)
 
     [sent] = out.records
     assert (sent.topic, sent.key, sent.value) == ("t.cases", b"c1", opened.value)
@@ -88,8 +110,45 @@ def test_intake_forwards_an_accepted_case_byte_for_byte_and_remembers_it() -> No
     assert entry is not None and entry.value["status"] == "open" and entry.expires_ms is None
 
 
+def test_intake_seals_personal_fields_with_one_key_lookup_per_batch() -> None:
+    keys, store = CountingKeys(), MemoryStore()
+    opened = replace(
+        case_opened("c1", "billing"),
+        description="write to ana@example.com",
+        customer={"id": "cu-1", "name": "Ana Lima", "tier": "gold"},
+    )
+    other = replace(case_opened("c2", "billing"), customer={"id": "cu-2", "name": "Bo Ek"})
+    note = CaseUpdated(
+        event_id="u1",
+        case_id="c1",
+        occurred_at=NOW,
+        actor="crm",
+        changes={},
+        note="ana@example.com",
+    )
+    intake = new_intake(keys)
+
+    out = step(intake, [inbound(opened, "upstream"), inbound(other, "upstream")], store)
+    later = step(intake, [inbound(note, "upstream")], store)
+
+    [(_, sealed), (_, sealed_other)] = events(out)
+    [(_, sealed_note)] = events(later)
+    assert isinstance(sealed, type(opened)) and isinstance(sealed_note, CaseUpdated)
+    assert len(keys.lookups) == 2 and len(keys.lookups[0]) == 2  # two customers, one lookup
+    text = repr((sealed, sealed_other, sealed_note))
+    for secret in ("ana@example.com", "Ana Lima", "cu-1", "Bo Ek", "cu-2"):
+        assert secret not in text
+    assert sealed.customer["tier"] == "gold"  # configured as not personal
+    opened_with = {k.key_id: k for k in keys.keys.values()}
+    assert reveal(sealed.customer, opened_with) == opened.customer
+    assert reveal(sealed.description, opened_with) == opened.description
+    assert reveal(sealed_note.note, opened_with) == "ana@example.com"
+    entry = store.read(CASES, partition_for(b"c1", 6), "c1")
+    assert entry is not None and entry.value["customer_ref"] in keys.keys
+
+
 def test_intake_drops_a_redelivery_and_refuses_what_breaks_the_story() -> None:
-    store, intake = MemoryStore(), Intake(SETTINGS)
+    store, intake = MemoryStore(), new_intake()
     opened = case_opened("c1", "billing")
     step(intake, [inbound(opened, "upstream")], store)
     unknown = CaseUpdated(
@@ -115,7 +174,7 @@ def test_intake_refuses_a_case_on_another_partition_than_its_key_hashes_to() -> 
     opened = case_opened("c1", "billing")
     wrong = (partition_for(b"c1", 6) + 1) % 6
 
-    out = step(Intake(SETTINGS), [inbound(opened, "upstream", partition=wrong)], MemoryStore())
+    out = step(new_intake(), [inbound(opened, "upstream", partition=wrong)], MemoryStore())
 
     [(topic, letter)] = events(out)
     assert topic == "t.deadletter" and isinstance(letter, DeadLettered)
@@ -123,7 +182,7 @@ def test_intake_refuses_a_case_on_another_partition_than_its_key_hashes_to() -> 
 
 
 def test_intake_keeps_a_resolved_case_for_the_retention_period_only() -> None:
-    store, intake = MemoryStore(), Intake(SETTINGS)
+    store, intake = MemoryStore(), new_intake()
     step(intake, [inbound(case_opened("c1", "billing"), "upstream")], store)
     resolved = CaseResolved(
         event_id="r1",
