@@ -13,6 +13,7 @@ from rich.table import Table
 from console import (
     config_cmd,
     demo_cmd,
+    erase_cmd,
     eval_cmd,
     operators_cmd,
     policy_cmd,
@@ -116,6 +117,7 @@ app.command()(demo_cmd.demo)
 app.command()(readside_cmd.trace)
 app.command()(readside_cmd.metrics)
 app.command()(readside_cmd.replay)
+app.command()(erase_cmd.erase)
 app.add_typer(readside_cmd.audit_app, name="audit")
 app.add_typer(operators_cmd.app, name="operators")
 app.add_typer(policy_cmd.app, name="policy")

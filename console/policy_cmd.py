@@ -17,8 +17,9 @@ import typer
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from rich.console import Console
 
+from console.produce import send_acknowledged
 from infra.acl import PUBLISHER
-from infra.kafka import consumer_config, make_producer
+from infra.kafka import consumer_config
 from infra.kafka_auth import as_principal
 from infra.settings import Settings
 from policy.loader import (
@@ -153,19 +154,7 @@ def publish_policy(
         author=author,
         document=loaded.text,
     )
-    value, encoded_headers = codec.encode(event)
-    headers: list[tuple[str, str | bytes | None]] = list(encoded_headers)
-    producer = make_producer(settings)
-    failures: list[str] = []
-    producer.produce(
-        settings.topic("policy"),
-        key=policy_key(loaded.version),
-        value=value,
-        headers=headers,
-        on_delivery=lambda e, _m: failures.append(str(e)) if e else None,
-    )
-    if producer.flush(30) or failures:
-        raise KafkaException(f"policy not published: {'; '.join(failures) or 'flush timed out'}")
+    send_acknowledged(settings, codec, event, policy_key(loaded.version))
     return event
 
 

@@ -45,10 +45,12 @@ def progress() -> Progress:
 def trace(case_id: Annotated[str, typer.Argument(help="the case to trace")]) -> None:
     """The whole story of a case in order: opened, recommended, decided, reviewed, executed,
     resolved, reopened."""
+    from infra.keys import Revealer
     from projections.queries import trace as query
 
-    with _connect(Settings()) as conn:
-        rows = query(conn, case_id)
+    settings = Settings()
+    with _connect(settings) as conn:
+        rows = Revealer.of(settings).reveal(conn, query(conn, case_id))
     if not rows:
         err.print(f"no events for case {case_id!r}")
         err.print(

@@ -18,15 +18,17 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from infra.secrets import event_id_key, secret_file
 from infra.settings import Settings
-from policy.sealing import DataKey, ref_of
+from policy.sealing import DataKey, key_ids, ref_of, reveal
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MASTER_KEY_FILE = "data_master_key"
 # Customer refs are keyed hashes under a key derived from the event-id key: without it
@@ -109,6 +111,26 @@ def keys_by_id(
         key_id.bytes: None if wrapped is None else wrapping.unwrap(key_id.bytes, bytes(wrapped))
         for key_id, wrapped in rows
     }
+
+
+@dataclass(frozen=True)
+class Revealer:
+    """Opens sealed values for display (console, `casegate trace`): every key a value needs
+    in one query, read at the time of display, so an erasure shows at once."""
+
+    wrapping: Wrapping
+
+    @classmethod
+    def of(cls, settings: Settings) -> Revealer:
+        return cls(Wrapping(master_key(settings)))
+
+    def reveal(self, conn: psycopg.Connection, value: T) -> T:
+        """`value` (rows, maps, lists, strings) with its tokens opened, or `[erased]`."""
+        ids = key_ids(value)
+        if not ids:
+            return value
+        opened: T = reveal(value, keys_by_id(conn, self.wrapping, ids))
+        return opened
 
 
 def erase_customer(conn: psycopg.Connection, customer_ref: str, actor: str) -> list[str]:

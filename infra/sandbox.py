@@ -104,6 +104,10 @@ def child_env(settings: Settings) -> dict[str, str]:
     env["CASEGATE_AUDIT_ANCHOR_INTERVAL_S"] = str(settings.audit_anchor_interval_s)
     if settings.event_id_key is not None:
         env["CASEGATE_EVENT_ID_KEY"] = settings.event_id_key.get_secret_value()
+    if settings.data_master_key is not None:
+        env["CASEGATE_DATA_MASTER_KEY"] = settings.data_master_key.get_secret_value()
+    env["CASEGATE_CUSTOMER_CLEAR_FIELDS"] = ",".join(settings.customer_clear_fields)
+    env["CASEGATE_DATA_KEY_CACHE_S"] = str(settings.data_key_cache_s)
     if settings.database_url is not None:
         env["DATABASE_URL"] = settings.database_url.get_secret_value()
     if settings.admin_database_url is not None:

@@ -15,6 +15,7 @@ from schemas.events import (
     CaseReopened,
     CaseResolved,
     CaseUpdated,
+    CustomerErased,
     DeadLettered,
     Event,
     ExecutionFailed,
@@ -51,6 +52,8 @@ def actor_of(e: Event) -> str | None:
         case CaseOpened():
             return e.source
         case CaseUpdated() | ReviewSubmitted() | ReviewRecorded() | ReviewDenied():
+            return e.actor
+        case CustomerErased():
             return e.actor
         case CaseReclassified():
             return e.actor
@@ -185,4 +188,6 @@ def summary_of(e: Event) -> str:
                 f"{e.workflow} demoted {e.from_phase} -> {e.to_phase} ({e.trigger}) by "
                 f"{e.actor}: {e.reason}; policy {e.policy_version}"
             )
+        case CustomerErased():
+            return f"customer {e.customer_ref[:12]} erased by {e.actor} ({len(e.key_ids)} keys)"
     return e.event_type

@@ -95,9 +95,12 @@ def review_binding(action: ActionSpec, policy_version: str) -> ReviewBinding:
 
 def record_key(event: Event) -> bytes:
     """The Kafka record key of `event`: its case_id, except a policy's, which is its
-    version (the `policy` topic holds every version under its own key)."""
+    version (the `policy` topic holds every version under its own key), and an
+    erasure's, which is its customer ref."""
     if isinstance(event, PolicyPublished):
         return event.version.encode("utf-8")
+    if isinstance(event, CustomerErased):
+        return event.customer_ref.encode("utf-8")
     return event.case_id.encode("utf-8")
 
 
@@ -619,6 +622,21 @@ class WorkflowDemoted(InternalEvent):
     checks: tuple[EvidenceCheck, ...]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CustomerErased(InternalEvent):
+    """A customer's data keys destroyed (crypto-shredding); keyed by `customer_ref`, and
+    case_id is the literal "erasure". No personal data: the ref is a keyed hash."""
+
+    event_type: ClassVar[str] = "CustomerErased"
+    topic: ClassVar[str] = "erasures"
+
+    actor: str
+    roles: tuple[str, ...]
+    customer_ref: str
+    key_ids: tuple[str, ...]
+    reason: str | None = None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.event_type: cls
     for cls in (
@@ -648,6 +666,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RolloutRequestRefused,
         WorkflowPromoted,
         WorkflowDemoted,
+        CustomerErased,
     )
 }
 

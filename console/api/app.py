@@ -28,6 +28,7 @@ from console.api.telemetry import RequestMetrics
 from console.web import forms, pages
 from console.web.render import STATIC, build_templates, render
 from console.web.session import SignInRequired
+from infra.keys import Revealer
 from infra.secrets import install_event_id_key
 from infra.settings import Settings
 from schemas.codec import Codec
@@ -73,7 +74,9 @@ def create_app(
         docs_url=None,  # served below, from local assets
         redoc_url=None,
     )
-    app.state.services = Services(settings, conn_pool, producer, codec, PolicyCache(), clock)
+    app.state.services = Services(
+        settings, conn_pool, producer, codec, PolicyCache(), clock, Revealer.of(settings)
+    )
     app.state.templates = build_templates()
     api = APIRouter(prefix="/api")
     for area in (health, queue, reviews, cases, metrics, rollout):

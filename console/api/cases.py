@@ -8,22 +8,24 @@ import psycopg
 from fastapi import APIRouter, Query
 
 from console.api import reads
-from console.api.deps import Conn, CurrentOperator
+from console.api.deps import Conn, CurrentOperator, Svc
 from console.api.errors import NotFound
 from console.api.models import Attention, CaseTrace, Denial, FailedExecution, TraceEvent
 from console.api.permissions import AI_EVENTS, ai_output_hidden
+from infra.keys import Revealer
 from projections.queries import trace
 
 router = APIRouter(tags=["cases"])
 HIDDEN = "AI output hidden: shadow phase or out of scope (shown once the case is resolved)"
 
 
-def case_trace(conn: psycopg.Connection, case_id: str) -> CaseTrace:
-    """The case's timeline in order, with AI output withheld where the phase says so."""
+def case_trace(conn: psycopg.Connection, case_id: str, revealer: Revealer) -> CaseTrace:
+    """The case's timeline in order, with AI output withheld where the phase says so, and
+    sealed personal data opened (`[erased]` once its key is destroyed)."""
     events = trace(conn, case_id)
     if not events:
         raise NotFound(f"no events for case {case_id!r}")
-    case = reads.case_state(conn, case_id)
+    events, case = revealer.reveal(conn, (events, reads.case_state(conn, case_id)))
     hidden = ai_output_hidden(case["phase"] if case else None, case["status"] if case else None)
     return CaseTrace(
         case_id=case_id,
@@ -55,11 +57,13 @@ def attention(conn: psycopg.Connection, limit: int) -> Attention:
 
 
 @router.get("/cases/{case_id}/trace", response_model=CaseTrace, summary="A case's whole story")
-def case_trace_endpoint(case_id: str, _operator: CurrentOperator, conn: Conn) -> CaseTrace:
+def case_trace_endpoint(
+    case_id: str, _operator: CurrentOperator, svc: Svc, conn: Conn
+) -> CaseTrace:
     """Every event of the case in order: opened, recommended, decided, reviewed, executed,
     resolved. Recommendations of shadow-phase and out-of-scope cases stay hidden until the
     case is resolved (operators resolve those unaided)."""
-    return case_trace(conn, case_id)
+    return case_trace(conn, case_id, svc.revealer)
 
 
 @router.get("/attention", response_model=Attention, summary="Failed and denied actions")

@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool
 from console.api.errors import Unauthorized
 from console.api.policies import PolicyCache
 from console.auth import Operator, authenticate
+from infra.keys import Revealer
 from infra.settings import Settings
 from schemas.codec import Codec
 
@@ -30,6 +31,7 @@ class Services:
     codec: Codec
     policies: PolicyCache
     clock: Callable[[], datetime]
+    revealer: Revealer  # opens sealed personal data for display (policy.sealing)
 
 
 def services(request: Request) -> Services:

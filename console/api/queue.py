@@ -98,6 +98,7 @@ def item_for(
     row = reads.queue_item(conn, recommendation_id)
     if row is None:
         raise NotFound(f"no pending review for recommendation {recommendation_id!r}")
+    row = svc.revealer.reveal(conn, row)
     if row["expires_at"] is not None and row["expires_at"] <= svc.clock():
         raise Conflict(f"recommendation {recommendation_id} expired at {row['expires_at']}")
     refusal = review_refusal(operator, row["eligible_roles"] or (), row["approvers"] or ())
@@ -115,7 +116,7 @@ def queue(
 ) -> list[QueueItem]:
     """Pending reviews you may act on (your roles ∩ the item's eligible roles, not yet
     approved by you, not expired), soonest expiry first, each with the actions you may take."""
-    rows = reads.queue_for(conn, operator, svc.clock(), limit)
+    rows = svc.revealer.reveal(conn, reads.queue_for(conn, operator, svc.clock(), limit))
     policy = policy_in_force(svc, conn)
     return [to_item(r, operator, policy) for r in rows]
 

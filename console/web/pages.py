@@ -53,7 +53,7 @@ def home() -> Response:
 
 @router.get("/queue")
 def queue_page(request: Request, session: Session, svc: Svc, conn: Conn) -> Response:
-    rows = reads.queue_for(conn, session.operator, svc.clock())
+    rows = svc.revealer.reveal(conn, reads.queue_for(conn, session.operator, svc.clock()))
     policy = policy_in_force(svc, conn)
     items = [to_item(r, session.operator, policy) for r in rows]
     return render(request, "queue.html", session=session, items=items)
@@ -69,7 +69,7 @@ def review_page(
 ) -> Response:
     """The review page, optionally with the error of a refused form above the forms."""
     item = item_for(svc, conn, session.operator, recommendation_id)
-    opened = reads.case_opened_event(conn, item.case_id)
+    opened = svc.revealer.reveal(conn, reads.case_opened_event(conn, item.case_id))
     in_force = svc.policies.get(conn)
     choices = []
     if in_force is not None:
@@ -110,7 +110,7 @@ def trace_page(
     submitted: str = "",
     error: ConsoleError | None = None,
 ) -> Response:
-    story = case_trace(conn, case_id)
+    story = case_trace(conn, case_id, request.app.state.services.revealer)
     try:  # only ever echo back something shaped like our own review ids
         shown = str(uuid.UUID(submitted)) if submitted else None
     except ValueError:
