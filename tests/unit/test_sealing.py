@@ -9,8 +9,11 @@ from datetime import UTC, datetime
 
 import pytest
 from cryptography.exceptions import InvalidTag
+from hypothesis import given
+from hypothesis import strategies as st
 
 from infra.keys import Wrapping
+from policy.redaction import BUILTIN_PATTERNS
 from policy.sealing import (
     ERASED,
     UNREADABLE,
@@ -152,3 +155,13 @@ def test_a_wrapped_data_key_opens_only_under_its_master_key_and_id() -> None:
         Wrapping(b"n" * 32).unwrap(KEY.key_id, wrapped)
     with pytest.raises(InvalidTag):
         wrapping.unwrap(OTHER.key_id, wrapped)
+
+
+@given(st.text(alphabet="0123456789 -().+x@", max_size=60))
+def test_the_nine_digit_precheck_never_hides_a_card_or_phone_number(text: str) -> None:
+    sealed = seal_text(KEY, b"c", text)
+
+    for name in ("card", "phone"):
+        for match in BUILTIN_PATTERNS[name].finditer(text):  # type: ignore[attr-defined]
+            assert match.group() not in conceal(sealed)
+    assert conceal(sealed) == conceal(seal_text(KEY, b"c", text))
