@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,9 +16,10 @@ from confluent_kafka import Producer
 
 from infra.db import database_urls
 from infra.kafka import partition_for, producer_config
+from infra.keys import Revealer
 from infra.settings import PROJECT_ROOT, Settings
 from schemas.codec import Codec
-from schemas.events import DeadLettered
+from schemas.events import CaseOpened, DeadLettered
 from tests.integration.helpers import eventually, read_topic, running
 
 
@@ -104,10 +106,18 @@ def test_outside_case_reaches_case_state_and_garbage_is_dead_lettered(settings: 
 
     assert rows[a] == (a, "open", "identity", "email", "Cannot log in")
     assert rows[b][1] == "open"
-    # Intake re-published the two cases, byte for byte, and nothing else.
+    # Intake re-published the two cases and nothing else: the very events, their personal
+    # fields sealed (policy.sealing), which the customer's data key opens again.
     assert sorted(m.key() for m in accepted) == sorted([a.encode(), b.encode()])
-    assert {m.value() for m in accepted} == {outside_case_opened(a)[0], outside_case_opened(b)[0]}
     codec = Codec.load()
+    revealer = Revealer.of(settings)
+    with psycopg.connect(database_urls(settings).app) as conn:
+        for m in accepted:
+            assert b"ann@example.com" not in m.value() and b"cu-1" not in m.value()
+            sealed = codec.decode(m.value(), m.headers())
+            assert isinstance(sealed, CaseOpened)
+            original = codec.decode(*outside_case_opened(sealed.case_id))
+            assert replace(sealed, customer=revealer.reveal(conn, sealed.customer)) == original
     decoded = [codec.decode(m.value(), m.headers()) for m in letters]
     assert all(isinstance(d, DeadLettered) for d in decoded)
     # The garbage record, dead-lettered by intake with the reason, never reached `cases`
