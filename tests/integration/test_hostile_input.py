@@ -35,6 +35,7 @@ from bench.faults import COMPONENTS, Component, Probe
 from console.policy_cmd import publish_policy
 from infra.db import database_urls
 from infra.kafka import producer_config
+from infra.keys import Revealer
 from infra.sandbox import child_env
 from infra.settings import Settings
 from infra.topics import produced_to
@@ -44,6 +45,7 @@ from schemas.events import (
     ActionSpec,
     ApprovalCompleted,
     ApprovalExpired,
+    CaseOpened,
     CaseReopened,
     CaseUpdated,
     DeadLettered,
@@ -694,11 +696,17 @@ def test_odd_text_under_the_cap_is_kept_verbatim(run: Run) -> None:
         actor = conn.execute(
             "SELECT actor FROM audit_log WHERE event_type = 'ReviewRecorded' AND case_id = 'h-odd'"
         ).fetchone()
+        # Personal values are sealed (the customer map, and its name inside the
+        # description); opened for display they are verbatim, U+0000 included, since the
+        # database only ever held their ciphertext.
+        revealer = Revealer.of(run.settings)
+        shown = None if detail is None else revealer.reveal(conn, detail[0])
     assert subject == (f"{HTML} {SQL}"[:200],)
-    assert detail is not None and detail[0]["description"] == LONG.translate(stored)
-    assert detail[0]["customer"] == {"name": ODD.translate(stored), "note": SQL}
+    assert shown is not None and shown["description"] == LONG
+    assert ODD not in str(detail) and shown["customer"] == {"name": ODD, "note": SQL}
     assert actor == (ODD.translate(stored),)
-    # As upstream sent it, and as intake re-published it on `cases`: the same, verbatim.
+    # As upstream sent it, and as intake re-published it on `cases`: the same, verbatim
+    # once the sealed values are opened.
     sent, accepted = (
         [
             r.event
@@ -707,8 +715,13 @@ def test_odd_text_under_the_cap_is_kept_verbatim(run: Run) -> None:
         ]
         for topic in ("upstream", "cases")
     )
-    assert sent == accepted and len(accepted) == 1
-    assert (accepted[0].description, accepted[0].customer["name"]) == (LONG, ODD)
+    assert len(sent) == len(accepted) == 1
+    opened = accepted[0]
+    assert isinstance(opened, CaseOpened)
+    with psycopg.connect(database_urls(run.settings).app) as conn:
+        customer, description = revealer.reveal(conn, [opened.customer, opened.description])
+    assert sent == [replace(opened, customer=customer, description=description)]
+    assert (description, customer["name"]) == (LONG, ODD)
     [recorded] = [r for r in run.events(ReviewRecorded) if r.case_id == "h-odd"]
     assert recorded.actor == ODD
     [completed] = [c for c in run.events(ApprovalCompleted) if c.case_id == "h-odd"]
