@@ -701,7 +701,8 @@ def test_odd_text_under_the_cap_is_kept_verbatim(run: Run) -> None:
         # database only ever held their ciphertext.
         revealer = Revealer.of(run.settings)
         shown = None if detail is None else revealer.reveal(conn, detail[0])
-    assert subject == (f"{HTML} {SQL}"[:200],)
+        subject = revealer.reveal(conn, subject)
+    assert subject == [f"{HTML} {SQL}"[:200]]  # SQL is a customer value: sealed there too
     assert shown is not None and shown["description"] == LONG
     assert ODD not in str(detail) and shown["customer"] == {"name": ODD, "note": SQL}
     assert actor == (ODD.translate(stored),)
@@ -719,8 +720,10 @@ def test_odd_text_under_the_cap_is_kept_verbatim(run: Run) -> None:
     opened = accepted[0]
     assert isinstance(opened, CaseOpened)
     with psycopg.connect(database_urls(run.settings).app) as conn:
-        customer, description = revealer.reveal(conn, [opened.customer, opened.description])
-    assert sent == [replace(opened, customer=customer, description=description)]
+        customer, subject, description = revealer.reveal(
+            conn, [opened.customer, opened.subject, opened.description]
+        )
+    assert sent == [replace(opened, customer=customer, subject=subject, description=description)]
     assert (description, customer["name"]) == (LONG, ODD)
     [recorded] = [r for r in run.events(ReviewRecorded) if r.case_id == "h-odd"]
     assert recorded.actor == ODD
