@@ -54,19 +54,20 @@ class Intake(Handler):
         self.ref_key = ref_key
 
     def _refs(self, batch: Sequence[Inbound], step: Step) -> dict[str, str]:
-        """case -> customer ref for every case in the batch: from its opening when the batch
-        holds it, else from the store (a case opened before intake sealed: its own ref)."""
+        """case -> customer ref for every case of the batch intake may accept: a known
+        case's from the store (one opened before intake sealed: a ref of its own), a new
+        one's from its opening. Events of unknown cases are refused and get no key."""
         refs: dict[str, str] = {}
         for record in batch:
             event = record.event
-            if isinstance(event, CaseOpened):
-                refs.setdefault(event.case_id, customer_ref(self.ref_key, event))
-        for record in batch:
-            case_id = record.event.case_id
-            if case_id not in refs:
-                raw = step.state.get(CASES, record.partition, case_id)
-                known = raw.get("customer_ref") if raw else None
-                refs[case_id] = known or ref_of(self.ref_key, f"case:{case_id}")
+            if event.case_id in refs:
+                continue
+            raw = step.state.get(CASES, record.partition, event.case_id)
+            if raw:
+                known = raw.get("customer_ref")
+                refs[event.case_id] = known or ref_of(self.ref_key, f"case:{event.case_id}")
+            elif isinstance(event, CaseOpened):
+                refs[event.case_id] = customer_ref(self.ref_key, event)
         return refs
 
     def handle(self, batch: Sequence[Inbound], step: Step) -> None:

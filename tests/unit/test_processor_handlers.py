@@ -147,6 +147,24 @@ def test_intake_seals_personal_fields_with_one_key_lookup_per_batch() -> None:
     assert entry is not None and entry.value["customer_ref"] in keys.keys
 
 
+def test_intake_keeps_a_cases_key_and_makes_none_for_what_it_refuses() -> None:
+    keys, store = CountingKeys(), MemoryStore()
+    intake = new_intake(keys)
+    opened = replace(case_opened("c1", "billing"), customer={"id": "cu-1"})
+    step(intake, [inbound(opened, "upstream")], store)
+    impostor = replace(opened, event_id="o2", customer={"id": "cu-2"})  # refused: c1 is open
+    note = CaseUpdated(
+        event_id="u1", case_id="c1", occurred_at=NOW, actor="crm", changes={}, note="a@b.io"
+    )
+    unknown = replace(note, event_id="u2", case_id="nobody")
+
+    out = step(intake, [inbound(e, "upstream") for e in (impostor, note, unknown)], store)
+
+    assert len(keys.keys) == 1  # cu-1's only: nothing for the impostor or the unknown case
+    [sealed] = [e for _, e in events(out) if isinstance(e, CaseUpdated)]
+    assert reveal(sealed.note, {k.key_id: k for k in keys.keys.values()}) == "a@b.io"
+
+
 def test_intake_drops_a_redelivery_and_refuses_what_breaks_the_story() -> None:
     store, intake = MemoryStore(), new_intake()
     opened = case_opened("c1", "billing")
