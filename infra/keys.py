@@ -81,18 +81,20 @@ def customer_id_ref(settings: Settings, customer_id: str) -> str:
     return ref_of(ref_key(settings), f"customer:{customer_id}")
 
 
-@dataclass(frozen=True)
 class Wrapping:
     """The master key at work: data keys in and out of their wrapped form."""
 
-    master: bytes
+    __slots__ = ("_aead",)
+
+    def __init__(self, master: bytes) -> None:
+        self._aead = AESGCM(master)  # once: a new customer's key costs a wrap, not a setup
 
     def wrap(self, key_id: bytes, secret: bytes) -> bytes:
         nonce = os.urandom(_WRAP_NONCE)
-        return nonce + AESGCM(self.master).encrypt(nonce, secret, key_id)
+        return nonce + self._aead.encrypt(nonce, secret, key_id)
 
     def unwrap(self, key_id: bytes, wrapped: bytes) -> DataKey:
-        secret = AESGCM(self.master).decrypt(wrapped[:_WRAP_NONCE], wrapped[_WRAP_NONCE:], key_id)
+        secret = self._aead.decrypt(wrapped[:_WRAP_NONCE], wrapped[_WRAP_NONCE:], key_id)
         return DataKey(key_id, secret)
 
 
@@ -180,15 +182,21 @@ class KeyRing:
 
     def _get_or_create(self, refs: list[str]) -> dict[str, DataKey]:
         ids = [uuid.uuid4() for _ in refs]
-        secrets = [os.urandom(32) for _ in refs]
-        wrapped = [self._wrapping.wrap(i.bytes, s) for i, s in zip(ids, secrets, strict=True)]
+        secrets = {i.bytes: os.urandom(32) for i in ids}
+        wrapped = [self._wrapping.wrap(i.bytes, secrets[i.bytes]) for i in ids]
         try:
             conn = self._connection()
             rows = conn.execute(_GET_OR_CREATE, (ids, refs, wrapped, refs)).fetchall()
         except psycopg.OperationalError:
             self.close()  # reconnect on the next batch; this one is redone
             raise
-        return {ref: self._wrapping.unwrap(key_id.bytes, bytes(blob)) for key_id, ref, blob in rows}
+        # The keys this statement created are at hand; only the others need unwrapping.
+        return {
+            ref: DataKey(key_id.bytes, secrets[key_id.bytes])
+            if key_id.bytes in secrets
+            else self._wrapping.unwrap(key_id.bytes, bytes(blob))
+            for key_id, ref, blob in rows
+        }
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
