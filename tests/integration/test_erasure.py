@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -18,11 +19,11 @@ from bench.chaos_check import audit_verify, replay_differences
 from console.api.cases import case_trace
 from console.auth import add_operator
 from infra.db import database_urls
-from infra.keys import Revealer, customer_id_ref
+from infra.keys import KeyRing, Revealer, Wrapping, customer_id_ref, master_key
 from infra.sandbox import child_env
 from infra.settings import PROJECT_ROOT, Settings
 from infra.topics import TOPICS
-from policy.sealing import ERASED, MARK
+from policy.sealing import ERASED, MARK, ref_of
 from projections.queries import DIMENSIONS, metrics
 from schemas.codec import Codec
 from schemas.events import CaseOpened, CaseUpdated, Event
@@ -205,3 +206,32 @@ def test_erasure_makes_one_customers_data_unreadable_everywhere_and_keeps_metric
         )
         assert [s for s in ANA_SECRETS if s in repr(replayed)] == []
         assert BO["name"] in repr(replayed)  # the keys table is live; Bo's data opens
+
+
+def test_intake_key_lookups_are_one_statement_per_batch_and_agree_across_instances(
+    settings: Settings,
+) -> None:
+    url = database_urls(settings).app
+    wrapping = Wrapping(master_key(settings))
+    rings = [KeyRing(url, wrapping, cache_s=60) for _ in range(4)]
+    refs = [ref_of(b"k" * 32, f"customer:{n}") for n in range(300)]
+    statements: list[int] = []
+    first = rings[0]
+    create = first._get_or_create
+    first._get_or_create = lambda batch: statements.append(len(batch)) or create(batch)  # type: ignore[method-assign]
+
+    # Four intake instances meet the same new customers at once.
+    with ThreadPoolExecutor(4) as pool:
+        found = list(pool.map(lambda ring: ring.keys_for(refs), rings))
+    made = len(statements)
+    first.keys_for(refs)  # again: from the cache
+
+    # One statement for the batch's 300 customers, and again only for those another
+    # instance created in the same instant (its rows were not in this statement's view).
+    assert statements[0] == 300 and made <= 3 and len(statements) == made
+    ids = [{ref: key.key_id for ref, key in keys.items()} for keys in found]
+    assert all(i == ids[0] for i in ids) and len(ids[0]) == 300
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM data_keys").fetchone() == (300,)
+    for ring in rings:
+        ring.close()
