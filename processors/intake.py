@@ -73,7 +73,7 @@ class Intake(Handler):
     def handle(self, batch: Sequence[Inbound], step: Step) -> None:
         # Step 1: every key the batch needs, in one lookup (cached across batches).
         refs = self._refs(batch, step)
-        keys = self.keys.keys_for(sorted(set(refs.values())))
+        keys = self.keys.keys_for(list(set(refs.values())))
         for record in batch:
             event = record.event
             expected = partition_for(record.key or b"", step.partitions)
