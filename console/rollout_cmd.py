@@ -27,6 +27,7 @@ from console.auth import Operator, authenticate
 from infra.db import database_urls
 from infra.kafka import make_producer
 from infra.kafka_auth import as_principal
+from infra.keys import Revealer
 from infra.settings import Settings
 from schemas.codec import Codec
 
@@ -61,7 +62,15 @@ def _services() -> Iterator[tuple[Services, psycopg.Connection]]:
         err.print("[yellow]next:[/] run `casegate up` (or set DATABASE_URL).")
         raise typer.Exit(1) from None
     producer = make_producer(settings)
-    svc = Services(settings, pool, producer, Codec.load(), PolicyCache(), lambda: datetime.now(UTC))
+    svc = Services(
+        settings,
+        pool,
+        producer,
+        Codec.load(),
+        PolicyCache(),
+        lambda: datetime.now(UTC),
+        Revealer.of(settings),
+    )
     try:
         with pool.connection() as conn:
             yield svc, conn
