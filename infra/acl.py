@@ -105,6 +105,7 @@ PRINCIPALS: dict[str, Rights] = {
             "deadletter",
             "phase-requests",
             "rollout",
+            "governance",
         ),
         # The audit chains' signed heads (projections.anchors).
         writes=("deadletter", "audit-anchors"),

@@ -7,6 +7,7 @@ everywhere.
 from __future__ import annotations
 
 from schemas.events import (
+    AccessReviewed,
     ActionSpec,
     ApprovalCompleted,
     ApprovalExpired,
@@ -72,6 +73,8 @@ def actor_of(e: Event) -> str | None:
             return "execute"
         case PolicyPublished():
             return e.author
+        case AccessReviewed():
+            return e.reviewer
         case DeadLettered():
             return e.consumer
         case (
@@ -184,5 +187,11 @@ def summary_of(e: Event) -> str:
             return (
                 f"{e.workflow} demoted {e.from_phase} -> {e.to_phase} ({e.trigger}) by "
                 f"{e.actor}: {e.reason}; policy {e.policy_version}"
+            )
+        case AccessReviewed():
+            flagged = sum(o.unused for o in e.operators)
+            return (
+                f"access review by {e.reviewer}: {len(e.operators)} operator(s), "
+                f"{flagged} flagged unused"
             )
     return e.event_type
