@@ -89,8 +89,10 @@ class HistoryReader:
         while pending:
             messages = self.consumer.consume(500, timeout=1.0)
             for msg in messages:
-                partition = msg.partition()
-                if msg.error() is not None or msg.offset() >= self.ends.get(partition, 0):
+                partition, offset = msg.partition(), msg.offset()
+                if msg.error() is not None or partition is None or offset is None:
+                    continue
+                if offset >= self.ends.get(partition, 0):
                     continue
                 try:
                     event = self.codec.decode(msg.value(), msg.headers())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
 
@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool
 
 from console.api.errors import Unauthorized
 from console.api.policies import PolicyCache
-from console.auth import Operator, authenticate
+from console.auth import Operator, UsageRecorder, authenticate
 from infra.settings import Settings
 from schemas.codec import Codec
 
@@ -30,6 +30,7 @@ class Services:
     codec: Codec
     policies: PolicyCache
     clock: Callable[[], datetime]
+    usage: UsageRecorder = field(default_factory=UsageRecorder)
 
 
 def services(request: Request) -> Services:
@@ -51,6 +52,7 @@ bearer = HTTPBearer(
 def current_operator(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     conn: Annotated[psycopg.Connection, Depends(connection)],
+    svc: Annotated[Services, Depends(services)],
 ) -> Operator:
     """The operator the bearer token belongs to; 401 when it is missing, unknown or revoked."""
     if credentials is None:
@@ -61,6 +63,7 @@ def current_operator(
     operator = authenticate(conn, credentials.credentials)
     if operator is None:
         raise Unauthorized("invalid or revoked token")
+    svc.usage.used(conn, operator)
     return operator
 
 
