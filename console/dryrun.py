@@ -167,18 +167,23 @@ def run_dry_run(
 
 
 def record_dry_run(
-    conn: psycopg.Connection, report: DryRunReport, ran_by: str, baseline: str | None
+    conn: psycopg.Connection,
+    report: DryRunReport,
+    document: str,
+    ran_by: str,
+    baseline: str | None,
 ) -> str:
     """Keep the report that was shown; its id is what a publish cites."""
     dry_run_id = str(uuid.uuid4())
     conn.execute(
         "INSERT INTO policy_dry_runs (dry_run_id, candidate_sha256, candidate_version, "
-        "baseline_version, window_start, window_end, ran_by, decisions, changed, report) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        "document, baseline_version, window_start, window_end, ran_by, decisions, changed, "
+        "report) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             dry_run_id,
             report.candidate_sha256,
             report.candidate_version,
+            document,
             baseline,
             report.window_start,
             report.window_end,

@@ -100,7 +100,11 @@ def dry_run(
         )
         baseline = PolicyCache().get(conn)
         dry_run_id = record_dry_run(
-            conn, report, by or getpass.getuser(), baseline.loaded.version if baseline else None
+            conn,
+            report,
+            loaded.text,
+            by or getpass.getuser(),
+            baseline.loaded.version if baseline else None,
         )
     result = {"dry_run_id": dry_run_id, **report.to_json()}
     if as_json:

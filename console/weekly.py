@@ -179,33 +179,21 @@ GROUP BY 1, 2, 3, 4 ORDER BY count DESC, 1, 2, 3, 4
 """
 
 
-def render_markdown(report: WeeklyReport) -> str:
-    """The report as markdown: a heading per part, a table per list, 'none' when empty."""
-    last_day = report.week_end - timedelta(days=1)
-    lines = [
-        f"# Weekly review {report.week_start} to {last_day}",
-        "",
-        f"Compared with the week before ({report.week_start - timedelta(days=7)} to "
-        f"{report.week_start - timedelta(days=1)}).",
-        "",
-        "## Largest moves",
-        "",
-    ]
-    lines += _table(
-        ["segment", "value", "metric", "last week", "this week", "change", "sample (last → this)"],
+def sections(report: WeeklyReport) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Each part of the report as (title, column names, rows of text): what the markdown
+    and the console page both show."""
+    moves = [
         [
-            [
-                m.segment,
-                m.value,
-                m.metric,
-                f"{m.before:.1%}",
-                f"{m.after:.1%}",
-                f"{m.delta * 100:+.1f} pts",
-                f"{m.before_n} → {m.after_n}",
-            ]
-            for m in report.movers
-        ],
-    )
+            m.segment,
+            m.value,
+            m.metric,
+            f"{m.before:.1%}",
+            f"{m.after:.1%}",
+            f"{m.delta * 100:+.1f} pts",
+            f"{m.before_n} → {m.after_n}",
+        ]
+        for m in report.movers
+    ]
     parts: list[tuple[str, list[str], list[dict[str, Any]]]] = [
         ("Denied actions by reason", ["workflow", "action", "reason"], report.denials),
         ("Failed executions by reason", ["action", "reason"], report.failures),
@@ -213,12 +201,44 @@ def render_markdown(report: WeeklyReport) -> str:
         ("Reclassifications", ["workflow", "queue", "category"], report.reclassifications),
         ("Overrides", ["workflow", "queue", "recommended", "chosen"], report.overrides),
     ]
-    for title, keys, rows in parts:
+    return [
+        (
+            "Largest moves",
+            ["segment", "value", "metric", "last week", "this week", "change", "sample"],
+            moves,
+        ),
+        *(
+            (
+                title,
+                [*keys, "count", "example cases"],
+                [
+                    [*(str(r[k]) for k in keys), str(r["count"]), ", ".join(r["examples"])]
+                    for r in rows
+                ],
+            )
+            for title, keys, rows in parts
+        ),
+    ]
+
+
+def title_of(report: WeeklyReport) -> tuple[str, str]:
+    """The report's heading and the week it is compared with."""
+    last_day = report.week_end - timedelta(days=1)
+    before = report.week_start - timedelta(days=7)
+    return (
+        f"Weekly review {report.week_start} to {last_day}",
+        f"Compared with the week before ({before} to {report.week_start - timedelta(days=1)}); "
+        "a rate counts as moved only where both weeks hold enough cases.",
+    )
+
+
+def render_markdown(report: WeeklyReport) -> str:
+    """The report as markdown: a heading per part, a table per list, 'none' when empty."""
+    heading, compared = title_of(report)
+    lines = [f"# {heading}", "", compared]
+    for title, header, rows in sections(report):
         lines += ["", f"## {title}", ""]
-        lines += _table(
-            [*keys, "count", "example cases"],
-            [[*(str(r[k]) for k in keys), str(r["count"]), ", ".join(r["examples"])] for r in rows],
-        )
+        lines += _table(header, rows)
     return "\n".join(lines) + "\n"
 
 

@@ -8,6 +8,7 @@ CREATE TABLE policy_dry_runs (
     dry_run_id        text        PRIMARY KEY,
     candidate_sha256  text        NOT NULL CHECK (candidate_sha256 ~ '^[0-9a-f]{64}$'),
     candidate_version text        NOT NULL,
+    document          text        NOT NULL,  -- the candidate as dry-run, for the console to publish
     baseline_version  text,
     window_start      timestamptz NOT NULL,
     window_end        timestamptz NOT NULL,

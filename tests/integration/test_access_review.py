@@ -28,7 +28,7 @@ from infra.kafka import make_producer
 from infra.settings import Settings
 from schemas.codec import Codec
 from tests.integration import console_story
-from tests.integration.helpers import eventually, running
+from tests.integration.helpers import eventually, running, signed_in
 from tests.stack import env_for
 
 
@@ -75,13 +75,6 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def signed_in(client: TestClient, token: str) -> TestClient:
-    web = TestClient(client.app)
-    answer = web.post("/sign-in", data={"token": token}, follow_redirects=False)
-    assert answer.status_code == 303, answer.text
-    return web
-
-
 def test_the_access_review_lists_last_use_flags_and_high_impact_approvals(
     settings: Settings, console: tuple[TestClient, dict[str, str]]
 ) -> None:
@@ -95,7 +88,7 @@ def test_the_access_review_lists_last_use_flags_and_high_impact_approvals(
     assert client.get("/api/me", headers=bearer(tokens["sam"])).status_code == 200
     # Within the minute a second request writes nothing.
     assert scalar(settings, last_used, "sam") == first
-    assert signed_in(client, tokens["fay"]).get("/queue").status_code == 200
+    assert signed_in(client.app, tokens["fay"]).get("/queue").status_code == 200
     assert scalar(settings, last_used, "fay") is not None
 
     result = cli.invoke(cli_app, ["report", "access", "--since", "7d", "--json"], env=env)
@@ -145,7 +138,7 @@ def test_a_revoked_token_is_refused_on_the_very_next_request_and_its_session_end
     settings: Settings, console: tuple[TestClient, dict[str, str]]
 ) -> None:
     client, tokens = console
-    web = signed_in(client, tokens["sam"])
+    web = signed_in(client.app, tokens["sam"])
     assert web.get("/queue").status_code == 200
     assert client.get("/api/me", headers=bearer(tokens["sam"])).status_code == 200
 

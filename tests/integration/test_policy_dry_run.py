@@ -14,18 +14,22 @@ from pathlib import Path
 
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
+from psycopg_pool import ConnectionPool
 from typer.testing import CliRunner
 
+from console.api.app import create_app
+from console.auth import add_operator, form_token
 from console.cli import app as cli_app
 from console.policy_cmd import publish_policy, read_policies
+from console.web.session import COOKIE
 from infra.db import database_urls
-from infra.kafka import consumer_config
+from infra.kafka import consumer_config, make_producer
 from infra.settings import Settings
 from infra.topics import TOPICS
 from policy.loader import load_policy_text
 from schemas.codec import Codec
 from schemas.events import ActionSpec, PolicyPublished
-from tests.integration.helpers import eventually, running
+from tests.integration.helpers import eventually, running, signed_in
 from tests.integration.pipeline import policy_text, recommendation, send
 from tests.stack import env_for
 
@@ -84,10 +88,8 @@ def watermarks(settings: Settings) -> dict[str, int]:
         consumer.close()
 
 
-def test_a_loosened_bound_reports_exactly_the_changed_decisions_and_publishes_nothing(
-    settings: Settings, tmp_path: Path
-) -> None:
-    codec = Codec.load()
+def record_history(settings: Settings, codec: Codec) -> None:
+    """HISTORY decided by the guard under dry.1 and projected by the read models."""
     publish_policy(settings, codec, load_policy_text(policy_text(URL, version="dry.1")), "tests")
     recs = [recommendation(case, action, queue=queue) for case, (queue, action) in HISTORY.items()]
     with running(settings, ("processors.worker", "guard"), ("projections.worker", "readmodels")):
@@ -111,6 +113,13 @@ def test_a_loosened_bound_reports_exactly_the_changed_decisions_and_publishes_no
         "dr-reset-email": "auto_authorized",
         "dr-shadow": "shadowed",
     }
+
+
+def test_a_loosened_bound_reports_exactly_the_changed_decisions_and_publishes_nothing(
+    settings: Settings, tmp_path: Path
+) -> None:
+    codec = Codec.load()
+    record_history(settings, codec)
     candidate = tmp_path / "candidate.yaml"
     candidate.write_text(candidate_text())
     before = watermarks(settings)
@@ -207,3 +216,68 @@ def _policies(settings: Settings, codec: Codec) -> list[PolicyPublished]:
         for m in read_topic(settings, name, count)
         if isinstance(e := codec.decode(m.value(), m.headers()), PolicyPublished)
     ]
+
+
+def test_the_policy_page_shows_the_dry_run_before_a_publish_and_publishes_that_one(
+    settings: Settings,
+) -> None:
+    codec = Codec.load()
+    record_history(settings, codec)
+    with psycopg.connect(database_urls(settings).app, autocommit=True) as conn:
+        tokens = {
+            name: add_operator(conn, name, roles, None, ttl_s=3600)
+            for name, roles in (("adm", ("admin",)), ("ann", ("agent",)))
+        }
+    pool = ConnectionPool(
+        database_urls(settings).app,
+        min_size=1,
+        max_size=2,
+        kwargs={"autocommit": True},
+        open=True,
+    )
+    producer = make_producer(settings)
+    app = create_app(settings, conn_pool=pool, producer=producer, codec=codec)
+    try:
+        pages = {name: signed_in(app, token) for name, token in tokens.items()}
+        adm, ann = pages["adm"], pages["ann"]
+        form = form_token(adm.cookies[COOKIE])
+        before = watermarks(settings)
+
+        shown = adm.post(
+            "/policy/dry-run",
+            data={"form_token": form, "candidate": candidate_text(), "since": "1h"},
+        )
+
+        assert shown.status_code == 200, shown.text
+        assert "<strong>8</strong> decision(s), <strong>4</strong>" in shown.text
+        assert "2 denied → approval_required" in shown.text
+        for case_id in ("dr-refund-250", "dr-refund-300", "dr-reset-sms-1", "dr-reset-sms-2"):
+            assert f">{case_id}</a>" in shown.text
+        assert watermarks(settings) == before  # the dry-run published nothing
+        dry_run_id = _scalar(
+            settings, "SELECT dry_run_id FROM policy_dry_runs WHERE ran_by = 'adm'"
+        )
+        assert f'name="dry_run_id" value="{dry_run_id}"' in shown.text
+        # An agent may look, not publish.
+        refused = ann.post(
+            "/policy/publish",
+            data={"form_token": form_token(ann.cookies[COOKIE]), "dry_run_id": dry_run_id},
+        )
+        assert refused.status_code == 403
+
+        published = adm.post("/policy/publish", data={"form_token": form, "dry_run_id": dry_run_id})
+
+        assert published.status_code == 200, published.text
+        assert "published policy dry.2" in published.text
+        [event] = [e for e in _policies(settings, codec) if e.version == "dry.2"]
+        assert (event.dry_run, event.author) == (dry_run_id, "adm")
+        assert event.sha256 == load_policy_text(candidate_text()).sha256
+    finally:
+        producer.flush(10)
+        pool.close()
+
+
+def _scalar(settings: Settings, query: str) -> object:
+    with psycopg.connect(database_urls(settings).app) as conn:
+        row = conn.execute(query).fetchone()
+    return row[0] if row else None

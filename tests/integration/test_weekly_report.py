@@ -14,11 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg_pool import ConnectionPool
 from typer.testing import CliRunner
 
+from console.api.app import create_app
+from console.auth import add_operator
 from console.cli import app as cli_app
 from infra.db import database_urls
+from infra.kafka import make_producer
 from infra.settings import Settings
+from schemas.codec import Codec
 from schemas.events import (
     ApprovalCompleted,
     CaseReclassified,
@@ -31,7 +36,7 @@ from schemas.events import (
 )
 from tests.integration import console_story
 from tests.integration.console_story import CLOSE, ESCALATE, PLAN, REFUND
-from tests.integration.helpers import eventually, running
+from tests.integration.helpers import eventually, running, signed_in
 from tests.integration.scenario import policy_event
 from tests.stack import env_for
 
@@ -188,3 +193,28 @@ def test_the_weekly_review_names_what_moved_what_was_refused_and_where_humans_co
     assert "| billing | billing | 1 | t2 |" in reopened
     # Last week's cases are the baseline only: none of them is listed.
     assert "w0" not in text
+
+
+def test_the_weekly_review_page_shows_the_same_parts(settings: Settings) -> None:
+    events = history()
+    console_story.publish(settings, events)
+    with running(settings, ("projections.worker", "readmodels")):
+        eventually(
+            lambda: scalar(settings, "SELECT count(*) FROM audit_log") == len(events),
+            what="the two weeks in audit_log",
+        )
+    with psycopg.connect(database_urls(settings).app, autocommit=True) as conn:
+        token = add_operator(conn, "ann", ("agent",), None, ttl_s=3600)
+    with ConnectionPool(
+        database_urls(settings).app, min_size=1, max_size=2, kwargs={"autocommit": True}
+    ) as pool:
+        producer = make_producer(settings)
+        app = create_app(settings, conn_pool=pool, producer=producer, codec=Codec.load())
+        page = signed_in(app, token).get("/reports/weekly")
+
+    assert page.status_code == 200, page.text
+    html = page.text
+    for title in ("Largest moves", "Denied actions by reason", "Overrides", "Reclassifications"):
+        assert f"<h2>{title} " in html
+    assert "<td>param_out_of_bounds</td><td>2</td><td>t4, t5</td>" in html
+    assert "<td>denial rate</td><td>0.0%</td><td>50.0%</td><td>+50.0 pts</td>" in html
