@@ -23,3 +23,34 @@ CREATE INDEX policy_dry_runs_candidate ON policy_dry_runs (candidate_sha256, ran
 -- When the token was last used, to the minute: the console writes it at most once a
 -- minute per operator and process, so authentication stays a read on almost every request.
 ALTER TABLE operators ADD COLUMN last_used_at timestamptz;
+
+-- shadow_alignment counts corrections: what operators finally did is what upstream lists
+-- in actions_taken *and* the action casegate ran on their approval (which upstream may
+-- never list); a recommendation an operator overrode never matches, whatever upstream
+-- lists, since the override says the recommended action was wrong. The category is
+-- compared with the class after reclassifications (case_state.issue_class), as before.
+-- Same columns, names and types.
+CREATE OR REPLACE VIEW shadow_alignment AS
+WITH compared AS (
+    SELECT r.workflow, r.phase, c.issue_class, c.queue, c.team, c.channel,
+           r.predicted_category = c.issue_class AS category_match,
+           r.action_name IS NOT NULL AS with_action,
+           coalesce(r.verdict, '') <> 'overridden'
+               AND (r.action_name = ANY (c.actions_taken)
+                    OR (r.verdict = 'accepted' AND r.final_action_name = r.action_name))
+               AS action_match
+    FROM case_state c
+    JOIN recommendation_facts r ON r.recommendation_id = c.latest_recommendation_id
+    WHERE c.resolution_count > 0
+)
+SELECT workflow, phase, issue_class, queue, team, channel,
+       count(*)::bigint AS compared,
+       count(*) FILTER (WHERE category_match)::bigint AS category_matches,
+       count(*) FILTER (WHERE with_action)::bigint AS with_action,
+       count(*) FILTER (WHERE action_match)::bigint AS action_matches,
+       (count(*) FILTER (WHERE category_match))::float8 / nullif(count(*), 0)
+           AS category_match_rate,
+       (count(*) FILTER (WHERE action_match))::float8
+           / nullif(count(*) FILTER (WHERE with_action), 0) AS action_match_rate
+FROM compared
+GROUP BY workflow, phase, issue_class, queue, team, channel;
