@@ -24,20 +24,19 @@ CREATE INDEX policy_dry_runs_candidate ON policy_dry_runs (candidate_sha256, ran
 -- minute per operator and process, so authentication stays a read on almost every request.
 ALTER TABLE operators ADD COLUMN last_used_at timestamptz;
 
--- shadow_alignment counts corrections: what operators finally did is what upstream lists
--- in actions_taken *and* the action casegate ran on their approval (which upstream may
--- never list); a recommendation an operator overrode never matches, whatever upstream
--- lists, since the override says the recommended action was wrong. The category is
--- compared with the class after reclassifications (case_state.issue_class), as before.
+-- shadow_alignment: what operators finally did is what upstream lists in actions_taken
+-- *and* the recommended action they approved as it was (casegate ran it; upstream may
+-- never list it), so an approved recommendation no longer counts as a miss. Overrides and
+-- reclassifications count as before: an override's own action is not the recommendation,
+-- and the category is compared with the class after corrections (case_state.issue_class).
 -- Same columns, names and types.
 CREATE OR REPLACE VIEW shadow_alignment AS
 WITH compared AS (
     SELECT r.workflow, r.phase, c.issue_class, c.queue, c.team, c.channel,
            r.predicted_category = c.issue_class AS category_match,
            r.action_name IS NOT NULL AS with_action,
-           coalesce(r.verdict, '') <> 'overridden'
-               AND (r.action_name = ANY (c.actions_taken)
-                    OR (r.verdict = 'accepted' AND r.final_action_name = r.action_name))
+           r.action_name = ANY (c.actions_taken)
+               OR (r.verdict = 'accepted' AND r.final_action_name = r.action_name)
                AS action_match
     FROM case_state c
     JOIN recommendation_facts r ON r.recommendation_id = c.latest_recommendation_id

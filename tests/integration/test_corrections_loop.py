@@ -1,9 +1,10 @@
 """Corrections count in shadow_alignment (issue 15, deliverable 3), on the real read models.
 
 Given three resolved billing cases whose recommendation was change_plan — a1 accepted and
-run by casegate (upstream lists no action), o1 overridden with an escalation (upstream
-lists both), r1 resolved as recommended and then reclassified — when shadow_alignment is
-read, then a1 matches, o1 does not, and r1 is compared under its corrected class.
+run by casegate (upstream lists no action), o1 overridden with an escalation (which is
+what upstream lists), r1 resolved as recommended and then reclassified — when
+shadow_alignment is read, then a1 matches, o1 does not, and r1 is compared under its
+corrected class.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def test_shadow_alignment_counts_approvals_overrides_and_reclassifications(
             action=ESCALATE,
         ),
         approved("o1", t1, ESCALATE),
-        resolved("o1", t2, PLAN, ESCALATE),
+        resolved("o1", t2, ESCALATE),
     ]
     events += [
         *recommended("r1", t0),
@@ -118,7 +119,7 @@ def test_shadow_alignment_counts_approvals_overrides_and_reclassifications(
 
     # a1: approved and run by casegate, which upstream does not list: a match.
     assert _counts(got["a1"]) == ("plan_change", 1, 1, 1, 1)
-    # o1: the operator overrode it, even though upstream lists change_plan too: no match.
+    # o1: the operator chose another action, and that is what was done: no match.
     assert _counts(got["o1"]) == ("plan_change", 1, 1, 1, 0)
     # r1: compared under the class it was corrected to.
     assert _counts(got["r1"]) == ("double_charge", 1, 0, 1, 1)

@@ -125,6 +125,13 @@ def test_a_loosened_bound_reports_exactly_the_changed_decisions_and_publishes_no
     before = watermarks(settings)
     cli, env = CliRunner(), env_for(settings)
 
+    # The table first; the JSON run after it is the latest dry-run, the one publish cites.
+    table = cli.invoke(cli_app, ["policy", "dry-run", str(candidate), "--since", "1h"], env=env)
+    assert table.exit_code == 0, table.output
+    assert "8 decision(s), 4 would change: 2 approval_required → auto_authorized; 2 denied" in (
+        table.stdout.replace("\n", " ")
+    )
+
     result = cli.invoke(
         cli_app, ["policy", "dry-run", str(candidate), "--since", "1h", "--json"], env=env
     )
