@@ -32,6 +32,7 @@ from schemas.events import RecommendationProduced
 
 LOOKUP_BATCH = 2000
 _DURATION = re.compile(r"^(\d+)([dhm])$")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 
 
 def parse_since(text: str, now: datetime) -> datetime:
@@ -39,7 +40,7 @@ def parse_since(text: str, now: datetime) -> datetime:
     match = _DURATION.match(text.strip())
     if match:
         n, unit = int(match[1]), match[2]
-        return now - timedelta(**{{"d": "days", "h": "hours", "m": "minutes"}[unit]: n})
+        return now - timedelta(**{_UNITS[unit]: n})
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -196,11 +197,12 @@ def record_dry_run(
     return dry_run_id
 
 
-def dry_run_of(conn: psycopg.Connection, sha256: str) -> str | None:
-    """The latest dry-run recorded for the candidate with this sha256, or None."""
+def dry_run_of(conn: psycopg.Connection, sha256: str, baseline: str | None) -> str | None:
+    """The latest dry-run of the candidate with this sha256 made while `baseline` was in
+    force, or None: a report made against another policy no longer says what changes."""
     row = conn.execute(
         "SELECT dry_run_id FROM policy_dry_runs WHERE candidate_sha256 = %s "
-        "ORDER BY ran_at DESC LIMIT 1",
-        (sha256,),
+        "AND baseline_version IS NOT DISTINCT FROM %s ORDER BY ran_at DESC LIMIT 1",
+        (sha256, baseline),
     ).fetchone()
     return None if row is None else str(row[0])

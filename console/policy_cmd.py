@@ -21,7 +21,6 @@ import typer
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from rich.console import Console
 
-from console.api.policies import PolicyCache
 from infra.acl import PUBLISHER
 from infra.kafka import consumer_config, make_producer
 from infra.kafka_auth import as_principal
@@ -86,31 +85,28 @@ def dry_run(
         err.print(str(exc))
         raise typer.Exit(INVALID) from None
     settings = Settings()
+    codec = Codec.load()
+    # The baseline as `policy publish` will see it: the policy topic, not a read model.
+    in_force = read_published(settings, codec)
+    baseline = in_force.version if in_force else None
     # The bar goes to stderr when stdout carries the JSON.
     with _connect(settings) as conn, progress(err if as_json else None) as bar:
         task = bar.add_task("recorded recommendations", total=None)
         report = run_dry_run(
             settings,
-            Codec.load(),
+            codec,
             conn,
             loaded,
             start,
             on_total=lambda n: bar.update(task, total=n),
             advance=lambda n: bar.advance(task, n),
         )
-        baseline = PolicyCache().get(conn)
-        dry_run_id = record_dry_run(
-            conn,
-            report,
-            loaded.text,
-            by or getpass.getuser(),
-            baseline.loaded.version if baseline else None,
-        )
+        dry_run_id = record_dry_run(conn, report, loaded.text, by or getpass.getuser(), baseline)
     result = {"dry_run_id": dry_run_id, **report.to_json()}
     if as_json:
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
-    _print_report(result, baseline.loaded.version if baseline else None)
+    _print_report(result, baseline)
     out.print(f"recorded as dry-run {dry_run_id}; nothing was published")
     out.print(f"next: `casegate policy publish {path}` publishes it")
 
@@ -201,11 +197,12 @@ def publish(
     dry_run: str | None = None
     if current is not None:  # the first policy has no recorded decisions to try it on
         with _connect(settings) as conn:
-            dry_run = dry_run_of(conn, loaded.sha256)
+            dry_run = dry_run_of(conn, loaded.sha256, current.version)
         if dry_run is None and not without_dry_run:
             err.print(
-                f"refused: no dry-run of {path} (sha256 {loaded.sha256}) was recorded, so "
-                "nobody has seen which decisions it changes"
+                f"refused: no dry-run of {path} (sha256 {loaded.sha256}) against the policy "
+                f"in force ({current.version}) was recorded, so nobody has seen which "
+                "decisions it changes"
             )
             err.print(
                 f"next: `casegate policy dry-run {path}` (or the console's policy page), "

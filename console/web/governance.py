@@ -22,6 +22,8 @@ from console.policy_cmd import publish_policy
 from console.web.render import render
 from console.web.session import Session, WebSession, check_form
 from console.weekly import sections, title_of, weekly_report
+from infra.acl import PUBLISHER
+from infra.kafka_auth import as_principal
 from policy.loader import PolicyInvalid, load_policy_text
 
 router = APIRouter(include_in_schema=False)
@@ -158,10 +160,17 @@ def policy_publish(
             f"publishing a policy needs one of the roles {svc.settings.policy_publisher_roles}"
         )
     row = conn.execute(
-        "SELECT document, report FROM policy_dry_runs WHERE dry_run_id = %s", (dry_run_id,)
+        "SELECT document, report, baseline_version FROM policy_dry_runs WHERE dry_run_id = %s",
+        (dry_run_id,),
     ).fetchone()
     if row is None:
         raise NotFound("no such dry-run: dry-run the candidate first, then publish it")
+    in_force = svc.policies.get(conn)
+    if row[2] != (in_force.loaded.version if in_force else None):
+        raise Conflict(
+            f"this dry-run was made against policy {row[2]}, no longer the one in force: "
+            "dry-run the candidate again"
+        )
     loaded = load_policy_text(row[0])
     known = conn.execute(
         "SELECT 1 FROM policy_versions WHERE version = %s", (loaded.version,)
@@ -171,8 +180,13 @@ def policy_publish(
             f"version {loaded.version} was already published; a version is published once, "
             "give the document a new version",
         )
+    # As the publisher principal, as `casegate policy publish` does: only it writes policy.
     event = publish_policy(
-        svc.settings, svc.codec, loaded, session.operator.name, dry_run=dry_run_id
+        as_principal(svc.settings, PUBLISHER),
+        svc.codec,
+        loaded,
+        session.operator.name,
+        dry_run=dry_run_id,
     )
     report = row[1] if isinstance(row[1], dict) else orjson.loads(row[1])
     return policy_page(

@@ -196,6 +196,13 @@ def test_publish_refuses_a_candidate_nobody_dry_ran_unless_told_and_records_the_
     assert "no dry-run of" in refused.stderr and "casegate policy dry-run" in refused.stderr
     assert watermarks(settings)["policy"] == before
 
+    # A dry-run made while another policy was in force does not count either.
+    ran = cli.invoke(cli_app, ["policy", "dry-run", str(candidate), "--since", "1h"], env=env)
+    assert ran.exit_code == 0, ran.output
+    publish_policy(settings, codec, load_policy_text(policy_text(URL, version="dry.1b")), "ops")
+    stale = cli.invoke(cli_app, ["policy", "publish", str(candidate)], env=env)
+    assert stale.exit_code == 2 and "against the policy in force (dry.1b)" in stale.stderr
+
     forced = cli.invoke(
         cli_app, ["policy", "publish", str(candidate), "--without-dry-run"], env=env
     )

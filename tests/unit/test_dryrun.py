@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from policy.loader import LoadedPolicy, load_policy_text
 from processors.dryrun import (
     UNDECIDED,
@@ -147,3 +149,13 @@ def test_a_case_taken_out_of_scope_stays_under_its_recorded_workflow() -> None:
 
     assert list(report.groups) == [("wf", "ic")]
     assert report.totals() == {("auto_authorized", "out_of_scope"): 1}
+
+
+def test_a_window_is_a_duration_back_from_now_or_a_date() -> None:
+    from console.dryrun import parse_since
+
+    assert parse_since("30d", T0) == T0 - timedelta(days=30)
+    assert parse_since("12h", T0) == T0 - timedelta(hours=12)
+    assert parse_since("2026-11-01", T0) == datetime(2026, 11, 1, tzinfo=UTC)
+    with pytest.raises(ValueError, match="give a duration"):
+        parse_since("last month", T0)
