@@ -24,6 +24,7 @@ from rich.console import Console
 from infra.acl import PUBLISHER
 from infra.kafka import consumer_config, make_producer
 from infra.kafka_auth import as_principal
+from infra.secrets import install_event_id_key
 from infra.settings import Settings
 from policy.loader import (
     LoadedPolicy,
@@ -85,6 +86,8 @@ def dry_run(
         err.print(str(exc))
         raise typer.Exit(INVALID) from None
     settings = Settings()
+    # The guard's own step derives its decisions' ids: with the deployment's key, as it does.
+    install_event_id_key(settings)
     codec = Codec.load()
     # The baseline as `policy publish` will see it: the policy topic, not a read model.
     in_force = read_published(settings, codec)
