@@ -17,7 +17,7 @@ from typing import Any
 
 from policy.facts import CaseFacts
 from policy.loader import LoadedPolicy
-from processors.guard_state import decide_with_runs
+from processors.guard_state import AutoRuns, decide_with_runs
 from processors.records import record_time
 from schemas.events import GuardrailDecided, RecommendationProduced
 
@@ -49,7 +49,9 @@ def redecide(
 ) -> Iterator[Redecided]:
     """Decide every recommendation of `history` (each partition in its offset order) under
     `candidate`, as a guard with `shards` partitions would have."""
-    store: dict[str, list[list[Any]]] = {}
+    # The runs themselves, not their JSON as the guard's changelog keeps them: nothing is
+    # stored, so nothing need be converted on every decision.
+    store: dict[str, AutoRuns] = {}
     for record in history:
         case = CaseFacts.of_recommendation(record.rec)
         if case is None:
@@ -63,13 +65,13 @@ def redecide(
                 record_time(record.timestamp_s),
                 candidate,
                 shards,
-                store.get,
+                lambda key: store.get(key, AutoRuns()),
             )
         except ValueError as exc:
             yield Redecided(record, None, str(exc))
             continue
         if change is not None:
-            store[change.key] = change.runs.to_json()
+            store[change.key] = change.runs
         yield Redecided(record, decision)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from infra.settings import Settings
 from policy.facts import CaseFacts
-from processors.guard_state import decide_with_runs
+from processors.guard_state import AutoRuns, decide_with_runs
 from processors.handler import Handler, Inbound, Step
 from processors.records import record_time
 from schemas.codec import Codec
@@ -61,7 +61,7 @@ class Guard(Handler):
                 record_time(record.timestamp),
                 policy,
                 step.partitions,
-                lambda key: step.state.get(AUTO_RUNS, record.partition, key),
+                lambda key: AutoRuns.from_json(step.state.get(AUTO_RUNS, record.partition, key)),
             )
             step.out.emit([decision], record)
         except (ValueError, CodecError) as exc:

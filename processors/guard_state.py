@@ -72,7 +72,7 @@ def decide_with_runs(
     now: datetime,
     policy: LoadedPolicy,
     shards: int,
-    stored: Callable[[str], list[list[Any]] | None],
+    stored: Callable[[str], AutoRuns],
 ) -> tuple[GuardrailDecided, RunsUpdate | None]:
     """Decide `rec` (read from `partition` at `now`) with the automatic runs `stored`
     holds for its workflow and partition; return the decision and the store change.
@@ -82,7 +82,7 @@ def decide_with_runs(
     workflow = policy.policy.workflow_for(case.match_fields())
     radius = workflow.blast_radius if workflow is not None else None
     key = runs_key(workflow.name, partition) if workflow and radius else None
-    runs = AutoRuns.from_json(stored(key) if key else None)
+    runs = stored(key) if key else AutoRuns()
     decision = decide_guard(
         rec, case, policy, runs.times(excluding=rec.event_id), now, shards=shards
     )
