@@ -133,7 +133,7 @@ def _rows(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> list[
 DENIALS = """
 SELECT coalesce(r.workflow, '-') AS workflow, coalesce(r.action_name, '-') AS action,
        reason, count(*)::bigint AS count,
-       (array_agg(r.case_id ORDER BY r.case_id))[1:%(n)s] AS examples
+       (array_agg(DISTINCT r.case_id ORDER BY r.case_id))[1:%(n)s] AS examples
 FROM recommendation_facts r CROSS JOIN LATERAL unnest(r.reasons) AS reason
 WHERE r.outcome = 'denied' AND r.produced_at >= %(start)s AND r.produced_at < %(end)s
 GROUP BY 1, 2, 3 ORDER BY count DESC, 1, 2, 3
@@ -144,7 +144,7 @@ SELECT coalesce(e.action_name, '-') AS action,
             WHEN e.timed_out THEN 'timed out'
             ELSE coalesce(e.error_class, e.status) END AS reason,
        count(*)::bigint AS count,
-       (array_agg(e.case_id ORDER BY e.case_id))[1:%(n)s] AS examples
+       (array_agg(DISTINCT e.case_id ORDER BY e.case_id))[1:%(n)s] AS examples
 FROM executions e
 WHERE e.status IN ('failed', 'rolled_back')
   AND e.requested_at >= %(start)s AND e.requested_at < %(end)s
@@ -172,7 +172,7 @@ OVERRIDES = """
 SELECT coalesce(r.workflow, '-') AS workflow, coalesce(c.queue, '-') AS queue,
        coalesce(r.action_name, '-') AS recommended, coalesce(r.final_action_name, '-') AS chosen,
        count(*)::bigint AS count,
-       (array_agg(r.case_id ORDER BY r.case_id))[1:%(n)s] AS examples
+       (array_agg(DISTINCT r.case_id ORDER BY r.case_id))[1:%(n)s] AS examples
 FROM recommendation_facts r JOIN case_state c ON c.case_id = r.case_id
 WHERE r.verdict = 'overridden' AND r.produced_at >= %(start)s AND r.produced_at < %(end)s
 GROUP BY 1, 2, 3, 4 ORDER BY count DESC, 1, 2, 3, 4

@@ -1,10 +1,11 @@
 """The weekly review on real data in PostgreSQL (issue 15, deliverable 3).
 
 Given two weeks of billing cases projected by the read models — last week six decided,
-none denied; this week six decided, three denied, one execution timed out, one override,
-one reclassification and one re-open — when `casegate report weekly` runs, then the
-denial rate's move leads the report for the billing workflow and its segments, and the
-refusals and escalations are grouped by reason and segment with their cases.
+none denied; this week seven decided, four denied (one case twice), one execution timed
+out, one override, one reclassification and one re-open — when `casegate report weekly`
+runs, then the denial rate's move leads the report for the billing workflow and its
+segments, and the refusals and escalations are grouped by reason and segment with their
+cases.
 """
 
 from __future__ import annotations
@@ -82,6 +83,20 @@ def history() -> list[Event]:
     events += case("t4", this, REFUND, "denied", ("param_out_of_bounds",))
     events += case("t5", this, REFUND, "denied", ("param_out_of_bounds",))
     events += case("t6", this, CLOSE, "denied", ("action_prohibited",))
+    # t5 again (a case update earns a new recommendation): denied again, listed once.
+    events += [
+        console_story._recommended("t5", "r-t5b", REFUND, "double_charge", later, "billing"),
+        console_story._decided(
+            "t5",
+            "r-t5b",
+            "denied",
+            "billing",
+            "assisted",
+            REFUND,
+            later,
+            reasons=("param_out_of_bounds",),
+        ),
+    ]
     events += [
         ApprovalCompleted(
             event_id="ac-t1",
@@ -173,10 +188,10 @@ def test_the_weekly_review_names_what_moved_what_was_refused_and_where_humans_co
     text = out.read_text()
     moves = text.split("## Largest moves")[1].split("##")[0]
     rows = [line for line in moves.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    # Denial rate 0 -> 3/6 in the billing workflow and in each of its segments; the other
+    # Denial rate 0 -> 4/7 in the billing workflow and in each of its segments; the other
     # rates' samples (one review, one execution) are below the minimum of 5.
     assert sorted(rows) == sorted(
-        f"| {seg} | {value} | denial rate | 0.0% | 50.0% | +50.0 pts | 6 → 6 |"
+        f"| {seg} | {value} | denial rate | 0.0% | 57.1% | +57.1 pts | 6 → 7 |"
         for seg, value in (
             ("channel", "email"),
             ("queue", "billing"),
@@ -184,7 +199,7 @@ def test_the_weekly_review_names_what_moved_what_was_refused_and_where_humans_co
             ("workflow", "billing"),
         )
     )
-    assert "| billing | refund_payment | param_out_of_bounds | 2 | t4, t5 |" in text
+    assert "| billing | refund_payment | param_out_of_bounds | 3 | t4, t5 |" in text
     assert "| billing | close_account | action_prohibited | 1 | t6 |" in text
     assert "| change_plan | timed out | 1 | t1 |" in text
     assert "| billing | billing | refund_payment | escalate_to_specialist | 1 | t2 |" in text
@@ -216,5 +231,5 @@ def test_the_weekly_review_page_shows_the_same_parts(settings: Settings) -> None
     html = page.text
     for title in ("Largest moves", "Denied actions by reason", "Overrides", "Reclassifications"):
         assert f"<h2>{title} " in html
-    assert "<td>param_out_of_bounds</td><td>2</td><td>t4, t5</td>" in html
-    assert "<td>denial rate</td><td>0.0%</td><td>50.0%</td><td>+50.0 pts</td>" in html
+    assert "<td>param_out_of_bounds</td><td>3</td><td>t4, t5</td>" in html
+    assert "<td>denial rate</td><td>0.0%</td><td>57.1%</td><td>+57.1 pts</td>" in html
