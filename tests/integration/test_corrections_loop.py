@@ -1,8 +1,8 @@
 """Corrections count in shadow_alignment (issue 15, deliverable 3), on the real read models.
 
-Given three resolved billing cases whose recommendation was change_plan — a1 accepted and
-run by casegate (upstream lists no action), o1 overridden with an escalation (which is
-what upstream lists), r1 resolved as recommended and then reclassified — when
+Given three resolved billing cases whose recommendation was change_plan — a1 approved as
+recommended (and listed by upstream), o1 overridden with an escalation (which is what
+upstream lists), r1 resolved as recommended and then reclassified — when
 shadow_alignment is read, then a1 matches, o1 does not, and r1 is compared under its
 corrected class.
 """
@@ -73,7 +73,7 @@ def test_shadow_alignment_counts_approvals_overrides_and_reclassifications(
     t0 = utc_now() - timedelta(hours=2)
     t1, t2 = t0 + timedelta(minutes=5), t0 + timedelta(minutes=10)
     events: list[Event] = [policy_event()]
-    events += [*recommended("a1", t0), approved("a1", t1, PLAN), resolved("a1", t2)]
+    events += [*recommended("a1", t0), approved("a1", t1, PLAN), resolved("a1", t2, PLAN)]
     events += [
         *recommended("o1", t0),
         ReviewRecorded(
@@ -117,7 +117,7 @@ def test_shadow_alignment_counts_approvals_overrides_and_reclassifications(
         for r in _rows(settings, "SELECT * FROM shadow_alignment WHERE workflow = 'billing'")
     }
 
-    # a1: approved and run by casegate, which upstream does not list: a match.
+    # a1: approved as recommended, and that is what was done: a match.
     assert _counts(got["a1"]) == ("plan_change", 1, 1, 1, 1)
     # o1: the operator chose another action, and that is what was done: no match.
     assert _counts(got["o1"]) == ("plan_change", 1, 1, 1, 0)
