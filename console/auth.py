@@ -15,7 +15,10 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import LiteralString
 
@@ -82,6 +85,38 @@ def authenticate(conn: psycopg.Connection, token: str) -> Operator | None:
         "SELECT name, roles, token_sha256 FROM operators "
         "WHERE token_sha256 = %s AND revoked_at IS NULL AND token_expires_at > now()",
     )
+
+
+# A token's last use is kept to the minute: enough for an access review, and it keeps
+# authentication a read on all but one request a minute per operator.
+LAST_USE_RESOLUTION_S = 60.0
+
+
+@dataclass
+class UsageRecorder:
+    """Writes `operators.last_used_at` at most once per `resolution_s` per operator and
+    process (and the database skips the write when another process did it lately)."""
+
+    resolution_s: float = LAST_USE_RESOLUTION_S
+    clock: Callable[[], float] = time.monotonic
+    _written: dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def used(self, conn: psycopg.Connection, operator: Operator) -> bool:
+        """Note that `operator` just authenticated; True when this call wrote it."""
+        now = self.clock()
+        with self._lock:
+            last = self._written.get(operator.name)
+            if last is not None and now - last < self.resolution_s:
+                return False
+            self._written[operator.name] = now
+        with conn.transaction():
+            conn.execute(
+                "UPDATE operators SET last_used_at = now() WHERE name = %s "
+                "AND (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => %s))",
+                (operator.name, self.resolution_s),
+            )
+        return True
 
 
 def open_session(conn: psycopg.Connection, token: str, ttl_s: float) -> str | None:

@@ -18,6 +18,7 @@ from console import (
     operators_cmd,
     policy_cmd,
     readside_cmd,
+    report_cmd,
     rollout_cmd,
     run_cmd,
     status_cmd,
@@ -122,6 +123,7 @@ app.add_typer(readside_cmd.audit_app, name="audit")
 app.add_typer(operators_cmd.app, name="operators")
 app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(eval_cmd.app, name="eval")
+app.add_typer(report_cmd.app, name="report")
 app.add_typer(rollout_cmd.app, name="rollout")
 
 if __name__ == "__main__":

@@ -1,18 +1,22 @@
-"""`casegate policy validate|publish|diff`: check, publish and compare policy documents.
+"""`casegate policy validate|dry-run|publish|diff`: check, try, publish and compare policies.
 
 Errors are printed one per line as `path: message` (the dotted path in the document) and
-the command exits with 2. Publishing sends one PolicyPublished, keyed by its version, to the
-one-partition `policy` topic (kept forever), where running processors pick it up.
+the command exits with 2. A dry-run decides the recorded recommendations of a window again
+under the candidate and reports what would change, publishing nothing. Publishing sends
+one PolicyPublished, keyed by its version, to the one-partition `policy` topic (kept
+forever), where running processors pick it up; it refuses a candidate nobody dry-ran.
 """
 
 from __future__ import annotations
 
 import getpass
+import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import orjson
 import typer
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from rich.console import Console
@@ -21,6 +25,7 @@ from console.produce import send_acknowledged
 from infra.acl import PUBLISHER
 from infra.kafka import consumer_config
 from infra.kafka_auth import as_principal
+from infra.secrets import install_event_id_key
 from infra.settings import Settings
 from policy.loader import (
     LoadedPolicy,
@@ -60,6 +65,84 @@ def validate(path: PolicyFile, strict: Strict = False) -> None:
     out.print(f"{path}: valid policy {loaded.version} (sha256 {loaded.sha256})")
 
 
+@app.command("dry-run")
+def dry_run(
+    path: PolicyFile,
+    since: Annotated[
+        str, typer.Option(help="window start: a duration back from now (30d, 12h) or a date")
+    ] = "30d",
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    by: Annotated[str | None, typer.Option(help="who looks (default: your login)")] = None,
+) -> None:
+    """Decide the window's recorded recommendations again under FILE and report, per
+    workflow and issue class, which decisions would change. Publishes nothing; the report
+    is recorded, which is what `policy publish` asks for."""
+    from console.dryrun import parse_since, record_dry_run, run_dry_run
+    from console.readside_cmd import _connect, progress
+
+    loaded = _load_or_exit(path)
+    try:
+        start = parse_since(since, utc_now())
+    except ValueError as exc:
+        err.print(str(exc))
+        raise typer.Exit(INVALID) from None
+    settings = Settings()
+    # The guard's own step derives its decisions' ids: with the deployment's key, as it does.
+    install_event_id_key(settings)
+    codec = Codec.load()
+    # The baseline as `policy publish` will see it: the policy topic, not a read model.
+    in_force = read_published(settings, codec)
+    baseline = in_force.version if in_force else None
+    # The bar goes to stderr when stdout carries the JSON.
+    with _connect(settings) as conn, progress(err if as_json else None) as bar:
+        task = bar.add_task("recorded recommendations", total=None)
+        report = run_dry_run(
+            settings,
+            codec,
+            conn,
+            loaded,
+            start,
+            on_total=lambda n: bar.update(task, total=n),
+            advance=lambda n: bar.advance(task, n),
+        )
+        dry_run_id = record_dry_run(conn, report, loaded.text, by or getpass.getuser(), baseline)
+    result = {"dry_run_id": dry_run_id, **report.to_json()}
+    if as_json:
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    _print_report(result, baseline)
+    out.print(f"recorded as dry-run {dry_run_id}; nothing was published")
+    out.print(f"next: `casegate policy publish {path}` publishes it")
+
+
+def _print_report(report: dict[str, Any], baseline: str | None) -> None:
+    from rich.table import Table
+
+    from processors.dryrun import change_lines
+
+    out.print(
+        f"dry-run of {report['candidate_version']} (sha256 {report['candidate_sha256'][:12]}) "
+        f"against the decisions recorded from {report['window_start'][:19]} to "
+        f"{report['window_end'][:19]} (policy in force: {baseline or 'none'})"
+    )
+    table = Table("workflow", "issue class", "decided", "changed", "changes", "example cases")
+    for g in report["groups"]:
+        table.add_row(
+            g["workflow"],
+            g["issue_class"],
+            str(g["decisions"]),
+            str(g["changed"]),
+            "\n".join(change_lines(g["changes"])) or "none",
+            "\n".join(", ".join(c["example_case_ids"]) for c in g["changes"]),
+        )
+    out.print(table)
+    total = change_lines(report["changes"])
+    out.print(
+        f"{report['decisions']} decision(s), {report['changed']} would change"
+        + (": " + "; ".join(total) if total else "")
+    )
+
+
 @app.command()
 def reference(
     check: Annotated[
@@ -87,8 +170,19 @@ def publish(
     path: PolicyFile,
     author: Annotated[str | None, typer.Option(help="who publishes (default: your login)")] = None,
     strict: Strict = False,
+    without_dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--without-dry-run",
+            help="publish although no dry-run of this document was recorded "
+            "(the PolicyPublished event records that it was skipped)",
+        ),
+    ] = False,
 ) -> None:
     """Publish a valid policy document; running processors use it for their next decisions."""
+    from console.dryrun import dry_run_of
+    from console.readside_cmd import _connect
+
     loaded = _load_or_exit(path)
     settings = as_principal(Settings(), PUBLISHER)
     _warn_or_exit(path, loaded, settings, strict)
@@ -104,9 +198,27 @@ def publish(
         # Processors would not take it into force: say so instead of sending it.
         err.print(f"version: {refused}")
         raise typer.Exit(INVALID)
+    dry_run: str | None = None
+    if current is not None:  # the first policy has no recorded decisions to try it on
+        with _connect(settings) as conn:
+            dry_run = dry_run_of(conn, loaded.sha256, current.version)
+        if dry_run is None and not without_dry_run:
+            err.print(
+                f"refused: no dry-run of {path} (sha256 {loaded.sha256}) against the policy "
+                f"in force ({current.version}) was recorded, so nobody has seen which "
+                "decisions it changes"
+            )
+            err.print(
+                f"next: `casegate policy dry-run {path}` (or the console's policy page), "
+                "read the report, then publish again; --without-dry-run overrides, recorded"
+            )
+            raise typer.Exit(INVALID)
+        dry_run = dry_run or "skipped"
     # getpass reads $USER (or LOGNAME…), falling back to the account name.
-    event = publish_policy(settings, codec, loaded, author or getpass.getuser())
+    event = publish_policy(settings, codec, loaded, author or getpass.getuser(), dry_run=dry_run)
     out.print(f"published policy {event.version} (sha256 {event.sha256}) by {event.author}")
+    if event.dry_run:
+        out.print(f"dry-run: {event.dry_run}")
 
 
 @app.command()
@@ -141,9 +253,14 @@ def diff(
 
 
 def publish_policy(
-    settings: Settings, codec: Codec, loaded: LoadedPolicy, author: str
+    settings: Settings,
+    codec: Codec,
+    loaded: LoadedPolicy,
+    author: str,
+    dry_run: str | None = None,
 ) -> PolicyPublished:
-    """Send `loaded` as a PolicyPublished and wait until the broker has it."""
+    """Send `loaded` as a PolicyPublished and wait until the broker has it; `dry_run` is
+    the dry-run its publisher looked at (or "skipped")."""
     event = PolicyPublished(
         # A fresh id: publishing an earlier document again (a rollback) is a new event.
         event_id=new_event_id(),
@@ -153,6 +270,7 @@ def publish_policy(
         sha256=loaded.sha256,
         author=author,
         document=loaded.text,
+        dry_run=dry_run,
     )
     send_acknowledged(settings, codec, event, policy_key(loaded.version))
     return event

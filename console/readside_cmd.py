@@ -32,13 +32,13 @@ def _connect(settings: Settings) -> psycopg.Connection:
         raise typer.Exit(1) from None
 
 
-def progress() -> Progress:
+def progress(console: Console | None = None) -> Progress:
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=out,
+        console=console or out,
     )
 
 

@@ -106,6 +106,7 @@ PRINCIPALS: dict[str, Rights] = {
             "phase-requests",
             "rollout",
             "erasures",
+            "governance",
         ),
         # The audit chains' signed heads (projections.anchors).
         writes=("deadletter", "audit-anchors"),
@@ -113,7 +114,12 @@ PRINCIPALS: dict[str, Rights] = {
     ),
     # Reviews and reclassifications, signed by the operator the console authenticated;
     # supervisors' rollout approvals and kill switches (the console, `casegate rollout`).
-    "console": Rights(writes=("reviews", "phase-requests")),
+    # The policy page dry-runs a candidate over `recommendations` (assigned partitions, a
+    # throwaway group that commits nothing). Its publish connects as the publisher: the
+    # console itself never writes `policy`.
+    "console": Rights(
+        reads=("recommendations",), writes=("reviews", "phase-requests"), groups=("dry-run-",)
+    ),
     # `casegate policy publish`: reads the versions published so far, writes the next.
     PUBLISHER: Rights(reads=("policy",), writes=("policy",), groups=("policy-cli-",)),
 }

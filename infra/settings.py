@@ -185,6 +185,17 @@ class Settings(BaseSettings):
         description="How long a console operator's bearer token is valid after it is issued "
         "(`casegate operators add` again to issue a new one once it expired).",
     )
+    policy_publisher_roles: str = Field(
+        default="admin",
+        description="Comma-separated operator roles that may publish a dry-run policy from "
+        "the console's policy page (anyone signed in may dry-run one).",
+    )
+    token_unused_s: float = Field(
+        default=14 * 24 * 3600.0,
+        gt=0,
+        description="An active operator token unused this long (or never used this long "
+        "after it was issued) is flagged by `casegate report access`.",
+    )
     console_session_ttl_s: float = Field(
         default=8 * 3600.0,
         gt=0,

@@ -53,6 +53,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("rollout", KEEP_FOREVER, single_partition=True),
     # `casegate erase`: who destroyed which customer's data keys, when (into audit_log).
     TopicSpec("erasures", KEEP_FOREVER, single_partition=True),
+    # Governance records that concern no case (access reviews), audited like the rest.
+    TopicSpec("governance", KEEP_FOREVER, single_partition=True),
     # The audit chains' signed heads (projections.anchors): written by the read models,
     # read by `casegate audit verify`, never projected (it is the check on the projection).
     TopicSpec("audit-anchors", KEEP_FOREVER, single_partition=True, projected=False, events=False),

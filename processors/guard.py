@@ -15,8 +15,7 @@ from collections.abc import Sequence
 
 from infra.settings import Settings
 from policy.facts import CaseFacts
-from policy.guard import AUTO_AUTHORIZED, decide_guard
-from processors.guard_state import AutoRuns, runs_key
+from processors.guard_state import AutoRuns, decide_with_runs
 from processors.handler import Handler, Inbound, Step
 from processors.records import record_time
 from schemas.codec import Codec
@@ -54,28 +53,27 @@ class Guard(Handler):
                 rec.case_id,
             )
             return
-        now = record_time(record.timestamp)
-        workflow = policy.policy.workflow_for(case.match_fields())
-        radius = workflow.blast_radius if workflow is not None else None
-        key = runs_key(workflow.name, record.partition) if workflow and radius else None
-        runs = AutoRuns.from_json(step.state.get(AUTO_RUNS, record.partition, key) if key else None)
         try:
-            decision = decide_guard(
-                rec, case, policy, runs.times(excluding=rec.event_id), now, shards=step.partitions
+            decision, change = decide_with_runs(
+                rec,
+                case,
+                record.partition,
+                record_time(record.timestamp),
+                policy,
+                step.partitions,
+                lambda key: AutoRuns.from_json(step.state.get(AUTO_RUNS, record.partition, key)),
             )
             step.out.emit([decision], record)
         except (ValueError, CodecError) as exc:
             step.out.reject(record, exc, rec.case_id)
             return
-        if decision.outcome == AUTO_AUTHORIZED and key and radius:
-            kept = runs.add(rec.event_id, now, radius.window_s)
-            # Runs older than the window no longer count: the entry may go with the last.
+        if change is not None:
             step.state.put(
                 AUTO_RUNS,
                 record.partition,
-                key,
-                kept.to_json(),
-                expires_ms=max(ms for ms, _ in kept.runs) + radius.window_s * 1000,
+                change.key,
+                change.runs.to_json(),
+                expires_ms=change.expires_ms,
             )
 
 

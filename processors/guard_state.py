@@ -1,10 +1,21 @@
-"""What the guard keeps in its store, and how it reads back (pure)."""
+"""What the guard keeps in its store, how it reads back, and one guard step over it (pure).
+
+`decide_with_runs` is the guard processor's whole decision for one recommendation record;
+`casegate policy dry-run` calls it too, over an in-memory store, so a dry-run decides
+exactly as the guard would have.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from policy.facts import CaseFacts
+from policy.guard import AUTO_AUTHORIZED, decide_guard
+from policy.loader import LoadedPolicy
+from schemas.events import GuardrailDecided, RecommendationProduced
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +54,44 @@ class AutoRuns:
 def runs_key(workflow: str, partition: int) -> str:
     """Blast radius is counted per workflow and partition: see `policy.guard.auto_run_limit`."""
     return f"{workflow}|{partition}"
+
+
+@dataclass(frozen=True, slots=True)
+class RunsUpdate:
+    """The store entry a decision changes: `runs` under `key`, gone after `expires_ms`."""
+
+    key: str
+    runs: AutoRuns
+    expires_ms: int
+
+
+def decide_with_runs(
+    rec: RecommendationProduced,
+    case: CaseFacts,
+    partition: int,
+    now: datetime,
+    policy: LoadedPolicy,
+    shards: int,
+    stored: Callable[[str], AutoRuns],
+) -> tuple[GuardrailDecided, RunsUpdate | None]:
+    """Decide `rec` (read from `partition` at `now`) with the automatic runs `stored`
+    holds for its workflow and partition; return the decision and the store change.
+
+    Raises what `decide_guard` raises (ValueError) for a recommendation it cannot decide.
+    """
+    workflow = policy.policy.workflow_for(case.match_fields())
+    radius = workflow.blast_radius if workflow is not None else None
+    key = runs_key(workflow.name, partition) if workflow and radius else None
+    runs = stored(key) if key else AutoRuns()
+    decision = decide_guard(
+        rec, case, policy, runs.times(excluding=rec.event_id), now, shards=shards
+    )
+    if decision.outcome != AUTO_AUTHORIZED or key is None or radius is None:
+        return decision, None
+    kept = runs.add(rec.event_id, now, radius.window_s)
+    # Runs older than the window no longer count: the entry may go with the last.
+    expires_ms = max(ms for ms, _ in kept.runs) + radius.window_s * 1000
+    return decision, RunsUpdate(key, kept, expires_ms)
 
 
 def _ms(at: datetime) -> int:

@@ -7,6 +7,7 @@ everywhere.
 from __future__ import annotations
 
 from schemas.events import (
+    AccessReviewed,
     ActionSpec,
     ApprovalCompleted,
     ApprovalExpired,
@@ -75,6 +76,8 @@ def actor_of(e: Event) -> str | None:
             return "execute"
         case PolicyPublished():
             return e.author
+        case AccessReviewed():
+            return e.reviewer
         case DeadLettered():
             return e.consumer
         case (
@@ -190,4 +193,10 @@ def summary_of(e: Event) -> str:
             )
         case CustomerErased():
             return f"customer {e.customer_ref[:12]} erased by {e.actor} ({len(e.key_ids)} keys)"
+        case AccessReviewed():
+            flagged = sum(o.unused for o in e.operators)
+            return (
+                f"access review by {e.reviewer}: {len(e.operators)} operator(s), "
+                f"{flagged} flagged unused"
+            )
     return e.event_type

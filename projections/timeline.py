@@ -10,10 +10,10 @@ import psycopg
 from projections.describe import actor_of, summary_of
 from projections.envelope import Envelope
 from projections.staging import Load, Table
-from schemas.events import CustomerErased, DeadLettered, PolicyPublished
+from schemas.events import AccessReviewed, CustomerErased, DeadLettered, PolicyPublished
 
-# Policy documents and dead letters are not part of any case's story.
-NOT_CASE_EVENTS = (PolicyPublished, DeadLettered, CustomerErased)
+# Policy documents, dead letters, erasures and access reviews are not part of any case's story.
+NOT_CASE_EVENTS = (PolicyPublished, DeadLettered, CustomerErased, AccessReviewed)
 COLUMNS = (
     "event_id",
     "case_id",

@@ -478,6 +478,7 @@ class PolicyPublished(InternalEvent):
     sha256: str
     author: str
     document: str
+    dry_run: str | None = None  # the dry-run looked at, "skipped", or None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -637,6 +638,33 @@ class CustomerErased(InternalEvent):
     reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessEntry:
+    """One operator in an access review, as the reviewer saw them."""
+
+    name: str
+    roles: tuple[str, ...]
+    status: str  # active | revoked | expired
+    last_used_at: datetime | None = None
+    unused: bool
+    high_impact_approvals: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessReviewed(InternalEvent):
+    """A reviewer looked at every operator's access; case_id is "access-review"."""
+
+    event_type: ClassVar[str] = "AccessReviewed"
+    topic: ClassVar[str] = "governance"
+
+    reviewer: str
+    period_start: datetime
+    period_end: datetime
+    policy_version: str | None = None
+    operators: tuple[AccessEntry, ...]
+    note: str | None = None
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.event_type: cls
     for cls in (
@@ -667,6 +695,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         WorkflowPromoted,
         WorkflowDemoted,
         CustomerErased,
+        AccessReviewed,
     )
 }
 
@@ -678,4 +707,5 @@ VALUE_TYPES: dict[str, type] = {
     "casegate.Provenance": Provenance,
     "casegate.Routing": Routing,
     "casegate.EvidenceCheck": EvidenceCheck,
+    "casegate.AccessEntry": AccessEntry,
 }

@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from schemas.events import (
+    AccessEntry,
+    AccessReviewed,
     ActionSpec,
     ApprovalCompleted,
     ApprovalExpired,
@@ -274,6 +276,35 @@ def sample_events() -> list[Event]:
             sha256="2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae",
             author="ops-lead@example.org",
             document="version: 7\nworkflows:\n  refund_damaged:\n    phase: assisted  # ✓\n",
+            dry_run="5b0d8e6f-6071-4c93-9e45-f6a7b8c9d0e1",
+        ),
+        AccessReviewed(
+            event_id="6c1e9f70-7182-4da4-8f56-a7b8c9d0e1f2",
+            case_id="access-review",
+            occurred_at=AT + timedelta(days=7),
+            reviewer="ciso@example.org",
+            period_start=AT - timedelta(days=23),
+            period_end=AT + timedelta(days=7),
+            policy_version="7",
+            operators=(
+                AccessEntry(
+                    name="sam",
+                    roles=("supervisor",),
+                    status="active",
+                    last_used_at=AT + timedelta(days=6),
+                    unused=False,
+                    high_impact_approvals=12,
+                ),
+                AccessEntry(
+                    name="old.admin",
+                    roles=("admin", "supervisor"),
+                    status="active",
+                    last_used_at=None,
+                    unused=True,
+                    high_impact_approvals=0,
+                ),
+            ),
+            note="old.admin to be revoked",
         ),
         CustomerErased(
             event_id="5cbe8b6f-6071-4c93-9e45-f6a7b8c9d0e1",

@@ -25,7 +25,7 @@ from console.api.deps import Services
 from console.api.errors import ConsoleError, Invalid, Unauthorized, dotted
 from console.api.policies import PolicyCache
 from console.api.telemetry import RequestMetrics
-from console.web import forms, pages
+from console.web import forms, governance, pages
 from console.web.render import STATIC, build_templates, render
 from console.web.session import SignInRequired
 from infra.keys import Revealer
@@ -84,6 +84,7 @@ def create_app(
     app.include_router(api)
     app.include_router(pages.router)
     app.include_router(forms.router)
+    app.include_router(governance.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
     # A plain route like FastAPI's own docs route: the page describes the API, it is not

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
 
@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool
 
 from console.api.errors import Unauthorized
 from console.api.policies import PolicyCache
-from console.auth import Operator, authenticate
+from console.auth import Operator, UsageRecorder, authenticate
 from infra.keys import Revealer
 from infra.settings import Settings
 from schemas.codec import Codec
@@ -32,6 +32,7 @@ class Services:
     policies: PolicyCache
     clock: Callable[[], datetime]
     revealer: Revealer  # opens sealed personal data for display (policy.sealing)
+    usage: UsageRecorder = field(default_factory=UsageRecorder)
 
 
 def services(request: Request) -> Services:
@@ -53,6 +54,7 @@ bearer = HTTPBearer(
 def current_operator(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     conn: Annotated[psycopg.Connection, Depends(connection)],
+    svc: Annotated[Services, Depends(services)],
 ) -> Operator:
     """The operator the bearer token belongs to; 401 when it is missing, unknown or revoked."""
     if credentials is None:
@@ -63,6 +65,7 @@ def current_operator(
     operator = authenticate(conn, credentials.credentials)
     if operator is None:
         raise Unauthorized("invalid or revoked token")
+    svc.usage.used(conn, operator)
     return operator
 
 

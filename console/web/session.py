@@ -11,7 +11,7 @@ from typing import Annotated
 import psycopg
 from fastapi import Depends, Request, Response
 
-from console.api.deps import Conn
+from console.api.deps import Conn, Svc
 from console.api.errors import ConsoleError, Forbidden
 from console.auth import Operator, close_session, form_token, open_session, session_operator
 from infra.settings import Settings
@@ -55,7 +55,7 @@ def sign_out(conn: psycopg.Connection, response: Response, session: WebSession) 
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
 
 
-def web_session(request: Request, conn: Conn) -> WebSession:
+def web_session(request: Request, conn: Conn, svc: Svc) -> WebSession:
     """The signed-in operator; checked against the database on every page, so a signed-out
     session, or a revoked or expired token, ends it at once."""
     session_id = request.cookies.get(COOKIE)
@@ -65,6 +65,8 @@ def web_session(request: Request, conn: Conn) -> WebSession:
         raise SignInRequired(
             "your session ended or your token was revoked; sign in again" if had_cookie else ""
         )
+    # A session is the token's use too: it lives only as long as the token does.
+    svc.usage.used(conn, operator)
     return WebSession(operator, form_token(session_id), session_id)
 
 

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, Message
 
@@ -87,3 +87,14 @@ def read_topic(
     finally:
         consumer.close()
     return found
+
+
+def signed_in(app: Any, token: str) -> Any:
+    """A browser (TestClient with its own cookie jar) signed in to `app` with `token`."""
+    from fastapi.testclient import TestClient
+
+    web = TestClient(app)
+    answer = web.post("/sign-in", data={"token": token}, follow_redirects=False)
+    if answer.status_code != 303:
+        raise AssertionError(f"sign-in refused: {answer.status_code} {answer.text}")
+    return web

@@ -351,7 +351,11 @@ def test_g_a_policy_published_mid_run_changes_the_next_decisions(
         path = tmp_path / f"policy-{len(list(tmp_path.iterdir()))}.yaml"
         path.write_text(text)
         result = cli.invoke(
-            cli_app, ["policy", "publish", str(path), "--author", "tester"], env=env
+            # What the guard does with each version is this test's subject, not the
+            # dry-run a publish otherwise asks for (tests/integration/test_policy_dry_run.py).
+            cli_app,
+            ["policy", "publish", str(path), "--author", "tester", "--without-dry-run"],
+            env=env,
         )
         assert result.exit_code == 0, result.output
         return result.output

@@ -78,6 +78,7 @@ READERS: dict[str, tuple[str, ...]] = {
     "executions": ("execute", "readmodels"),
     "policy": ("recommend", "guard", "approve", "execute", "readmodels"),
     "deadletter": ("readmodels",),
+    "governance": ("readmodels",),
 }
 HTML = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
 SQL = "x'); DROP TABLE audit_log; --"

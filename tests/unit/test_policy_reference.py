@@ -181,5 +181,6 @@ def test_a_reference_to_an_unknown_name_lists_the_known_ones() -> None:
     )
     audit = errors(lambda d: d["audit"]["required_outcomes"].append("Nope"))
     assert (
-        "unknown event type 'Nope'; known: ApprovalCompleted," in audit["audit.required_outcomes"]
+        "unknown event type 'Nope'; known: AccessReviewed, ApprovalCompleted,"
+        in audit["audit.required_outcomes"]
     )
