@@ -15,6 +15,7 @@ from console import (
     demo_cmd,
     erase_cmd,
     eval_cmd,
+    import_cmd,
     operators_cmd,
     policy_cmd,
     readside_cmd,
@@ -125,6 +126,7 @@ app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(report_cmd.app, name="report")
 app.add_typer(rollout_cmd.app, name="rollout")
+app.add_typer(import_cmd.app, name="import")
 
 if __name__ == "__main__":
     app()
