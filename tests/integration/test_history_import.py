@@ -83,8 +83,10 @@ def test_an_imported_history_is_learned_and_projected_but_never_acted_on(
     try:
         with running(settings, *PIPELINE):
             eventually(
-                lambda: scalar(settings, "SELECT count(*) FROM case_state WHERE status='resolved'")
-                == len(imported),
+                lambda: (
+                    scalar(settings, "SELECT count(*) FROM case_state WHERE status='resolved'")
+                    == len(imported)
+                ),
                 timeout_s=180,
                 what=f"{len(imported)} resolved cases in case_state",
             )
