@@ -141,7 +141,7 @@ class FittedModel:
         z = np.asarray(x @ self.first) + self.first_bias
         linear = _softmax(z[:, :n_cat])
         hidden = np.maximum(z[:, n_cat : n_cat + n_hidden], 0.0)
-        network = _softmax(hidden @ self.second + self.second_bias)
+        network = _softmax(_mm(hidden, self.second) + self.second_bias)
         neighbours, similarity = self._similar(embed(hidden, self.projection), k, before)
         if labels is not None:
             cats_nb, acts_nb = labels(neighbours)
@@ -153,7 +153,7 @@ class FittedModel:
         action_linear = _softmax(z[:, n_cat + n_hidden :])
         action_vote = _vote(similarity, acts_nb, n_act)
         action = calibrated(
-            (action_linear, category @ self.action_given_category, action_vote),
+            (action_linear, _mm(category, self.action_given_category), action_vote),
             self.action_temperature,
         )
         return Scores(
@@ -175,8 +175,10 @@ class FittedModel:
         matrix stays in the CPU cache while its top k is taken (one product per block).
         With `before`, rows labelled at or after a case's cut-off are out of its search."""
         found = []
+        history = self.history.T.astype(np.float64)  # see `_mm`
+        unit64 = unit.astype(np.float64)
         for start in range(0, max(len(unit), 1), _BLOCK):
-            sim = unit[start : start + _BLOCK] @ self.history.T
+            sim = (unit64[start : start + _BLOCK] @ history).astype(np.float32)
             if before is not None:
                 first, cut = before
                 sim[first[None, :] >= cut[start : start + _BLOCK, None]] = -np.inf
@@ -238,7 +240,18 @@ def embed(hidden: np.ndarray, projection: np.ndarray) -> np.ndarray:
     norm, projected on its D principal directions (half the cost of the dot products
     with all of history, for little loss), and made unit norm again."""
     unit = _unit(hidden.astype(np.float32))
-    return _unit(unit @ projection)
+    return _unit(_mm(unit, projection))
+
+
+def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`a @ b` in double precision, returned in the inputs' precision. BLAS rounds a row
+    differently with its position in the batch and the batch's size (other kernels,
+    other summation orders): about 1e-7 in single precision, enough to move a
+    similarity's fourth decimal, 1e-16 in double, which the cast back removes. A case
+    must score the same alone, in a backlog's batch, or offline."""
+    out = np.result_type(a, b)
+    product = a.astype(np.float64, copy=False) @ b.astype(np.float64, copy=False)
+    return product.astype(out, copy=False)  # type: ignore[no-any-return]
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:

@@ -124,3 +124,17 @@ def test_the_same_labels_in_any_arrival_order_give_the_same_model_and_answers() 
     assert first.model_version == second.model_version
     first.close()
     second.close()
+
+
+def test_a_case_scores_exactly_the_same_alone_or_in_any_batch() -> None:
+    memory = learned([*history(), *later_cases()])
+    memory.refit(in_process=True)
+    texts = [("Charged twice", "My card was charged twice."), ("Locked out", "Password reset.")]
+    views = [
+        view_at(opened(f"b-{i}", *texts[i % 2]), AT + (i % 4) * DAY + timedelta(hours=1))
+        for i in range(150)
+    ]
+    together = answers(memory, views)
+    alone = [answers(memory, [v])[0] for v in views[:5]]
+    assert alone == together[:5]
+    assert answers(memory, views[70:75]) == together[70:75]
