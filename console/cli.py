@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from console import (
+    alignment_cmd,
     config_cmd,
     demo_cmd,
     erase_cmd,
@@ -118,6 +119,7 @@ app.command()(status_cmd.status)
 app.command()(demo_cmd.demo)
 app.command()(readside_cmd.trace)
 app.command()(readside_cmd.metrics)
+app.command()(alignment_cmd.alignment)
 app.command()(readside_cmd.replay)
 app.command()(erase_cmd.erase)
 app.add_typer(readside_cmd.audit_app, name="audit")

@@ -79,6 +79,8 @@ class Row:
     taken: frozenset[str]
     action: str | None
     similar: tuple[str, ...]  # categories of the similar cases, most similar first
+    case_id: str = ""
+    similar_cases: tuple[str, ...] = ()  # their case ids, in the same order
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,7 @@ class EvalReport:
     # frequent first): hits can only come from names the catalog holds.
     history_actions: int = 0
     uncataloged_actions: tuple[str, ...] = ()
+    rows: tuple[Row, ...] = ()  # each evaluated case, in the order it was planned
 
 
 def evaluate(
@@ -190,6 +193,7 @@ def evaluate(
             for a, _ in sorted(history_actions.items(), key=lambda kv: (-kv[1], kv[0]))
             if a not in catalog
         ),
+        rows=tuple(rows),
     )
 
 
@@ -237,6 +241,8 @@ def _row(p: Plan, resolved: CaseResolved) -> Row:
         taken=frozenset(a.name for a in resolved.actions_taken),
         action=answer.action.name if answer.action is not None else None,
         similar=tuple(n.category for n in answer.similar),
+        case_id=p.case.case_id,
+        similar_cases=tuple(n.case_id for n in answer.similar),
     )
 
 
