@@ -138,3 +138,18 @@ def test_a_case_scores_exactly_the_same_alone_or_in_any_batch() -> None:
     alone = [answers(memory, [v])[0] for v in views[:5]]
     assert alone == together[:5]
     assert answers(memory, views[70:75]) == together[70:75]
+
+
+def test_the_models_products_do_not_depend_on_a_rows_batch() -> None:
+    import numpy as np
+
+    from processors.recommend.model import _mm
+
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((200, 128)).astype(np.float32)
+    b = rng.standard_normal((128, 32)).astype(np.float32)
+    together = _mm(a, b)
+    assert together.dtype == np.float32
+    alone = np.vstack([_mm(a[i : i + 1], b) for i in range(200)])
+    shifted = _mm(a[7:], b)
+    assert np.array_equal(alone, together) and np.array_equal(shifted, together[7:])
