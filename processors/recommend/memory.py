@@ -235,6 +235,8 @@ class Memory:
         self._precedents: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self._max_label_ms = -1  # the latest label time ever given: no cut-off is needed above
         self._watermark_ms: int | None = None  # refits learn only labels before it
+        self._snapshot_cut: int | None = None  # the watermark of the latest snapshot
+        self._held_back = 0  # records that snapshot left out or cut (labels at/after it)
         self._categories: Counter[str] = Counter()
         self._actions: Counter[str] = Counter()
         self._installed: _Installed | None = None
@@ -480,10 +482,18 @@ class Memory:
 
     def _due(self, now: float) -> bool:
         """Rule: some label changed, and there is no model yet, or `refit_every` labels
-        changed, or `refit_after_s` passed since the last fit started."""
-        if self._changed == 0 or not self._cases or not self._refitted:
+        changed, or `refit_after_s` passed since the last fit started. Labels the last
+        snapshot held back (given at or after its watermark) count as changes once the
+        watermark has moved past where it was: a backlog's labels join the model as the
+        cases after them are recommended."""
+        changed = self._changed
+        if self._watermark_ms is None or (
+            self._snapshot_cut is not None and self._watermark_ms > self._snapshot_cut
+        ):
+            changed += self._held_back
+        if changed == 0 or not self._cases or not self._refitted:
             return False  # the first fit is the first batch's (see `evidence`)
-        if self._installed is None or self._changed >= self.refit_every:
+        if self._installed is None or changed >= self.refit_every:
             return True
         return self._started_at is None or now - self._started_at >= self.refit_after_s
 
@@ -494,7 +504,8 @@ class Memory:
         Records are immutable: references are enough."""
         self._changed = 0
         self._since_snapshot = set()
-        cut = self._watermark_ms
+        cut = self._snapshot_cut = self._watermark_ms
+        self._held_back = 0
         if cut is None:
             snapshot = list(self._cases.values())
         else:
@@ -503,6 +514,7 @@ class Memory:
                 if record.last_ms >= cut:
                     # Its row must get its current labels once installed.
                     self._since_snapshot.add(record.view.case_id)
+                    self._held_back += 1
                 if record.first_ms < cut:
                     snapshot.append(record.as_of(cut))
         snapshot.sort(key=lambda r: (r.first_ms, r.view.case_id))

@@ -153,3 +153,23 @@ def test_the_models_products_do_not_depend_on_a_rows_batch() -> None:
     alone = np.vstack([_mm(a[i : i + 1], b) for i in range(200)])
     shifted = _mm(a[7:], b)
     assert np.array_equal(alone, together) and np.array_equal(shifted, together[7:])
+
+
+def test_labels_the_first_fit_held_back_join_the_model_once_later_cases_come() -> None:
+    import time
+
+    memory = learned(history())  # every label given at AT
+    probe = opened("q-5", "Charged twice", "My card was charged twice.")
+    try:
+        [first] = plan_batch([view_at(probe, AT - DAY)], POLICY, memory)
+        assert first.baseline.category is None and memory.model_version is None
+        assert memory.maintain() is False and not memory.refitting  # still nothing to learn
+        plan_batch([view_at(probe, AT + DAY)], POLICY, memory)  # the watermark passes AT
+        deadline = time.monotonic() + 120
+        while not memory.maintain():
+            assert time.monotonic() < deadline, "the held-back labels were never fitted"
+            time.sleep(0.05)
+        [later] = plan_batch([view_at(probe, AT + DAY)], POLICY, memory)
+        assert later.baseline.category == "double_charge"
+    finally:
+        memory.close()
