@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from console.import_cmd import check_history
 from infra.db import database_urls
@@ -58,7 +59,7 @@ def resolved_history(cases: int) -> list[Event]:
     return history
 
 
-def scalar(settings: Settings, query: str) -> int:
+def scalar(settings: Settings, query: str | sql.Composed) -> int:
     with psycopg.connect(database_urls(settings).app) as conn:
         row = conn.execute(query).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
@@ -125,7 +126,10 @@ def test_an_imported_history_is_learned_and_projected_but_never_acted_on(
                 settings, "SELECT count(*) FROM case_timeline WHERE topic LIKE '%cases'"
             )
             metrics = {
-                column: scalar(settings, f"SELECT sum({column}) FROM metrics")
+                column: scalar(
+                    settings,
+                    sql.SQL("SELECT sum({}) FROM metrics").format(sql.Identifier(column)),
+                )
                 for column in ("cases_opened", "cases_resolved", "resolved_now", "executions")
             }
     finally:
