@@ -93,16 +93,10 @@ class Outbox:
     event_types: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)  # dead letters by error class
 
-    def emit(
-        self, events: Sequence[Event], cause: Record | None = None, carry: Sequence[str] = ()
-    ) -> None:
-        """`carry` names headers of `cause` the events keep (intake's re-encoded case
-        events keep the history-import marker)."""
+    def emit(self, events: Sequence[Event], cause: Record | None = None) -> None:
         encoded = [(e, *self.codec.encode(e)) for e in events]
         traceparent = self.trace(cause) if cause is not None else None
-        kept = [(n, v) for n, v in (cause.headers or ()) if n in carry] if cause and carry else []
-        for event, value, own in encoded:
-            headers = [*own, *kept]
+        for event, value, headers in encoded:
             self.records.append(
                 Outgoing(
                     self.prefix + event.topic,
