@@ -11,10 +11,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from console import (
+    alignment_cmd,
     config_cmd,
     demo_cmd,
     erase_cmd,
     eval_cmd,
+    import_cmd,
     operators_cmd,
     policy_cmd,
     readside_cmd,
@@ -117,6 +119,7 @@ app.command()(status_cmd.status)
 app.command()(demo_cmd.demo)
 app.command()(readside_cmd.trace)
 app.command()(readside_cmd.metrics)
+app.command()(alignment_cmd.alignment)
 app.command()(readside_cmd.replay)
 app.command()(erase_cmd.erase)
 app.add_typer(readside_cmd.audit_app, name="audit")
@@ -125,6 +128,7 @@ app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(report_cmd.app, name="report")
 app.add_typer(rollout_cmd.app, name="rollout")
+app.add_typer(import_cmd.app, name="import")
 
 if __name__ == "__main__":
     app()

@@ -65,7 +65,7 @@ def recommender(
     expected calibration error."""
     from console.produce import InvalidFile
     from policy.loader import load_policy_file
-    from processors.recommend.evaluate import evaluate, split_cases
+    from processors.recommend.evaluate import after_history, evaluate, split_cases
 
     if (cases is None) == (split is None):
         err.print("[red]error:[/] give either --cases FILE or --split FRACTION.")
@@ -76,6 +76,9 @@ def recommender(
             present = _read(cases)
         else:
             past, present = split_cases(past, split or 0.0)
+        if (cases or history).suffix.lower() == ".csv":
+            # CSV rows have no times: the evaluated ones come after all of history.
+            present = after_history(past, present)
     except InvalidFile as exc:
         for e in exc.errors[:20]:
             err.print(f"line {e.line}: {e.message}")

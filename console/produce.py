@@ -7,7 +7,7 @@ transaction, so a bad line or a failed send leaves nothing half-published.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,26 +38,32 @@ class InvalidFile(ValueError):
 
 def read_events(path: Path) -> list[Event]:
     """Every event of a JSONL file, or InvalidFile naming each bad line (blank lines skip)."""
+    with path.open("rb") as fh:
+        return read_lines(fh, path)
+
+
+def read_lines(lines: Iterable[bytes], path: Path) -> list[Event]:
+    """Every event of JSON lines read from `lines` (a file, stdin), numbered from 1, or
+    InvalidFile naming `path` and each bad line."""
     events: list[Event] = []
     errors: list[LineError] = []
-    with path.open("rb") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                event = loads(line)
-            except CodecError as exc:
-                errors.append(LineError(number, exc.reason))
-            except ValueError as exc:  # not JSON at all
-                errors.append(LineError(number, f"not valid JSON: {exc}"))
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            event = loads(line)
+        except CodecError as exc:
+            errors.append(LineError(number, exc.reason))
+        except ValueError as exc:  # not JSON at all
+            errors.append(LineError(number, f"not valid JSON: {exc}"))
+        else:
+            # What intake would dead-letter, said before anything is sent.
+            if isinstance(event, CaseResolved) and (
+                bad := actions_taken_problem(a.name for a in event.actions_taken)
+            ):
+                errors.append(LineError(number, bad))
             else:
-                # What intake would dead-letter, said before anything is sent.
-                if isinstance(event, CaseResolved) and (
-                    bad := actions_taken_problem(a.name for a in event.actions_taken)
-                ):
-                    errors.append(LineError(number, bad))
-                else:
-                    events.append(event)
+                events.append(event)
     if errors:
         raise InvalidFile(path, errors)
     return events
@@ -68,11 +74,14 @@ def publish(
     codec: Codec,
     events: Iterable[Event],
     advance: Callable[[int], None] = lambda n: None,
+    headers: Sequence[tuple[str, bytes]] = (),
 ) -> int:
     """Send events (keyed by case_id; case events to intake, the others to their own
-    topic) atomically; returns the count."""
+    topic) atomically, each with `headers` besides its own; returns the count."""
     encoded: list[tuple[str, bytes, bytes, Any]] = [
-        (settings.topic(produced_to(e)), record_key(e), *codec.encode(e)) for e in events
+        (settings.topic(produced_to(e)), record_key(e), value, [*own, *headers])
+        for e in events
+        for value, own in (codec.encode(e),)
     ]
     producer = Producer(
         producer_config(
@@ -82,10 +91,10 @@ def publish(
     producer.init_transactions(30)
     producer.begin_transaction()
     try:
-        for i, (topic, key, value, headers) in enumerate(encoded, start=1):
+        for i, (topic, key, value, record_headers) in enumerate(encoded, start=1):
             while True:
                 try:
-                    producer.produce(topic, key=key, value=value, headers=headers)
+                    producer.produce(topic, key=key, value=value, headers=record_headers)
                     break
                 except BufferError:
                     producer.poll(0.1)  # local queue full: let deliveries drain

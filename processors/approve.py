@@ -7,7 +7,10 @@ per partition:
   decision that opened no item (a review of it is refused at once). A pending item's
   timer is its expiry;
 - `by_case`: case_id -> the recommendation ids of its items, so that a `CaseResolved`
-  (read from `cases`) closes every open item of its case;
+  (read from `cases`) closes every open item of its case; once resolved, the resolution
+  itself (until a `CaseReopened`), so that an item whose decision is read after the case
+  resolved (the streams are read side by side) closes as it opens, with the same
+  `ApprovalCompleted` (closed, `case_resolved: …`);
 - `waiting`: recommendation_id -> reviews read before the decision they answer (the
   console can show an item before this processor has read its decision), handled when
   it arrives, or refused as `unknown_item` once they waited `review_wait_s` (their timer).
@@ -45,15 +48,18 @@ from schemas.events import (
     ApprovalCompleted,
     ApprovalExpired,
     CaseReclassified,
+    CaseReopened,
     CaseResolved,
     GuardrailDecided,
     ReviewDenied,
     ReviewRecorded,
     ReviewSubmitted,
 )
+from schemas.jsonform import from_json, to_json
 
 log = logging.getLogger(__name__)
 ITEMS, WAITING, BY_CASE = "items", "waiting", "by_case"
+RESOLVED = "resolved"  # a `by_case` entry of a resolved case: {"resolved": its CaseResolved}
 UNKNOWN_ITEM = "unknown_item"
 
 
@@ -93,6 +99,8 @@ class Approve(Handler):
                     self._on_decision_topic(record, step)
                 elif isinstance(record.event, CaseResolved):
                     self._on_resolved(record, record.event, step)
+                elif isinstance(record.event, CaseReopened):
+                    self._on_reopened(record, step)
                 elif isinstance(record.event, ReviewSubmitted):
                     self._on_review(record, record.event, step)
                 # CaseReclassified: the read models and the recommender use it; not the queue.
@@ -113,9 +121,14 @@ class Approve(Handler):
                 # action since, and then the item closes as it opens.
                 after, closing = on_policy(after, step.policy, at)
                 events = [*events, *closing]
+            resolution = self._resolution(step, p, event.case_id) if item is None else None
+            if after is not None and resolution is not None:
+                # The case was resolved before this decision was read: nothing to approve.
+                after, closing = on_case_resolved(after, resolution)
+                events = [*events, *closing]
             step.out.emit(events, record)
             self._store(step, p, item, after, at)
-            if after is not None and item is None:
+            if after is not None and item is None and resolution is None:
                 self._index(step, p, after.case_id, after.recommendation_id, at)
             if after is None and step.state.entry(ITEMS, p, event.recommendation_id) is None:
                 step.state.put(
@@ -135,17 +148,38 @@ class Approve(Handler):
     def _on_resolved(self, record: Inbound, resolved: CaseResolved, step: Step) -> None:
         p = record.partition
         at = record_time(record.timestamp)
-        for recommendation_id in step.state.get(BY_CASE, p, resolved.case_id) or ():
+        indexed = step.state.get(BY_CASE, p, resolved.case_id)
+        for recommendation_id in indexed if isinstance(indexed, list) else ():
             item = self._item(step, p, recommendation_id)
             after, events = on_case_resolved(item, resolved)
             step.out.emit(events, record)
             self._store(step, p, item, after, at)
-        step.state.delete(BY_CASE, p, resolved.case_id)
+        step.state.put(
+            BY_CASE,
+            p,
+            resolved.case_id,
+            {RESOLVED: to_json(resolved, self.codec)},
+            expires_ms=_ms(at) + self.retention_ms,
+        )
+
+    def _on_reopened(self, record: Inbound, step: Step) -> None:
+        """Open again: its next items are for operators to review."""
+        if isinstance(step.state.get(BY_CASE, record.partition, record.event.case_id), dict):
+            step.state.delete(BY_CASE, record.partition, record.event.case_id)
+
+    def _resolution(self, step: Step, p: int, case_id: str) -> CaseResolved | None:
+        """The resolution of a case resolved (and not reopened) already, if any."""
+        marker = step.state.get(BY_CASE, p, case_id)
+        if not isinstance(marker, dict):
+            return None
+        event = from_json(marker[RESOLVED], self.codec)
+        return event if isinstance(event, CaseResolved) else None
 
     def _index(
         self, step: Step, p: int, case_id: str, recommendation_id: str, at: datetime
     ) -> None:
-        ids = list(step.state.get(BY_CASE, p, case_id) or ())
+        indexed = step.state.get(BY_CASE, p, case_id)
+        ids = list(indexed) if isinstance(indexed, list) else []
         if recommendation_id not in ids:
             ids.append(recommendation_id)
         # Kept as long as a closed item is, so a late resolution still finds open ones.

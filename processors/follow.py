@@ -14,10 +14,18 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    Message,
+)
 from confluent_kafka import TopicPartition as TP
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from infra.kafka import consumer_config, read_headers
+from infra.kafka import common_config, consumer_config, read_headers
 from infra.settings import Settings
 from policy.loader import LoadedPolicy, PolicyHistory, PolicyInvalid
 from processors.handler import Record
@@ -45,13 +53,14 @@ class TopicFollower:
         )
         self._tps = _all_partitions(self._consumer, [settings.topic(s) for s in streams])
         self._consumer.assign([TP(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in self._tps])
+        # One ListOffsets request for every partition's end: asked once per call to
+        # `catch_up`, which the recommender makes before each batch it plans.
+        self._admin = AdminClient(common_config(settings))
 
     def catch_up(self, apply: Apply, stop: threading.Event, what: str) -> int:
-        """Read up to where every partition ends now; returns how many records were read."""
-        ends = {
-            (tp.topic, tp.partition): self._consumer.get_watermark_offsets(tp, timeout=30)[1]
-            for tp in self._tps
-        }
+        """Read up to where every partition ends now (its last stable offset: what a
+        read-committed reader can reach); returns how many records were read."""
+        ends = self._ends()
         read, reported = 0, time.monotonic()
         while not stop.is_set() and not self._reached(ends):
             messages = self._consumer.consume(5000, 0.2)
@@ -70,6 +79,14 @@ class TopicFollower:
 
     def close(self) -> None:
         self._consumer.close()
+
+    def _ends(self) -> dict[tuple[str, int], int]:
+        asked = self._admin.list_offsets(
+            {TP(tp.topic, tp.partition): OffsetSpec.latest() for tp in self._tps},
+            isolation_level=IsolationLevel.READ_COMMITTED,
+            request_timeout=30,
+        )
+        return {(tp.topic, tp.partition): future.result().offset for tp, future in asked.items()}
 
     def _reached(self, ends: dict[tuple[str, int], int]) -> bool:
         # position() moves past transaction markers too, which no record reports.

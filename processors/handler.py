@@ -93,10 +93,16 @@ class Outbox:
     event_types: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)  # dead letters by error class
 
-    def emit(self, events: Sequence[Event], cause: Record | None = None) -> None:
+    def emit(
+        self, events: Sequence[Event], cause: Record | None = None, carry: Sequence[str] = ()
+    ) -> None:
+        """`carry` names headers of `cause` the events keep (intake's re-encoded case
+        events keep the history-import marker)."""
         encoded = [(e, *self.codec.encode(e)) for e in events]
         traceparent = self.trace(cause) if cause is not None else None
-        for event, value, headers in encoded:
+        kept = [(n, v) for n, v in (cause.headers or ()) if n in carry] if cause and carry else []
+        for event, value, own in encoded:
+            headers = [*own, *kept]
             self.records.append(
                 Outgoing(
                     self.prefix + event.topic,

@@ -25,7 +25,7 @@ from infra.settings import Settings
 from policy.sealing import DataKey, customer_ref, ref_of, seal_event
 from processors.handler import Handler, Inbound, Step
 from processors.intake_rules import UPSTREAM, KnownCase, Verdict, check, evolve
-from schemas.codec import Codec
+from schemas.codec import IMPORT_HEADER, Codec
 from schemas.errors import InvalidEvent
 from schemas.events import CaseOpened
 
@@ -102,7 +102,7 @@ class Intake(Handler):
             if sealed is event:
                 step.out.forward(record, CASES)
             else:
-                step.out.emit([sealed], cause=record)
+                step.out.emit([sealed], cause=record, carry=(IMPORT_HEADER,))
             after = evolve(before, event, ref)
             if after is not None and after != before:
                 resolved = after.status == "resolved"

@@ -31,6 +31,7 @@ from schemas.registry import (
 
 __all__ = [
     "EVENT_TYPE_HEADER",
+    "IMPORT_HEADER",
     "MAGIC",
     "Codec",
     "CodecError",
@@ -41,11 +42,28 @@ __all__ = [
 
 MAGIC = b"\xc3\x01"
 EVENT_TYPE_HEADER = "event_type"
+# Marks a record of history being imported (`casegate import history`, or a producer's
+# own backfill): processors learn from it and the read models project it, but a case
+# whose CaseOpened carries it is never recommended for (and so never decided, queued or
+# executed). Any value but "false"/"0" counts; `casegate import history` writes "history".
+IMPORT_HEADER = "casegate_import"
 _PREFIX_LEN = len(MAGIC) + 8
 
 # Kafka clients differ: (key, value) pairs (confluent-kafka, aiokafka) or a mapping.
 HeaderValue = bytes | str | None
 Headers = Sequence[tuple[str, HeaderValue]] | Mapping[str, HeaderValue]
+
+
+def is_imported(headers: Headers | None) -> bool:
+    """Does a record carry the history-import marker (`IMPORT_HEADER`)?"""
+    if not headers:
+        return False
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in pairs:
+        if name == IMPORT_HEADER:
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+            return (text or "").strip().lower() not in ("false", "0")
+    return False
 
 
 @dataclass(frozen=True, slots=True)

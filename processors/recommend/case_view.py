@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from types import MappingProxyType
 from typing import TypeVar
 
@@ -45,6 +46,10 @@ class CaseView:
     priority: str
     customer: Mapping[str, str] = field(default_factory=dict)
     attributes: Mapping[str, Scalar] = field(default_factory=dict)
+    # Event time (epoch ms) of the last event applied: a recommendation for this view
+    # learns only from labels given before it (point-in-time). None: no cut-off (a view
+    # stored before the field existed, or built by hand).
+    as_of_ms: int | None = None
 
     @property
     def match_fields(self) -> dict[str, str | None]:
@@ -88,6 +93,7 @@ def open_view(event: CaseOpened) -> CaseView:
         priority=event.priority,
         customer=_frozen(event.customer),
         attributes=_frozen(event.attributes),
+        as_of_ms=epoch_ms(event.occurred_at),
     )
 
 
@@ -116,7 +122,13 @@ def apply_update(view: CaseView, event: CaseUpdated) -> CaseView:
         attributes=_frozen(attributes),
         customer=_frozen(customer),
         last_event_id=event.event_id,
+        as_of_ms=epoch_ms(event.occurred_at),
     )
+
+
+def epoch_ms(at: datetime) -> int:
+    """An event time as integer epoch milliseconds (the contract's timestamp-millis)."""
+    return round(at.timestamp() * 1000)
 
 
 def _set(target: dict[str, V], key: str, value: V | None) -> None:
@@ -129,3 +141,9 @@ def _set(target: dict[str, V], key: str, value: V | None) -> None:
 def text_changed(before: CaseView, after: CaseView) -> bool:
     """Rule: a CaseUpdated earns a new recommendation only if subject or description moved."""
     return any(getattr(before, f) != getattr(after, f) for f in TEXT_FIELDS)
+
+
+def recommendation_due(before: CaseView, after: CaseView) -> bool:
+    """Rule: an update earns a new recommendation when the text the model reads or the
+    fields the case is routed on changed (the processor and the offline eval share it)."""
+    return text_changed(before, after) or before.routing != after.routing

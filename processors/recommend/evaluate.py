@@ -1,10 +1,17 @@
 """Offline evaluation of the baseline recommender against labelled cases.
 
-History events teach a `Memory`, which is then fitted (`refit`); every evaluated case
-that ends in a CaseResolved is planned for, on its last view before resolution, by the
-very function the processor calls (`plan_batch`, in batches), so routing, the allowlist
-and redaction, abstention, vetting and binding are those of production; no LLM is
-called. The evaluated cases never teach the memory.
+History events teach a `Memory`, which is then fitted (`refit`) on all of them, as the
+recommend processor's first fit is after that history was imported. The evaluated
+cases' events then teach the memory too, as they teach the processor's; every
+evaluated case that ends in a CaseResolved is planned for, in time order and in
+batches, on the view its latest recommendation would have been made for (its CaseOpened,
+or the last CaseUpdated that made one due, `case_view.recommendation_due`), by the very
+function the processor calls (`plan_batch`), so routing, the allowlist and redaction,
+abstention, vetting, binding and point-in-time learning are those of production: a case
+sees only labels (of history or of earlier evaluated cases) given before its own time,
+never its own resolution. No LLM is called. On the same events the answers are the
+pipeline's, case by case, while the pipeline keeps the model it first fitted (it refits
+after `Memory.refit_every` labels or `refit_after_s`; the offline run never does).
 
 Scores, against what humans did:
 - category accuracy (no prediction: a miss), beside the majority class of history;
@@ -26,6 +33,8 @@ Scores, against what humans did:
 Labelled CSV files (columns `text` and `category`; optional `subject`, `action`,
 `queue`, `channel`, `priority`) are read as one CaseOpened and one CaseResolved per row
 (`read_labelled_csv`), and one file can be split deterministically (`split_cases`).
+Their rows have no time of their own: evaluated rows are placed after the whole history
+(`after_history`), so every history row is in their past.
 """
 
 from __future__ import annotations
@@ -35,13 +44,18 @@ import hashlib
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from policy.loader import LoadedPolicy, default_policy_path, load_policy_file
 from policy.workflow import DEFAULT_MIN_CONFIDENCE
-from processors.recommend.case_view import CaseView, apply_update, open_view
+from processors.recommend.case_view import (
+    CaseView,
+    apply_update,
+    open_view,
+    recommendation_due,
+)
 from processors.recommend.memory import Memory
 from processors.recommend.service import Plan, plan_batch
 from processors.recommend.visibility import Visibility
@@ -65,6 +79,8 @@ class Row:
     taken: frozenset[str]
     action: str | None
     similar: tuple[str, ...]  # categories of the similar cases, most similar first
+    case_id: str = ""
+    similar_cases: tuple[str, ...] = ()  # their case ids, in the same order
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +142,7 @@ class EvalReport:
     # frequent first): hits can only come from names the catalog holds.
     history_actions: int = 0
     uncataloged_actions: tuple[str, ...] = ()
+    rows: tuple[Row, ...] = ()  # each evaluated case, in the order it was planned
 
 
 def evaluate(
@@ -146,15 +163,12 @@ def evaluate(
     majority_action = _most_common(
         Counter({a: n for a, n in history_actions.items() if a in catalog})
     )
-    views: dict[str, CaseView] = {}
-    due: list[tuple[CaseView, CaseResolved]] = []
-    for event in case_events:
-        if isinstance(event, CaseOpened):
-            views[event.case_id] = open_view(event)
-        elif isinstance(event, CaseUpdated) and event.case_id in views:
-            views[event.case_id] = apply_update(views[event.case_id], event)
-        elif isinstance(event, CaseResolved) and event.case_id in views:
-            due.append((views.pop(event.case_id), event))
+    history_cases = memory.labelled_count
+    events = list(case_events)
+    due = recommended_views(events)
+    unlabelled = len({e.case_id for e in events if isinstance(e, CaseOpened)}) - len(due)
+    memory.replay(events)  # cut off per case by time, as in the pipeline
+    due.sort(key=lambda d: (d[0].as_of_ms or 0, d[0].case_id))
     rows: list[Row] = []
     for start in range(0, len(due), BATCH):
         chunk = due[start : start + BATCH]
@@ -165,8 +179,8 @@ def evaluate(
     for row in rows:
         by_category[row.truth].append(row)
     return EvalReport(
-        memory.labelled_count,
-        len(views),
+        history_cases,
+        unlabelled,
         majority_category,
         majority_action,
         memory.model_version,
@@ -179,7 +193,40 @@ def evaluate(
             for a, _ in sorted(history_actions.items(), key=lambda kv: (-kv[1], kv[0]))
             if a not in catalog
         ),
+        rows=tuple(rows),
     )
+
+
+def recommended_views(events: Sequence[Event]) -> list[tuple[CaseView, CaseResolved]]:
+    """Per case that ends resolved: the view its latest recommendation was made for (the
+    processor's rule), with its resolution."""
+    views: dict[str, CaseView] = {}
+    latest: dict[str, CaseView] = {}
+    due: list[tuple[CaseView, CaseResolved]] = []
+    for event in events:
+        if isinstance(event, CaseOpened) and event.case_id not in views:
+            views[event.case_id] = latest[event.case_id] = open_view(event)
+        elif isinstance(event, CaseUpdated) and event.case_id in views:
+            before = views[event.case_id]
+            views[event.case_id] = after = apply_update(before, event)
+            if recommendation_due(before, after):
+                latest[event.case_id] = after
+        elif isinstance(event, CaseResolved) and event.case_id in latest:
+            due.append((latest.pop(event.case_id), event))
+    return due
+
+
+def after_history(history: Sequence[Event], cases: Sequence[Event]) -> list[Event]:
+    """`cases` moved in time, spacing kept, to start after the last event of `history`
+    (for rows without times of their own, such as a labelled CSV's)."""
+    if not history or not cases:
+        return list(cases)
+    last = max(e.occurred_at for e in history)
+    first = min(e.occurred_at for e in cases)
+    if first > last:
+        return list(cases)
+    shift = last - first + timedelta(seconds=1)
+    return [replace(e, occurred_at=e.occurred_at + shift) for e in cases]
 
 
 def _row(p: Plan, resolved: CaseResolved) -> Row:
@@ -194,6 +241,8 @@ def _row(p: Plan, resolved: CaseResolved) -> Row:
         taken=frozenset(a.name for a in resolved.actions_taken),
         action=answer.action.name if answer.action is not None else None,
         similar=tuple(n.category for n in answer.similar),
+        case_id=p.case.case_id,
+        similar_cases=tuple(n.case_id for n in answer.similar),
     )
 
 

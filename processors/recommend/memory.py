@@ -28,6 +28,7 @@ hand, ignoring case, punctuation and redacted values) decides the category and a
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import gc
 import logging
@@ -51,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from processors.recommend.answer import Neighbor
-from processors.recommend.case_view import CaseView, apply_update, open_view
+from processors.recommend.case_view import CaseView, apply_update, epoch_ms, open_view
 from processors.recommend.features import count_ngrams
 from processors.recommend.fitting import Example, fit
 from processors.recommend.model import NEIGHBOURS, FittedModel
@@ -73,6 +74,7 @@ log = logging.getLogger(__name__)
 FREE_TEXT = ("subject", "description")
 _WORDS = re.compile(r"[^\W_]+")
 TOP_CATEGORIES = 5  # categories an evidence lists (the rationale, the LLM prompt)
+PRECEDENTS_PER_TEXT = 8  # corrected cases kept per text, so an earlier one can apply at its time
 _CHUNK = 250  # examples per pickled chunk, and rows per step of an installation:
 # each step holds the GIL for well under a millisecond before it yields
 
@@ -98,6 +100,20 @@ class Label:
 
 
 @dataclass(frozen=True, slots=True)
+class Given:
+    """One labelling event of a case, kept so that its labels can be read as they were at
+    any time (point-in-time): a resolution, a reclassification or an override."""
+
+    ms: int  # event time, epoch ms
+    category: str | None
+    actions: tuple[ActionSpec, ...] | None
+    corrected: bool
+
+
+NEVER = np.iinfo(np.int64).max  # "no label yet" as a time: after every cut-off
+
+
+@dataclass(frozen=True, slots=True)
 class Labelled:
     """A case in the window: its restricted view, what the model reads, and its labels."""
 
@@ -108,12 +124,48 @@ class Labelled:
     category_label: Label | None = None
     actions: tuple[ActionSpec, ...] | None = None  # None: no action label yet
     actions_label: Label | None = None
+    given: tuple[Given, ...] = ()  # every labelling event, by time (equal times: arrival)
 
     @property
     def corrected(self) -> bool:
         return any(
             lab is not None and lab.corrected for lab in (self.category_label, self.actions_label)
         )
+
+    @property
+    def first_ms(self) -> int:
+        """When the case first had a category (NEVER: not yet)."""
+        return next((g.ms for g in self.given if g.category is not None), NEVER)
+
+    @property
+    def last_ms(self) -> int:
+        """When its labels last changed: before that time they may have been others."""
+        return self.given[-1].ms if self.given else NEVER
+
+    def at(self, cut_ms: int) -> tuple[str | None, tuple[ActionSpec, ...] | None, int | None]:
+        """(category, actions, when they were corrected) from the events before `cut_ms`
+        only: the labels as a recommendation at that time saw them. The last is the time
+        of the latest of those labels that came from a correction (None: neither did)."""
+        category: str | None = None
+        actions: tuple[ActionSpec, ...] | None = None
+        by_category: int | None = None
+        by_actions: int | None = None
+        for g in self.given:
+            if g.ms >= cut_ms:
+                break
+            if g.category is not None:
+                category, by_category = g.category, g.ms if g.corrected else None
+            if g.actions is not None:
+                actions, by_actions = g.actions, g.ms if g.corrected else None
+        corrections = [t for t in (by_category, by_actions) if t is not None]
+        return category, actions, max(corrections) if corrections else None
+
+    def as_of(self, cut_ms: int | None) -> Labelled:
+        """This record with the labels it had before `cut_ms` (None: as it is now)."""
+        if cut_ms is None or self.last_ms < cut_ms:
+            return self
+        category, actions, _ = self.at(cut_ms)
+        return replace(self, category=category, actions=actions)
 
     def example(self) -> Example:
         action = None if self.actions is None else (self.actions[0].name if self.actions else "")
@@ -150,6 +202,8 @@ class _Installed:
     row_of: dict[str, int]
     row_category: np.ndarray  # current category index per row (-1: unlabelled/evicted/new)
     row_action: np.ndarray  # current first-action index per row (-1 likewise)
+    row_first_ms: np.ndarray  # int64: when each row first had a category (NEVER: not now)
+    row_last_ms: np.ndarray  # int64: when each row's labels last changed
 
 
 class Memory:
@@ -177,7 +231,12 @@ class Memory:
         self.seed = seed
         self._open: OrderedDict[str, CaseView] = OrderedDict()
         self._cases: OrderedDict[str, Labelled] = OrderedDict()
-        self._precedents: OrderedDict[str, str] = OrderedDict()  # signature -> case id
+        # signature -> the corrected cases with those words, oldest correction first
+        self._precedents: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._max_label_ms = -1  # the latest label time ever given: no cut-off is needed above
+        self._watermark_ms: int | None = None  # refits learn only labels before it
+        self._snapshot_cut: int | None = None  # the watermark of the latest snapshot
+        self._held_back = 0  # records that snapshot left out or cut (labels at/after it)
         self._categories: Counter[str] = Counter()
         self._actions: Counter[str] = Counter()
         self._installed: _Installed | None = None
@@ -291,13 +350,18 @@ class Memory:
                 return  # opened before the history we kept: there is no text to learn
             text, tags = document(model_input(view, self.visibility))
             record = Labelled(view, text, tags)
-        new = record
+        given = Given(epoch_ms(label.at), category, actions, label.corrected)
+        if given in record.given and case_id in self._cases:
+            return  # a redelivery: nothing new
+        # Kept in time order (a label older than the current one still tells what an
+        # earlier recommendation saw); bisect_right: equal times keep arrival order.
+        at = bisect.bisect_right([g.ms for g in record.given], given.ms)
+        new = replace(record, given=(*record.given[:at], given, *record.given[at:]))
+        self._max_label_ms = max(self._max_label_ms, given.ms)
         if category is not None and _later(label, record.category_label):
             new = replace(new, category=category, category_label=label)
         if actions is not None and _later(label, record.actions_label):
             new = replace(new, actions=actions, actions_label=label)
-        if new is record and case_id in self._cases:
-            return
         self._changed_record(case_id, record if case_id in self._cases else None, new)
 
     def _reopen(self, case_id: str) -> None:
@@ -320,7 +384,9 @@ class Memory:
             self._count(after, +1)
             if after.corrected:
                 key = signature(after.text)
-                self._precedents[key] = case_id
+                ids = self._precedents.get(key, ())
+                kept = (*(i for i in ids if i != case_id), case_id)
+                self._precedents[key] = kept[-PRECEDENTS_PER_TEXT:]
                 self._precedents.move_to_end(key)
                 while len(self._precedents) > self.max_cases:
                     self._precedents.popitem(last=False)
@@ -364,7 +430,7 @@ class Memory:
         self._refitted = True
         self._started_at = time.monotonic()
         snapshot = self._take_snapshot()
-        if not self._categories:
+        if not any(r.category is not None for r in snapshot):
             self._installed = None
             return
         if in_process:
@@ -395,7 +461,7 @@ class Memory:
         if self._job is None and self._due(now):
             self._started_at = now
             snapshot = self._take_snapshot()
-            if self._categories:
+            if any(r.category is not None for r in snapshot):
                 self._job = self._helper_pool().submit(self._background, snapshot)
         return swapped
 
@@ -416,19 +482,43 @@ class Memory:
 
     def _due(self, now: float) -> bool:
         """Rule: some label changed, and there is no model yet, or `refit_every` labels
-        changed, or `refit_after_s` passed since the last fit started."""
-        if self._changed == 0 or not self._cases:
-            return False
-        if self._installed is None or self._changed >= self.refit_every:
+        changed, or `refit_after_s` passed since the last fit started. Labels the last
+        snapshot held back (given at or after its watermark) count as changes once the
+        watermark has moved past where it was: a backlog's labels join the model as the
+        cases after them are recommended."""
+        changed = self._changed
+        if self._watermark_ms is None or (
+            self._snapshot_cut is not None and self._watermark_ms > self._snapshot_cut
+        ):
+            changed += self._held_back
+        if changed == 0 or not self._cases or not self._refitted:
+            return False  # the first fit is the first batch's (see `evidence`)
+        if self._installed is None or changed >= self.refit_every:
             return True
         return self._started_at is None or now - self._started_at >= self.refit_after_s
 
     def _take_snapshot(self) -> list[Labelled]:
-        """The window as it is now, oldest first (records are immutable: references are
-        enough, and one list of them is a single allocation)."""
+        """The window as the model may learn it: each case with its labels before the
+        watermark (none: as they are now), in a fixed order (first labelled, then case
+        id) so that the same labels give the same model whatever order they arrived in.
+        Records are immutable: references are enough."""
         self._changed = 0
         self._since_snapshot = set()
-        return list(self._cases.values())
+        cut = self._snapshot_cut = self._watermark_ms
+        self._held_back = 0
+        if cut is None:
+            snapshot = list(self._cases.values())
+        else:
+            snapshot = []
+            for record in self._cases.values():
+                if record.last_ms >= cut:
+                    # Its row must get its current labels once installed.
+                    self._since_snapshot.add(record.view.case_id)
+                    self._held_back += 1
+                if record.first_ms < cut:
+                    snapshot.append(record.as_of(cut))
+        snapshot.sort(key=lambda r: (r.first_ms, r.view.case_id))
+        return snapshot
 
     def _install(self, installed: _Installed) -> None:
         """Swap in a model; labels changed since its snapshot are applied to its rows."""
@@ -474,24 +564,53 @@ class Memory:
     # --- scoring ------------------------------------------------------------------------
 
     def evidence(
-        self, inputs: Sequence[ModelInput], case_ids: Sequence[str]
+        self,
+        inputs: Sequence[ModelInput],
+        case_ids: Sequence[str],
+        as_of: Sequence[int | None] | None = None,
     ) -> list[Evidence | None]:
         """The model's evidence for each case of a batch, in one scoring call; None for
         every case while there is no model (no labelled history yet).
 
-        A memory whose `refit` was never called fits itself first (blocking, as `refit()`:
-        for callers without a loop, such as one-off scripts); once it was called, scoring
-        never fits, it waits for `maintain()`.
+        Point-in-time: `as_of` gives each case's time (epoch ms; None: no cut-off). Its
+        similar cases, their vote and its precedent come only from labels given before
+        that time, as they were then, whatever order the labels arrived in. The model's
+        weights are not cut per case (see `refit`): a later refit only learns labels
+        before the latest case time scored so far (the watermark).
+
+        A memory whose `refit` was never called fits itself first (blocking, as `refit()`,
+        on the labels before the batch's earliest case): the processor's first batch, and
+        callers without a loop; once it was called, scoring never fits, it waits for
+        `maintain()`.
         """
+        cuts = [NEVER if t is None else t for t in as_of] if as_of is not None else None
         if not self._refitted and self._job is None and self._cases:
+            if cuts:
+                self._watermark_ms = min(cuts) if min(cuts) < NEVER else None
             self.refit()
+        if cuts:
+            top_cut = max(cuts)
+            if self._watermark_ms is not None:
+                self._watermark_ms = None if top_cut == NEVER else max(self._watermark_ms, top_cut)
         installed = self._installed
         if installed is None or not inputs:
             return [None] * len(inputs)
         model = installed.model
         docs = [document(inp) for inp in inputs]
         counts = count_ngrams([text for text, _ in docs], [tags for _, tags in docs])
-        scores = model.score(counts, installed.row_category, installed.row_action, self.k + 1)
+        # The cut-off costs something only when some label is not older than some case.
+        cut = None if cuts is None or min(cuts) > self._max_label_ms else np.array(cuts)
+        if cut is None:
+            scores = model.score(counts, installed.row_category, installed.row_action, self.k + 1)
+        else:
+            scores = model.score(
+                counts,
+                installed.row_category,
+                installed.row_action,
+                self.k + 1,
+                before=(installed.row_first_ms, cut),
+                labels=lambda rows: self._labels_at(installed, rows, cut),
+            )
         # Converted to Python once per batch: per-element numpy access costs microseconds.
         top = np.argsort(-scores.category, axis=1, kind="stable")[:, :TOP_CATEGORIES]
         top_p = np.round(np.take_along_axis(scores.category, top, axis=1), 4).tolist()
@@ -516,35 +635,76 @@ class Memory:
                     tuple(zip([cats[j] for j in top[i].tolist()], top_p[i], strict=True)),
                     (parts[i][0], parts[i][1], parts[i][2]),
                     dict(zip(acts, action_p[i], strict=True)),
-                    self._similar(installed, rows[i], sims[i], case_id),
-                    self._precedent(docs[i][0], case_id) if self._precedents else None,
+                    self._similar(installed, rows[i], sims[i], case_id, cuts[i] if cuts else None),
+                    (
+                        self._precedent(docs[i][0], case_id, cuts[i] if cuts else NEVER)
+                        if self._precedents
+                        else None
+                    ),
                     model.version,
                 )
             )
         return out
 
+    def _labels_at(
+        self, installed: _Installed, rows: np.ndarray, cut: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Category and action indices of neighbour rows (B x k) as they were before each
+        case's cut-off: the rows' current labels, except the few whose labels changed at
+        or after it, looked up in their records (-1: no label then)."""
+        cats = np.where(rows >= 0, installed.row_category[rows], -1)
+        acts = np.where(rows >= 0, installed.row_action[rows], -1)
+        stale = (rows >= 0) & (installed.row_last_ms[rows] >= cut[:, None])
+        model = installed.model
+        for i, j in zip(*np.nonzero(stale), strict=True):
+            record = self._cases.get(installed.case_ids[rows[i, j]])
+            category, actions, _ = record.at(int(cut[i])) if record else (None, None, None)
+            cats[i, j] = _index(model.categories, category)
+            action = None if actions is None else (actions[0].name if actions else "")
+            acts[i, j] = _index(model.actions, action)
+        return cats, acts
+
     def _similar(
-        self, installed: _Installed, rows: list[int], sims: list[float], case_id: str
+        self,
+        installed: _Installed,
+        rows: list[int],
+        sims: list[float],
+        case_id: str,
+        cut: int | None = None,
     ) -> tuple[Neighbor, ...]:
         found = []
         for row, sim in zip(rows, sims, strict=True):
+            if row < 0:
+                break  # no more rows labelled before the cut-off
             other = installed.case_ids[row]
             record = self._cases.get(other)
-            if other == case_id or record is None or record.category is None:
+            if other == case_id or record is None:
                 continue  # the case itself, or no longer labelled: not evidence
-            found.append(Neighbor(other, sim, record.category, record.actions or ()))
+            category, actions = record.category, record.actions
+            if cut is not None and record.last_ms >= cut:
+                category, actions, _ = record.at(cut)
+            if category is None:
+                continue
+            found.append(Neighbor(other, sim, category, actions or ()))
             if len(found) == self.k:
                 break
         return tuple(found)
 
-    def _precedent(self, text: str, case_id: str) -> Precedent | None:
-        if not self._precedents:
+    def _precedent(self, text: str, case_id: str, cut: int) -> Precedent | None:
+        """The case corrected most recently before `cut` with the same words, with its
+        labels as they were then."""
+        best: tuple[int, str, Labelled] | None = None
+        for other in self._precedents.get(signature(text), ()):
+            record = self._cases.get(other)
+            if other == case_id or record is None:
+                continue
+            _, _, corrected = record.at(cut)
+            if corrected is not None and (best is None or corrected >= best[0]):
+                best = (corrected, other, record)
+        if best is None:
             return None
-        other = self._precedents.get(signature(text))
-        record = self._cases.get(other) if other is not None and other != case_id else None
-        if other is None or record is None or not record.corrected:
-            return None
-        return Precedent(other, record.category, record.actions)
+        category, actions, _ = best[2].at(cut)
+        return Precedent(best[1], category, actions)
 
 
 def freeze_heap() -> None:
@@ -571,6 +731,8 @@ def _relabel(installed: _Installed, case_id: str, record: Labelled | None) -> No
     action = record.example().action if record is not None else None
     installed.row_category[row] = _index(model.categories, category)
     installed.row_action[row] = _index(model.actions, action)
+    installed.row_first_ms[row] = record.first_ms if record is not None else NEVER
+    installed.row_last_ms[row] = record.last_ms if record is not None else NEVER
 
 
 def _index(names: tuple[str, ...], name: str | None) -> int:
@@ -583,14 +745,24 @@ def _installation(model: FittedModel, snapshot: list[Labelled]) -> _Installed:
     rows = model.history_rows.tolist()
     case_ids: list[str] = []
     row_of: dict[str, int] = {}
+    first = np.empty(len(rows), dtype=np.int64)
+    last = np.empty(len(rows), dtype=np.int64)
     for start in range(0, len(rows), _CHUNK * 20):
         for row, index in enumerate(rows[start : start + _CHUNK * 20], start):
-            case_id = snapshot[index].view.case_id
+            record = snapshot[index]
+            case_id = record.view.case_id
             case_ids.append(case_id)
             row_of[case_id] = row
+            first[row], last[row] = record.first_ms, record.last_ms
         time.sleep(0)
     return _Installed(
-        model, tuple(case_ids), row_of, model.row_category.copy(), model.row_action.copy()
+        model,
+        tuple(case_ids),
+        row_of,
+        model.row_category.copy(),
+        model.row_action.copy(),
+        first,
+        last,
     )
 
 

@@ -28,6 +28,7 @@ the interpreter for long.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,10 +121,19 @@ class FittedModel:
         row_category: np.ndarray | None = None,
         row_action: np.ndarray | None = None,
         k: int = NEIGHBOURS,
+        *,
+        before: tuple[np.ndarray, np.ndarray] | None = None,
+        labels: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> Scores:
         """Scores for a batch. `row_category` and `row_action` override the history's
         label indices (the memory's current labels, corrections included); rows at -1
-        do not vote."""
+        do not vote.
+
+        Point-in-time: `before` is (each row's first label time, each case's cut-off):
+        a case's similar cases are searched only among rows labelled before its cut-off
+        (fewer than k: the rest are -1). `labels` maps the neighbour rows (B x k) to their
+        category and action indices as the case may see them (default: the row labels).
+        """
         cats = self.row_category if row_category is None else row_category
         acts = self.row_action if row_action is None else row_action
         n_cat, n_hidden, n_act = len(self.categories), self.hidden_size, len(self.actions)
@@ -131,14 +141,19 @@ class FittedModel:
         z = np.asarray(x @ self.first) + self.first_bias
         linear = _softmax(z[:, :n_cat])
         hidden = np.maximum(z[:, n_cat : n_cat + n_hidden], 0.0)
-        network = _softmax(hidden @ self.second + self.second_bias)
-        neighbours, similarity = self._similar(embed(hidden, self.projection), k)
-        vote = _vote(neighbours, similarity, cats, n_cat)
+        network = _softmax(_mm(hidden, self.second) + self.second_bias)
+        neighbours, similarity = self._similar(embed(hidden, self.projection), k, before)
+        if labels is not None:
+            cats_nb, acts_nb = labels(neighbours)
+        else:
+            cats_nb = np.where(neighbours >= 0, cats[neighbours], -1)
+            acts_nb = np.where(neighbours >= 0, acts[neighbours], -1)
+        vote = _vote(similarity, cats_nb, n_cat)
         category = calibrated((linear, network, vote), self.category_temperature)
         action_linear = _softmax(z[:, n_cat + n_hidden :])
-        action_vote = _vote(neighbours, similarity, acts, n_act)
+        action_vote = _vote(similarity, acts_nb, n_act)
         action = calibrated(
-            (action_linear, category @ self.action_given_category, action_vote),
+            (action_linear, _mm(category, self.action_given_category), action_vote),
             self.action_temperature,
         )
         return Scores(
@@ -153,14 +168,25 @@ class FittedModel:
             similarity,
         )
 
-    def _similar(self, unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _similar(
+        self, unit: np.ndarray, k: int, before: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k history rows by cosine, _BLOCK cases at a time: each block's similarity
-        matrix stays in the CPU cache while its top k is taken (one product per block)."""
-        found = [
-            _top_k(unit[start : start + _BLOCK] @ self.history.T, k)
-            for start in range(0, max(len(unit), 1), _BLOCK)
-        ]
-        return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
+        matrix stays in the CPU cache while its top k is taken (one product per block).
+        With `before`, rows labelled at or after a case's cut-off are out of its search."""
+        found = []
+        history = self.history.T.astype(np.float64)  # see `_mm`
+        unit64 = unit.astype(np.float64)
+        for start in range(0, max(len(unit), 1), _BLOCK):
+            sim = (unit64[start : start + _BLOCK] @ history).astype(np.float32)
+            if before is not None:
+                first, cut = before
+                sim[first[None, :] >= cut[start : start + _BLOCK, None]] = -np.inf
+            found.append(_top_k(sim, k))
+        rows = np.concatenate([f[0] for f in found])
+        similarity = np.concatenate([f[1] for f in found])
+        rows[np.isneginf(similarity)] = -1  # not a similar case: labelled too late
+        return rows, similarity
 
     def save(self, folder: Path) -> None:
         """Write the model into `folder` (created): arrays as .npy, the rest as JSON."""
@@ -214,7 +240,18 @@ def embed(hidden: np.ndarray, projection: np.ndarray) -> np.ndarray:
     norm, projected on its D principal directions (half the cost of the dot products
     with all of history, for little loss), and made unit norm again."""
     unit = _unit(hidden.astype(np.float32))
-    return _unit(unit @ projection)
+    return _unit(_mm(unit, projection))
+
+
+def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`a @ b` in double precision, returned in the inputs' precision. BLAS rounds a row
+    differently with its position in the batch and the batch's size (other kernels,
+    other summation orders): about 1e-7 in single precision, enough to move a
+    similarity's fourth decimal, 1e-16 in double, which the cast back removes. A case
+    must score the same alone, in a backlog's batch, or offline."""
+    out = np.result_type(a, b)
+    product = a.astype(np.float64, copy=False) @ b.astype(np.float64, copy=False)
+    return product.astype(out, copy=False)  # type: ignore[no-any-return]
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -273,17 +310,15 @@ def _top_k(similarity: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return picked.astype(np.int64), np.take_along_axis(values, order, axis=1)
 
 
-def _vote(
-    neighbours: np.ndarray, similarity: np.ndarray, labels: np.ndarray, n_cat: int
-) -> np.ndarray:
-    """Similarity-weighted share of each category among the labelled neighbours."""
-    b = neighbours.shape[0]
+def _vote(similarity: np.ndarray, cats: np.ndarray, n_cat: int) -> np.ndarray:
+    """Similarity-weighted share of each category among the labelled neighbours (`cats`:
+    each neighbour's label index, -1 for none)."""
+    b = cats.shape[0]
     votes = np.zeros((b, n_cat), dtype=np.float64)
-    if neighbours.size == 0:
+    if cats.size == 0:
         return votes
-    cats = labels[neighbours]
     ok = cats >= 0
-    rows = np.broadcast_to(np.arange(b)[:, None], neighbours.shape)
+    rows = np.broadcast_to(np.arange(b)[:, None], cats.shape)
     np.add.at(votes, (rows[ok], cats[ok]), np.maximum(similarity[ok], 0.0))
     total = votes.sum(axis=1, keepdims=True)
     return np.divide(votes, total, out=np.zeros_like(votes), where=total > 0)

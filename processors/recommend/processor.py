@@ -9,10 +9,19 @@ under the policy in force; LLM workflows' model calls run side by side in thread
 plans are concluded in record order.
 
 The memory it recommends from is learned from every partition's history, not only its
-own: a follower reads `cases` and `reviews` from the beginning at start-up (the memory is
-fitted once it has read to the end) and keeps reading between batches. A policy that
-changes what models may see rebuilds it from the beginning, since it holds only the text
-the old allowlist let through.
+own: a follower reads `cases` and `reviews` from the beginning at start-up and keeps
+reading between batches; before a batch is planned it reads to where every partition
+ends then, so the memory holds every label already on the topics. Each case learns only
+from labels older than itself (point-in-time, `Memory.evidence`), so a backlog, a replay
+or a restart recommends as live arrival did. The model is fitted at the first batch, on
+the labels older than that batch's earliest case. A policy that changes what models may
+see rebuilds it from the beginning, since it holds only the text the old allowlist let
+through.
+
+History import: a case whose CaseOpened carries the `casegate_import` header
+(`schemas.codec.IMPORT_HEADER`) is history: the memory learns from it, but no view is
+kept and nothing is recommended for it, then or after (an imported update is never a
+cause either), whatever order its records come in.
 """
 
 from __future__ import annotations
@@ -31,13 +40,19 @@ from policy.loader import LoadedPolicy
 from processors.follow import TopicFollower
 from processors.handler import Handler, Inbound, Step
 from processors.intake_rules import UPSTREAM
-from processors.recommend.case_view import CaseView, apply_update, open_view, text_changed
+from processors.recommend.case_view import (
+    CaseView,
+    apply_update,
+    epoch_ms,
+    open_view,
+    recommendation_due,
+)
 from processors.recommend.llm import Endpoint, Exchange, complete
 from processors.recommend.memory import Memory, freeze_heap
 from processors.recommend.service import Plan, conclude, plan_batch
 from processors.recommend.visibility import Visibility
 from processors.records import record_time
-from schemas.codec import Codec, CodecError
+from schemas.codec import Codec, CodecError, is_imported
 from schemas.events import CaseOpened, CaseReopened, CaseResolved, CaseUpdated
 
 log = logging.getLogger(__name__)
@@ -89,7 +104,7 @@ class Recommend(Handler):
         self.memory = Memory(Visibility.from_policy(policy.policy.model_visibility))
         self.history = TopicFollower(self.settings, ["cases", "reviews"], "history")
         read = self.history.catch_up(self._learn, self._stop, "history")
-        self.memory.refit()
+        # Fitted at the first batch, on the labels older than its earliest case.
         freeze_heap()
         log.info("recommender memory learned from %d history records", read)
 
@@ -114,9 +129,12 @@ class Recommend(Handler):
                 due.append((record, view))
         if not due:
             return
-        memory = self.memory
-        if memory is None:  # unreachable: start() learns before the first batch
+        memory, history = self.memory, self.history
+        if memory is None or history is None:  # unreachable: start() learns first
             raise RuntimeError("recommend stepped before its memory was built")
+        # Every label already on the topics is learned before these cases are planned,
+        # so what a case sees does not depend on how far the follower had got.
+        history.catch_up(self._learn, self._stop, "history")
         plans = plan_batch([v for _, v in due], _policy(step.policy), memory)
         asked = {
             i: self._llm.submit(complete, p.llm, p.messages, self.endpoint)
@@ -130,9 +148,12 @@ class Recommend(Handler):
     def _fold(self, record: Inbound, step: Step) -> CaseView | None:
         """Fold the record into the case's view; the view to recommend for, if one is due."""
         event, p = record.event, record.partition
+        imported = is_imported(record.headers)
         raw = step.state.entry(VIEWS, p, event.case_id)
         before = view_from_json(raw.value) if raw is not None else None
         if isinstance(event, CaseOpened) and before is None:
+            if imported:
+                return None  # history: no view, so nothing about it is ever recommended
             view = open_view(event)
             step.state.put(VIEWS, p, event.case_id, view_to_json(view))
             return view
@@ -141,10 +162,10 @@ class Recommend(Handler):
         if isinstance(event, CaseUpdated):
             view = apply_update(before, event)
             step.state.put(VIEWS, p, event.case_id, view_to_json(view), expires_ms=raw.expires_ms)
-            return view if text_changed(before, view) or before.routing != view.routing else None
+            return view if recommendation_due(before, view) and not imported else None
         if isinstance(event, CaseResolved):
             # Kept a while: a case can be reopened and updated again.
-            at = round(event.occurred_at.timestamp() * 1000)
+            at = epoch_ms(event.occurred_at)
             step.state.put(VIEWS, p, event.case_id, raw.value, expires_ms=at + self.retention_ms)
         elif isinstance(event, CaseReopened):
             step.state.put(VIEWS, p, event.case_id, raw.value)

@@ -88,7 +88,10 @@ def plan_batch(cases: Sequence[CaseView], policy: LoadedPolicy, memory: Memory) 
     """
     visibility = _visibility(policy, memory)
     inputs = [model_input(case, visibility) for case in cases]
-    evidence = memory.evidence(inputs, [case.case_id for case in cases])
+    # Point-in-time: each case learns only from labels given before its own time.
+    evidence = memory.evidence(
+        inputs, [case.case_id for case in cases], [case.as_of_ms for case in cases]
+    )
     # Worked out once per batch: the cases share the policy.
     vetting: dict[tuple[object, ...], list[str]] = {}
     bound = _bound_names(policy.policy)
@@ -107,7 +110,7 @@ def route(case: CaseView, policy: LoadedPolicy) -> Workflow | None:
 def plan(case: CaseView, workflow: Workflow | None, policy: LoadedPolicy, memory: Memory) -> Plan:
     """The plan for one case in a given workflow (`plan_batch` routes by itself)."""
     inp = model_input(case, _visibility(policy, memory))
-    [ev] = memory.evidence([inp], [case.case_id])
+    [ev] = memory.evidence([inp], [case.case_id], [case.as_of_ms])
     return _plan(case, workflow, policy, inp, ev, memory)
 
 

@@ -10,7 +10,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from bench.faults import Probe
-from schemas.codec import Codec
+from console.produce import publish
+from schemas.codec import IMPORT_HEADER, Codec
 from schemas.events import CaseOpened, CaseReclassified, CaseResolved, RecommendationProduced
 from tests.integration.helpers import eventually, spawn
 from tests.integration.pipeline import Tail, send
@@ -28,11 +29,16 @@ def test_a_reclassification_changes_the_next_recommendation(stack: Stack) -> Non
     resolved = {e.case_id: e for e in history if isinstance(e, CaseResolved)}
     learned = next(e for e in history if isinstance(e, CaseOpened) and e.case_id in resolved)
     category = resolved[learned.case_id].category
-    send(settings, codec, [policy_event(), *history])
+    send(settings, codec, [policy_event()])
+    # Imported, as a desk loads its history: learned, never recommended for.
+    publish(settings, codec, history, headers=[(IMPORT_HEADER, b"history")])
 
     def twin(n: int) -> CaseOpened:
-        """A new case with the learned case's very words."""
-        return replace(learned, event_id=f"twin-{n}", case_id=f"twin-{n}")
+        """A new case with the learned case's very words, opened now: a recommendation
+        learns only from labels given before its case (point-in-time)."""
+        return replace(
+            learned, event_id=f"twin-{n}", case_id=f"twin-{n}", occurred_at=datetime.now(UTC)
+        )
 
     tail = Tail(settings, ("recommendations",), codec)
     procs = [spawn(settings, "processors.worker", "intake", "intake")]

@@ -19,7 +19,9 @@ from processors.store import MemoryStore, Overlay
 from schemas.codec import Codec
 from schemas.events import (
     ActionSpec,
+    ApprovalCompleted,
     ApprovalExpired,
+    CaseReopened,
     CaseResolved,
     CaseUpdated,
     DeadLettered,
@@ -311,3 +313,68 @@ def test_a_review_read_before_its_decision_waits_then_is_taken() -> None:
     assert store.read(WAITING, p, rec.recommendation_id) is None
     recorded = [e for _, e in events(out) if isinstance(e, ReviewRecorded)]
     assert recorded[0].actor == "sam"
+
+
+def resolution(case_id: str) -> CaseResolved:
+    from tests.unit.test_recommend_support import resolved
+
+    return resolved(case_id, "plan_change", at=NOW)
+
+
+def test_a_decision_read_after_its_case_resolved_closes_its_item_as_it_opens() -> None:
+    store, approve = MemoryStore(), Approve(SETTINGS, CODEC)
+    decision = decided("c1")
+    p = partition_for(b"c1", 6)
+    assert step(approve, [inbound(resolution("c1"), "cases")], store).records == []
+
+    out = step(approve, [inbound(decision, "decisions")], store)
+
+    [(_, closed)] = events(out)
+    assert isinstance(closed, ApprovalCompleted) and closed.outcome == "closed"
+    assert closed.reason == "case_resolved: resolved by agent.lou (done)"
+    entry = store.read(ITEMS, p, decision.recommendation_id)
+    assert entry is not None and entry.value["status"] == "closed" and entry.due_ms is None
+
+
+def test_after_a_reopen_a_new_decision_opens_an_item_again() -> None:
+    store, approve = MemoryStore(), Approve(SETTINGS, CODEC)
+    step(approve, [inbound(resolution("c1"), "cases")], store)
+    reopened = CaseReopened(event_id="reo-c1", case_id="c1", occurred_at=NOW, reason="again")
+    step(approve, [inbound(reopened, "cases")], store)
+
+    out = step(approve, [inbound(decided("c1"), "decisions")], store)
+
+    assert [type(e).__name__ for _, e in events(out)] == []  # pending: waits for a review
+    item = store.read(ITEMS, partition_for(b"c1", 6), "rec-c1-1")
+    assert item is not None and item.value["status"] == "pending"
+
+
+def test_recommend_keeps_no_view_of_an_imported_case_so_nothing_is_due_for_it() -> None:
+    from processors.recommend.processor import VIEWS, Recommend
+    from schemas.codec import IMPORT_HEADER
+
+    recommend, store = Recommend(SETTINGS, CODEC), MemoryStore()
+    opened = case_opened("c-old", "billing")
+    update = CaseUpdated(
+        event_id="upd-c-old",
+        case_id="c-old",
+        occurred_at=NOW,
+        actor="kim",
+        changes={"subject": "new words"},
+        note=None,
+    )
+    marked = [
+        replace(record, headers=[*(record.headers or []), (IMPORT_HEADER, b"history")])
+        for record in (inbound(opened, "cases"), inbound(update, "cases"))
+    ]
+    out = Outbox(CODEC, "t.", "t.recommend")
+    overlay = Overlay(store)
+    batch_step = Step(overlay, out, POLICY, NOW, 6)
+    # Whichever order the imported records are folded in, none is due.
+    assert [recommend._fold(r, batch_step) for r in reversed(marked)] == [None, None]
+    assert [recommend._fold(r, batch_step) for r in marked] == [None, None]
+    assert overlay.get(VIEWS, marked[0].partition, "c-old") is None
+    # The same case arriving live is due.
+    live = recommend._fold(inbound(case_opened("c-new", "billing"), "cases"), batch_step)
+    assert live is not None and live.case_id == "c-new"
+    recommend.close()

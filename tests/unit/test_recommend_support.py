@@ -28,6 +28,9 @@ from schemas.events import (
 
 AT = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 LATER = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+# Cases are opened (and updated) after the labels above were given: a recommendation
+# learns only from labels older than its case (point-in-time).
+OPENED_AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 def opened(
@@ -43,7 +46,7 @@ def opened(
     return CaseOpened(
         event_id=f"open-{case_id}",
         case_id=case_id,
-        occurred_at=AT,
+        occurred_at=OPENED_AT,
         source="helpdesk",
         channel="email",
         queue=queue,
@@ -61,7 +64,7 @@ def updated(case_id: str, changes: dict[str, Scalar], n: int = 1) -> CaseUpdated
     return CaseUpdated(
         event_id=f"upd-{case_id}-{n}",
         case_id=case_id,
-        occurred_at=AT,
+        occurred_at=OPENED_AT,
         actor="agent.kim",
         changes=changes,
         note=None,
