@@ -459,6 +459,12 @@ class Memory:
                 self.refit_failures += 1
                 log.exception("background refit failed; keeping model %s", self.model_version)
         if self._job is None and self._due(now):
+            if self._installed is None:
+                # Nothing can be recommended without a model: fit now, blocking, as the
+                # first batch does. In the background the low-priority fit can starve
+                # behind the very backlog it is needed for.
+                self.refit()
+                return self._installed is not None
             self._started_at = now
             snapshot = self._take_snapshot()
             if any(r.category is not None for r in snapshot):
