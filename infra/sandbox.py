@@ -93,6 +93,7 @@ def child_env(settings: Settings) -> dict[str, str]:
     env["CASEGATE_APPROVAL_TICK_S"] = str(settings.approval_tick_s)
     env["CASEGATE_REVIEW_WAIT_S"] = str(settings.review_wait_s)
     env["CASEGATE_ROLLOUT_INTERVAL_S"] = str(settings.rollout_interval_s)
+    env["CASEGATE_RECOMMEND_REFIT_AFTER_S"] = str(settings.recommend_refit_after_s)
     env["CASEGATE_STATE_RETENTION_S"] = str(settings.state_retention_s)
     env["CASEGATE_TXN_HOLD_MS"] = str(settings.txn_hold_ms)
     env["CASEGATE_BATCH_WAIT_MS"] = str(settings.batch_wait_ms)

@@ -260,6 +260,12 @@ class Settings(BaseSettings):
         description="Fault injection for tests only: hold every processor transaction open "
         "this long before committing (0 in production).",
     )
+    recommend_refit_after_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds after the recommender's last refit started when it refits again "
+        "on the labels changed since, if fewer than its count threshold (1,000) changed.",
+    )
     rollout_interval_s: float = Field(
         default=30.0,
         gt=0,

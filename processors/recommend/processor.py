@@ -101,7 +101,10 @@ class Recommend(Handler):
             self.history.close()
         if self.memory is not None:
             self.memory.close()
-        self.memory = Memory(Visibility.from_policy(policy.policy.model_visibility))
+        self.memory = Memory(
+            Visibility.from_policy(policy.policy.model_visibility),
+            refit_after_s=self.settings.recommend_refit_after_s,
+        )
         self.history = TopicFollower(self.settings, ["cases", "reviews"], "history")
         read = self.history.catch_up(self._learn, self._stop, "history")
         # Fitted at the first batch, on the labels older than its earliest case.
