@@ -68,7 +68,7 @@ bench: setup ## throughput, latency and memory vs raw Kafka (QUICK=1: a seconds-
 
 .PHONY: chaos
 chaos: setup ## fault injection: 20,000 cases under SIGKILLs and broker/PostgreSQL restarts (CASES=N, QUICK=1)
-	$(PY) -m bench.chaos $(if $(CASES),--cases $(CASES),) $(if $(QUICK),--quick,)
+	$(PY) -m tests.chaos $(if $(CASES),--cases $(CASES),) $(if $(QUICK),--quick,)
 
 .PHONY: docs
 docs: setup ## regenerate docs/policy-reference.md from the policy model

@@ -85,7 +85,7 @@ def measure(sizes: Sequence[int] = (5_000, 20_000, 50_000), batch: int = 200) ->
 def redaction_s(size: int) -> float:
     """Seconds the default policy's redaction takes on the worst of the hostile texts."""
     from policy.loader import default_policy_path, load_policy_file
-    from processors.recommend.visibility import Visibility
+    from processors.recommend.redacted_view import Visibility
 
     redact = Visibility.from_policy(
         load_policy_file(default_policy_path()).policy.model_visibility
@@ -111,8 +111,8 @@ def _measure_one(size: int, batch: int, send: Connection) -> None:
     from policy.loader import default_policy_path, load_policy_file
     from processors.recommend.case_view import open_view
     from processors.recommend.memory import Memory, freeze_heap
+    from processors.recommend.redacted_view import Visibility
     from processors.recommend.service import plan_batch
-    from processors.recommend.visibility import Visibility
     from schemas.events import CaseOpened
 
     threadpool_limits(1)

@@ -12,8 +12,8 @@ from pydantic import SecretStr
 from rich.console import Console
 
 from console.tables import Col, print_fitted
-from infra.errors import SetupError
 from infra.settings import Settings
+from infra.setup_errors import SetupError
 
 out = Console(highlight=False)
 HIDDEN = "****"

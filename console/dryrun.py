@@ -27,7 +27,7 @@ from infra.settings import Settings
 from policy.loader import LoadedPolicy
 from processors.dryrun import DryRunReport, HistoryRecord, Recorded, build_report, redecide
 from schemas.codec import Codec
-from schemas.errors import CodecError
+from schemas.codec_errors import CodecError
 from schemas.events import RecommendationProduced
 
 LOOKUP_BATCH = 2000

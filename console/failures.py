@@ -8,7 +8,7 @@ from typing import TypeVar
 import typer
 from rich.console import Console
 
-from infra.errors import SetupError
+from infra.setup_errors import SetupError
 
 T = TypeVar("T")
 err = Console(stderr=True, soft_wrap=True)

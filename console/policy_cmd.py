@@ -39,7 +39,7 @@ from policy.loader import (
 from policy.semantics import policy_warnings
 from policy.shape import REFERENCE
 from schemas.codec import Codec
-from schemas.errors import CodecError
+from schemas.codec_errors import CodecError
 from schemas.events import PolicyPublished, new_event_id, utc_now
 
 app = typer.Typer(help="Validate, publish and compare policy documents.", no_args_is_help=True)

@@ -18,7 +18,7 @@ from infra.kafka import make_producer, producer_config
 from infra.settings import Settings
 from infra.topics import produced_to
 from schemas.codec import Codec
-from schemas.errors import CodecError
+from schemas.codec_errors import CodecError
 from schemas.events import CaseResolved, Event, record_key
 from schemas.jsonform import loads
 from schemas.names import actions_taken_problem

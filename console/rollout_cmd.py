@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.table import Table
 
 from console.api.deps import Services
-from console.api.errors import ConsoleError
 from console.api.policies import PolicyCache
 from console.api.rollout import approve_proposal, pull_kill_switch, rollout_status
+from console.api.service_errors import ConsoleError
 from console.auth import Operator, authenticate
 from infra.db import database_urls
 from infra.kafka import make_producer

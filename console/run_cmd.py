@@ -19,9 +19,9 @@ from rich.table import Table
 
 from console.failures import exit_on_setup_error
 from infra.acl import PUBLISHER
-from infra.errors import SetupError
 from infra.kafka_auth import as_principal
 from infra.settings import Settings
+from infra.setup_errors import SetupError
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)

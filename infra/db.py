@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from infra.errors import SetupError
 from infra.settings import PROJECT_ROOT, Settings
+from infra.setup_errors import SetupError
 
 MIGRATIONS = PROJECT_ROOT / "infra" / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")

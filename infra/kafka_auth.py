@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.errors import SetupError
 from infra.settings import Settings
+from infra.setup_errors import SetupError
 
 ADMIN = "admin"  # super user: formats the broker, creates topics and ACLs, runs the tests
 LOCAL_MECHANISM = "SCRAM-SHA-512"

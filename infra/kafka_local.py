@@ -35,12 +35,12 @@ from confluent_kafka.admin import (
 )
 
 from infra.acl import NAMES
-from infra.errors import SetupError
 from infra.kafka import common_config
 from infra.kafka_auth import ADMIN, LOCAL_MECHANISM, as_principal, local_passwords, secrets_file
 from infra.procs import port_open, read_pid, require_tool, terminate
 from infra.secrets import new_password, write_private
 from infra.settings import PROJECT_ROOT, Settings
+from infra.setup_errors import SetupError
 
 POM = PROJECT_ROOT / "infra" / "pom.xml"
 JAVA_HINT = "Install Java 17 or newer, e.g. `apt-get install -y openjdk-17-jre-headless`."

@@ -17,10 +17,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from infra.errors import SetupError
 from infra.procs import port_open
 from infra.secrets import secret_file, write_private
 from infra.settings import Settings
+from infra.setup_errors import SetupError
 
 APP_ROLE = "casegate"
 PG_HINT = "Install PostgreSQL, e.g. `apt-get install -y postgresql` (run as root)."

@@ -9,7 +9,7 @@ import socket
 import time
 from pathlib import Path
 
-from infra.errors import SetupError
+from infra.setup_errors import SetupError
 
 
 def require_tool(name: str, install_hint: str) -> str:

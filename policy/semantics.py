@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policy.guard import auto_run_limit
+from policy.guard_rules import auto_run_limit
 from policy.model import Policy, Workflow
 
 BOUNDED = "bounded"

@@ -123,7 +123,7 @@ Recommender = Annotated[BaselineRecommender | LlmRecommender, Field(discriminato
 
 class Promotion(Frozen):
     """Evidence a workflow must show in its current phase before it is proposed for the next
-    one, and who approves the proposal (policy.rollout evaluates it).
+    one, and who approves the proposal (policy.rollout_rules evaluates it).
 
     The evidence counts only what was decided since the workflow entered its current phase
     and inside the last `window_s`: after a demotion a workflow earns its promotion again.

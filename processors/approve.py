@@ -43,7 +43,7 @@ from processors.intake_rules import UPSTREAM
 from processors.records import HeldRecord, record_time
 from processors.store import Due
 from schemas.codec import Codec
-from schemas.errors import CodecError
+from schemas.codec_errors import CodecError
 from schemas.events import (
     ApprovalCompleted,
     ApprovalExpired,

@@ -34,7 +34,7 @@ from processors.execute_rules import (
 )
 from processors.handler import Handler, Inbound, Step
 from schemas.codec import Codec
-from schemas.errors import CodecError
+from schemas.codec_errors import CodecError
 from schemas.events import (
     ActionSpec,
     Event,

@@ -4,8 +4,8 @@ It reads `recommendations` only: a recommendation carries the case's routing fie
 they were when it was made (a routing change earns a new recommendation), so the guard
 keeps no case table. Its one store, `auto_runs` ("workflow|partition" -> the automatic
 authorizations still inside the blast-radius window), is how the blast radius is counted
-per partition (`policy.guard.auto_run_limit`). The decision itself is
-`policy.guard.decide_guard`, at the recommendation record's time.
+per partition (`policy.guard_rules.auto_run_limit`). The decision itself is
+`policy.guard_rules.decide_guard`, at the recommendation record's time.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from processors.guard_state import AutoRuns, decide_with_runs
 from processors.handler import Handler, Inbound, Step
 from processors.records import record_time
 from schemas.codec import Codec
-from schemas.errors import CodecError, InvalidEvent
+from schemas.codec_errors import CodecError, InvalidEvent
 from schemas.events import ModelOutputRejected, RecommendationProduced
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from policy.facts import CaseFacts
-from policy.guard import AUTO_AUTHORIZED, decide_guard
+from policy.guard_rules import AUTO_AUTHORIZED, decide_guard
 from policy.loader import LoadedPolicy
 from schemas.events import GuardrailDecided, RecommendationProduced
 
@@ -52,7 +52,7 @@ class AutoRuns:
 
 
 def runs_key(workflow: str, partition: int) -> str:
-    """Blast radius is counted per workflow and partition: see `policy.guard.auto_run_limit`."""
+    """Blast radius is counted per workflow and partition (`policy.guard_rules.auto_run_limit`)."""
     return f"{workflow}|{partition}"
 
 

@@ -26,7 +26,7 @@ from policy.sealing import DataKey, customer_ref, ref_of, seal_event
 from processors.handler import Handler, Inbound, Step
 from processors.intake_rules import UPSTREAM, KnownCase, Verdict, check, evolve
 from schemas.codec import IMPORT_HEADER, Codec
-from schemas.errors import InvalidEvent
+from schemas.codec_errors import InvalidEvent
 from schemas.events import CaseOpened
 
 CASES = "cases"

@@ -1,7 +1,7 @@
 """The rollout processor: evidence-gated promotions, automatic demotions, the kill switch.
 
 Every `CASEGATE_ROLLOUT_INTERVAL_S` (Handler.every) it reads each workflow's evidence from
-the read models and decides with `policy.rollout.evaluate`:
+the read models and decides with `policy.rollout_rules.evaluate`:
 - a demotion trigger fired: the next policy version, with the workflow one phase lower, and
   `WorkflowDemoted` with the evidence, in one transaction, no human needed;
 - the workflow qualifies: `PromotionProposed` with the evidence, once per (workflow, policy
@@ -36,8 +36,8 @@ from infra.db import database_urls
 from infra.settings import Settings
 from policy.loader import LoadedPolicy, PolicyHistory
 from policy.model import Workflow
-from policy.rollout import Check, Evidence, Recent, Verdict, approver, evaluate, next_version
-from policy.rollout import rephased as rephase
+from policy.rollout_rules import Check, Evidence, Recent, Verdict, approver, evaluate, next_version
+from policy.rollout_rules import rephased as rephase
 from processors.handler import Handler, Inbound, Step
 from processors.records import record_time
 from processors.rollout_evidence import gather

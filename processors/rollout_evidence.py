@@ -1,9 +1,9 @@
 """What the rollout processor reads from the read models: each workflow's evidence in its
-current phase (policy.rollout.Evidence) and its last executions and decisions
-(policy.rollout.Recent).
+current phase (policy.rollout_rules.Evidence) and its last executions and decisions
+(policy.rollout_rules.Recent).
 
 Only rows decided under the versions since the workflow entered its phase count
-(`policy.rollout.phase_versions`): that is the hysteresis. Static SQL, bound parameters.
+(`policy.rollout_rules.phase_versions`): that is the hysteresis. Static SQL, bound parameters.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import psycopg
 
 from policy.loader import LoadedPolicy
 from policy.model import Workflow
-from policy.rollout import Evidence, Recent, phase_versions, readiness
+from policy.rollout_rules import Evidence, Recent, phase_versions, readiness
 from projections.queries import audit_gaps
 
 _DECISIONS = (

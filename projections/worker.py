@@ -11,11 +11,11 @@ import psycopg
 from prometheus_client import CollectorRegistry
 
 from infra.db import check_app_role, database_urls
-from infra.errors import SetupError
 from infra.kafka import make_consumer, make_producer
 from infra.kafka_auth import as_principal
 from infra.secrets import anchor_key, install_event_id_key
 from infra.settings import Settings
+from infra.setup_errors import SetupError
 from infra.telemetry import make_tracer, serve_metrics, setup_logging
 from infra.topics import PROJECTED
 from projections.anchors import AnchorPublisher

@@ -17,10 +17,10 @@ from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
 
+from schemas.codec_errors import CodecError, InvalidEvent, UndecodableRecord, UnknownSchema
 from schemas.conform import Form, conform_record
-from schemas.errors import CodecError, InvalidEvent, UndecodableRecord, UnknownSchema
+from schemas.converters import RecordConverters, build_converters
 from schemas.events import EVENT_TYPES, Event
-from schemas.records import RecordConverters, build_converters
 from schemas.registry import (
     BUNDLED_DIR,
     HISTORY_DIR,

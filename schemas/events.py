@@ -2,7 +2,7 @@
 
 Events are immutable facts in the past tense. Field names, order and nullability mirror
 the .avsc files exactly (a contract test checks it); conversion to and from dicts lives
-at the serializer edge (`schemas.records`, `schemas.codec`, `schemas.jsonform`).
+at the serializer edge (`schemas.converters`, `schemas.codec`, `schemas.jsonform`).
 
 Timestamps are timezone-aware UTC datetimes. Avro keeps milliseconds, so build them
 with `utc_now()` (or truncate yourself) when an exact round trip matters.

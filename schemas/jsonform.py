@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 from schemas.codec import Codec
+from schemas.codec_errors import InvalidEvent, UnknownSchema
 from schemas.conform import Form, conform_record
-from schemas.errors import InvalidEvent, UnknownSchema
 from schemas.events import Event
 
 EVENT_TYPE_FIELD = "event_type"

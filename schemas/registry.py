@@ -24,7 +24,7 @@ from typing import Any
 from fastavro import parse_schema
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from schemas.errors import SchemaFileError
+from schemas.codec_errors import SchemaFileError
 
 NAMESPACE = "casegate"
 BUNDLED_DIR = Path(__file__).resolve().parent

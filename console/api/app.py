@@ -22,8 +22,8 @@ from swagger_ui_bundle import swagger_ui_path
 
 from console.api import cases, health, metrics, queue, reviews, rollout
 from console.api.deps import Services
-from console.api.errors import ConsoleError, Invalid, Unauthorized, dotted
 from console.api.policies import PolicyCache
+from console.api.service_errors import ConsoleError, Invalid, Unauthorized, dotted
 from console.api.telemetry import RequestMetrics
 from console.web import forms, governance, pages
 from console.web.render import STATIC, build_templates, render

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query
 
 from console.api import reads
 from console.api.deps import Conn, CurrentOperator, Svc
-from console.api.errors import NotFound
 from console.api.models import Attention, CaseTrace, Denial, FailedExecution, TraceEvent
 from console.api.permissions import AI_EVENTS, ai_output_hidden
+from console.api.service_errors import NotFound
 from infra.keys import Revealer
 from projections.queries import trace
 

@@ -13,8 +13,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
 
-from console.api.errors import Unauthorized
 from console.api.policies import PolicyCache
+from console.api.service_errors import Unauthorized
 from console.auth import Operator, UsageRecorder, authenticate
 from infra.keys import Revealer
 from infra.settings import Settings

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Query
 
 from console.api import reads
 from console.api.deps import Conn, CurrentOperator, Services, Svc
-from console.api.errors import NotFound
 from console.api.models import PolicyInfo, Readiness
 from console.api.readiness import readiness
+from console.api.service_errors import NotFound
 from policy.semantics import policy_warnings
 from projections.queries import metrics
 

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Query
 
 from console.api import reads
 from console.api.deps import Conn, CurrentOperator, Services, Svc
-from console.api.errors import Conflict, Forbidden, NotFound
 from console.api.models import IfAccepted, QueueItem, Recommended, SimilarCase, Why, YouMay
 from console.api.permissions import may_reclassify, override_choices, review_refusal
+from console.api.service_errors import Conflict, Forbidden, NotFound
 from console.auth import Operator
 from policy.model import Policy
 from schemas.events import ActionSpec, action_digest

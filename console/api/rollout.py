@@ -18,13 +18,13 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
 from console.api.deps import Conn, CurrentOperator, Svc
-from console.api.errors import Conflict, Forbidden, Invalid, NotFound
 from console.api.metrics import readiness_all
 from console.api.models import Readiness
+from console.api.service_errors import Conflict, Forbidden, Invalid, NotFound
 from console.api.writes import produce_durably
 from console.auth import Operator
 from policy.loader import LoadedPolicy
-from policy.rollout import approver
+from policy.rollout_rules import approver
 from schemas.events import (
     KillSwitchPulled,
     PromotionApprovalSubmitted,

@@ -27,9 +27,9 @@ from confluent_kafka import KafkaError, KafkaException, Message
 
 from console.api import reads
 from console.api.deps import Services
-from console.api.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from console.api.models import ReclassifyRequest, ReviewRequest, Submitted
 from console.api.permissions import may_reclassify, override_refusal, review_refusal
+from console.api.service_errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from console.auth import Operator
 from schemas.events import (
     ActionSpec,

@@ -16,9 +16,9 @@ from starlette.responses import Response
 
 from console.api import writes
 from console.api.deps import Conn, Svc
-from console.api.errors import ConsoleError, Forbidden, Invalid
 from console.api.models import ReclassifyRequest, ReviewRequest
 from console.api.rollout import approve_proposal, pull_kill_switch
+from console.api.service_errors import ConsoleError, Forbidden, Invalid
 from console.web.pages import review_page, rollout_page, trace_page
 from console.web.render import render, trace_url
 from console.web.session import Session, check_form, sign_in, sign_out

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Form, Request
 from starlette.responses import Response
 
 from console.api.deps import Conn, Svc
-from console.api.errors import Conflict, Forbidden, Invalid, NotFound
+from console.api.service_errors import Conflict, Forbidden, Invalid, NotFound
 from console.dryrun import parse_since, record_dry_run, run_dry_run
 from console.policy_cmd import publish_policy
 from console.web.render import render

@@ -13,14 +13,14 @@ from starlette.responses import Response
 from console.api import reads
 from console.api.cases import attention, case_trace
 from console.api.deps import Conn, Services, Svc
-from console.api.errors import ConsoleError
 from console.api.metrics import readiness_all, warnings_in_force
 from console.api.queue import item_for, policy_in_force, to_item
 from console.api.rollout import rollout_status
+from console.api.service_errors import ConsoleError
 from console.web.charts import bar_chart, time_series
 from console.web.render import count, minutes, pct, render, trace_url
 from console.web.session import Session, WebSession
-from policy.rollout import approver
+from policy.rollout_rules import approver
 from projections.queries import DIMENSIONS, metrics, segment_label
 
 router = APIRouter(include_in_schema=False)

@@ -12,7 +12,7 @@ import psycopg
 from fastapi import Depends, Request, Response
 
 from console.api.deps import Conn, Svc
-from console.api.errors import ConsoleError, Forbidden
+from console.api.service_errors import ConsoleError, Forbidden
 from console.auth import Operator, close_session, form_token, open_session, session_operator
 from infra.settings import Settings
 

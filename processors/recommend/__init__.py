@@ -15,6 +15,7 @@ from processors.recommend.answer import Answer, Neighbor
 from processors.recommend.case_view import CaseView, apply_update, open_view, text_changed
 from processors.recommend.llm import Endpoint, Exchange, preload
 from processors.recommend.memory import Evidence, Memory
+from processors.recommend.redacted_view import ModelInput, Visibility, model_input
 from processors.recommend.service import (
     BASELINE_MODEL,
     Plan,
@@ -25,7 +26,6 @@ from processors.recommend.service import (
     recommend,
     route,
 )
-from processors.recommend.visibility import ModelInput, Visibility, model_input
 
 __all__ = [
     "BASELINE_MODEL",

@@ -24,7 +24,7 @@ from collections.abc import Collection, Mapping
 
 from processors.recommend.answer import Answer, Neighbor
 from processors.recommend.memory import Evidence, Precedent
-from processors.recommend.visibility import ModelInput
+from processors.recommend.redacted_view import ModelInput
 from schemas.events import ActionSpec, Scalar
 
 BASELINE_MODEL = "sklearn-ngram-linear-mlp-knn-v1"

@@ -57,8 +57,8 @@ from processors.recommend.case_view import (
     recommendation_due,
 )
 from processors.recommend.memory import Memory
+from processors.recommend.redacted_view import Visibility
 from processors.recommend.service import Plan, plan_batch
-from processors.recommend.visibility import Visibility
 from schemas.events import ActionSpec, CaseOpened, CaseResolved, CaseUpdated, Event
 
 BATCH = 200

@@ -56,7 +56,7 @@ from processors.recommend.case_view import CaseView, apply_update, epoch_ms, ope
 from processors.recommend.features import count_ngrams
 from processors.recommend.fitting import Example, fit
 from processors.recommend.model import NEIGHBOURS, FittedModel
-from processors.recommend.visibility import ModelInput, Visibility, model_input, restrict
+from processors.recommend.redacted_view import ModelInput, Visibility, model_input, restrict
 from schemas.events import (
     ActionSpec,
     CaseOpened,

@@ -49,8 +49,8 @@ from processors.recommend.case_view import (
 )
 from processors.recommend.llm import Endpoint, Exchange, complete
 from processors.recommend.memory import Memory, freeze_heap
+from processors.recommend.redacted_view import Visibility
 from processors.recommend.service import Plan, conclude, plan_batch
-from processors.recommend.visibility import Visibility
 from processors.records import record_time
 from schemas.codec import Codec, CodecError, is_imported
 from schemas.events import CaseOpened, CaseReopened, CaseResolved, CaseUpdated

@@ -29,7 +29,7 @@ from policy.checks import PARAM_INVALID, action_findings
 from policy.model import Policy, Workflow
 from processors.recommend.answer import Answer, Neighbor
 from processors.recommend.binding import without_bound
-from processors.recommend.visibility import ModelInput
+from processors.recommend.redacted_view import ModelInput
 from schemas.events import ActionSpec
 
 PROMPTS = Path(__file__).parent / "prompts"

@@ -42,7 +42,7 @@ from processors.recommend.prompting import (
     suggestible,
     validate_output,
 )
-from processors.recommend.visibility import ModelInput, Visibility, model_input, sha256_json
+from processors.recommend.redacted_view import ModelInput, Visibility, model_input, sha256_json
 from schemas.events import (
     ActionSpec,
     Event,

@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 from confluent_kafka import Producer
 
-from bench.downstream import Call
 from infra.kafka import producer_config
 from infra.settings import Settings
 from schemas.codec import Codec
@@ -37,6 +36,7 @@ from schemas.events import (
     ReviewDenied,
     ReviewRecorded,
 )
+from tests.downstream import Call
 from tests.integration.helpers import OUTPUT, spawn
 from tests.integration.pipeline import Record, Tail, case_opened, recommendation, review, send
 

@@ -1,6 +1,6 @@
 """Test-side plumbing for the guard → approve → execute pipeline: hand-made input events,
 a test policy, and readers that follow the output topics (the downstream HTTP server is
-bench.downstream)."""
+tests.downstream)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,6 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-# The downstream HTTP server lives in bench/ (the chaos harness uses it too); re-exported
-# here for the processor tests.
-from bench.downstream import Call as Call
-from bench.downstream import Downstream as Downstream
 from infra.kafka import common_config, consumer_config, producer_config
 from infra.settings import Settings
 from infra.topics import produced_to
@@ -40,6 +36,11 @@ from schemas.events import (
     record_key,
     review_binding,
 )
+
+# The downstream HTTP server lives in bench/ (the chaos harness uses it too); re-exported
+# here for the processor tests.
+from tests.downstream import Call as Call
+from tests.downstream import Downstream as Downstream
 
 T = TypeVar("T")
 

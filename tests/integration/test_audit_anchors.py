@@ -12,7 +12,6 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
-from bench.chaos_check import run_audit_verify
 from infra.db import database_urls
 from infra.kafka import producer_config
 from infra.secrets import anchor_key
@@ -20,6 +19,7 @@ from infra.settings import Settings
 from projections.anchors import read_anchors
 from projections.audit import COLUMNS, GENESIS, READ_CHAIN, row_hash, verify
 from schemas.codec import Codec
+from tests.chaos.check import run_audit_verify
 from tests.integration import scenario
 from tests.integration.helpers import eventually, running
 from tests.stack import Stack

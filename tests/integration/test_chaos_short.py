@@ -3,7 +3,7 @@ cases through every processor and the read models while each component is SIGKIL
 twice at random moments; with CASEGATE_CHAOS_RESTARTS=1 and the project's local
 processes as the stack, the Kafka broker and PostgreSQL are restarted once each too.
 Nothing may be lost or doubled, nothing performed twice downstream, the audit chain must
-verify and a replay equal the live read models (bench/chaos.py checks it all from the
+verify and a replay equal the live read models (tests/chaos/ checks it all from the
 topics and the tables).
 
 Also here, because it needs no restart of a shared server: the read models survive their
@@ -19,8 +19,6 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
-from bench.chaos import ChaosPlan, render, run_chaos
-from bench.faults import can_restart_services
 from infra.db import database_urls
 from infra.kafka import consumer_config, producer_config
 from infra.sandbox import server_admin_url
@@ -28,6 +26,8 @@ from infra.settings import Settings
 from infra.topics import describe_topics
 from schemas.codec import Codec
 from schemas.events import record_key
+from tests.chaos.faults import can_restart_services
+from tests.chaos.harness import ChaosPlan, render, run_chaos
 from tests.integration.helpers import eventually, running
 from tests.integration.pipeline import case_opened
 from tests.stack import Stack

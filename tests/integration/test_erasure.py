@@ -15,7 +15,6 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bench.chaos_check import audit_verify, replay_differences
 from console.api.cases import case_trace
 from console.auth import add_operator
 from infra.db import database_urls
@@ -27,6 +26,7 @@ from policy.sealing import ERASED, MARK, ref_of
 from projections.queries import DIMENSIONS, metrics
 from schemas.codec import Codec
 from schemas.events import CaseOpened, CaseUpdated, Event
+from tests.chaos.check import audit_verify, replay_differences
 from tests.integration.helpers import eventually, read_topic, running
 from tests.integration.pipeline import send
 from tests.integration.scenario import at, story

@@ -29,9 +29,6 @@ import psycopg
 import pytest
 from confluent_kafka import KafkaError, Message, Producer
 
-from bench.chaos_check import Record, audit_verify, read_topics
-from bench.downstream import Downstream
-from bench.faults import COMPONENTS, Component, Probe
 from console.policy_cmd import publish_policy
 from infra.db import database_urls
 from infra.kafka import producer_config
@@ -61,6 +58,9 @@ from schemas.events import (
     record_key,
     review_binding,
 )
+from tests.chaos.check import Record, audit_verify, read_topics
+from tests.chaos.faults import COMPONENTS, Component, Probe
+from tests.downstream import Downstream
 from tests.integration.helpers import OUTPUT
 from tests.integration.pipeline import case_opened, policy_text, recommendation
 from tests.stack import Stack

@@ -9,10 +9,10 @@ import psycopg
 import pytest
 
 from infra.db import MigrationChanged, database_urls, migrate
-from infra.errors import SetupError
 from infra.kafka_local import LocalKafka
 from infra.postgres_local import LocalPostgres
 from infra.settings import Settings
+from infra.setup_errors import SetupError
 from infra.topics import TOPICS, describe_topics, ensure_topics
 from tests.stack import Stack
 

@@ -9,10 +9,10 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from bench.faults import Probe
 from console.produce import publish
 from schemas.codec import IMPORT_HEADER, Codec
 from schemas.events import CaseOpened, CaseReclassified, CaseResolved, RecommendationProduced
+from tests.chaos.faults import Probe
 from tests.integration.helpers import eventually, spawn
 from tests.integration.pipeline import Tail, send
 from tests.integration.scenario import policy_event

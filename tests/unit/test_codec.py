@@ -29,7 +29,7 @@ from schemas.codec import (
 )
 from schemas.events import EVENT_TYPES, ActionSpec, CaseReopened, CaseUpdated, Event
 from schemas.registry import BUNDLED_DIR, HISTORY_DIR, load_schema_set, read_history_schema
-from schemas.samples import sample_events
+from tests.samples import sample_events
 
 SAMPLES = {e.event_type: e for e in sample_events()}
 MARKER = b"\xc3\x01"

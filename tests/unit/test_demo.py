@@ -25,7 +25,7 @@ from console.demo import (
 )
 from console.demo_files import write_jsonl
 from console.demo_text import PHRASES, misspell
-from policy.guard import check_action
+from policy.guard_rules import check_action
 from policy.loader import LoadedPolicy, default_policy_path, load_policy_file
 from schemas.codec import Codec
 from schemas.events import CaseOpened, CaseReopened, CaseResolved, CaseUpdated, Event

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from bench.downstream import Downstream
+from tests.downstream import Downstream
 
 
 def post(url: str, key: str, body: dict[str, object]) -> dict[str, object]:

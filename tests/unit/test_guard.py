@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from policy.facts import CaseFacts
-from policy.guard import auto_run_limit, check_action, decide_guard, runs_in_window
+from policy.guard_rules import auto_run_limit, check_action, decide_guard, runs_in_window
 from policy.loader import LoadedPolicy, PolicyInvalid, load_policy_text
 from policy.model import BlastRadius
 from processors.recommend.case_view import apply_update, open_view

@@ -16,7 +16,7 @@ from infra.deadletter import dead_letter
 from schemas.codec import EVENT_TYPE_HEADER, Codec, CodecError, InvalidEvent
 from schemas.events import EVENT_TYPES, CaseOpened, DeadLettered
 from schemas.jsonform import dumps, loads
-from schemas.samples import sample_events
+from tests.samples import sample_events
 
 SAMPLES = {e.event_type: e for e in sample_events()}
 

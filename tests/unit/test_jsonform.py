@@ -20,7 +20,7 @@ from schemas.events import (
     Event,
 )
 from schemas.registry import BUNDLED_DIR
-from schemas.samples import sample_events
+from tests.samples import sample_events
 
 SAMPLES = {e.event_type: e for e in sample_events()}
 ISO_MILLIS_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -202,7 +202,7 @@ def test_the_fast_serialiser_writes_exactly_the_json_form() -> None:
     import orjson
 
     from schemas.jsonform import dumps, to_json
-    from schemas.samples import sample_events
+    from tests.samples import sample_events
 
     for event in sample_events():
         assert dumps(event) == orjson.dumps(to_json(event)), event.event_type

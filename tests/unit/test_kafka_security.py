@@ -13,13 +13,13 @@ from confluent_kafka.admin import AclOperation, AclPermissionType, ResourcePatte
 from pydantic import SecretStr
 
 from infra.acl import ADMIN, NAMES, PRINCIPALS, bindings
-from infra.errors import SetupError
 from infra.kafka import aiokafka_config, common_config
 from infra.kafka_auth import as_principal, secrets_file
 from infra.kafka_local import LocalKafka
 from infra.sandbox import child_env
 from infra.secrets import write_private
 from infra.settings import Settings
+from infra.setup_errors import SetupError
 from infra.topics import PROJECTED, TOPICS
 from processors.approve import Approve
 from processors.execute import Execute

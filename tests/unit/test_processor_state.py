@@ -13,7 +13,7 @@ from processors.approve_state import item_from_json, item_to_json, no_item
 from processors.guard_state import AutoRuns, runs_key
 from processors.records import HeldRecord, record_time
 from schemas.events import ActionSpec, RecommendationProduced, Routing
-from schemas.samples import sample_events
+from tests.samples import sample_events
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ from processors.recommend.answer import Answer
 from processors.recommend.baseline import baseline_answer
 from processors.recommend.case_view import open_view
 from processors.recommend.memory import Memory
-from processors.recommend.visibility import Visibility, model_input
+from processors.recommend.redacted_view import Visibility, model_input
 from schemas.events import ActionSpec, CaseOpened
 from tests.unit.test_recommend_support import (
     default_policy,

@@ -10,11 +10,11 @@ import pytest
 
 from policy.catalog import Action, ParamType
 from policy.facts import CaseFacts
-from policy.guard import check_action, decide_guard
+from policy.guard_rules import check_action, decide_guard
 from processors.recommend.binding import as_declared, bind_case_params, case_value
 from processors.recommend.case_view import CaseView, apply_update, open_view
+from processors.recommend.redacted_view import Visibility, model_input
 from processors.recommend.service import recommend
-from processors.recommend.visibility import Visibility, model_input
 from schemas.events import ActionSpec, CaseOpened, Event, RecommendationProduced, Scalar
 from tests.unit.test_recommend_support import (
     AT,

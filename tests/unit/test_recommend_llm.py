@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 
 from policy.facts import CaseFacts
-from policy.guard import decide_guard
+from policy.guard_rules import decide_guard
 from processors.recommend.case_view import open_view
 from processors.recommend.llm import Endpoint
 from processors.recommend.prompting import action_errors
+from processors.recommend.redacted_view import sha256_json
 from processors.recommend.service import ask_async, conclude, plan, recommend
-from processors.recommend.visibility import sha256_json
 from schemas.events import ActionSpec, Event, ModelOutputRejected, RecommendationProduced
 from tests.unit.test_recommend_support import AT, memory_for, opened, policy_with
 

@@ -9,8 +9,8 @@ from datetime import timedelta
 
 from processors.recommend.case_view import open_view
 from processors.recommend.memory import Memory
+from processors.recommend.redacted_view import Visibility
 from processors.recommend.service import plan
-from processors.recommend.visibility import Visibility
 from schemas.events import ActionSpec, Event
 from tests.unit.test_recommend_support import (
     AT,

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 
 from processors.recommend.case_view import CaseView, epoch_ms, open_view
 from processors.recommend.memory import Memory
+from processors.recommend.redacted_view import Visibility
 from processors.recommend.service import plan_batch
-from processors.recommend.visibility import Visibility
 from schemas.events import ActionSpec, CaseOpened, Event
 from tests.unit.test_recommend_support import (
     AT,

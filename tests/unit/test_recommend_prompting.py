@@ -14,8 +14,8 @@ from processors.recommend.prompting import (
     render_messages,
     validate_output,
 )
+from processors.recommend.redacted_view import Visibility, model_input
 from processors.recommend.service import plan_batch
-from processors.recommend.visibility import Visibility, model_input
 from tests.unit.test_recommend_support import default_policy, memory_for, opened
 
 POLICY = default_policy().policy

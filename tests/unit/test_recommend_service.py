@@ -9,8 +9,8 @@ import pytest
 
 from processors.recommend.case_view import CaseView, apply_update, open_view
 from processors.recommend.memory import Memory
+from processors.recommend.redacted_view import Visibility
 from processors.recommend.service import BASELINE_MODEL, conclude, plan_batch, recommend, route
-from processors.recommend.visibility import Visibility
 from schemas.codec import Codec
 from schemas.events import (
     ActionSpec,

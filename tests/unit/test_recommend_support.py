@@ -13,7 +13,7 @@ import yaml
 
 from policy.loader import LoadedPolicy, default_policy_path, load_policy_text
 from processors.recommend.memory import Memory
-from processors.recommend.visibility import Visibility
+from processors.recommend.redacted_view import Visibility
 from schemas.events import (
     ActionSpec,
     CaseOpened,

@@ -1,4 +1,4 @@
-"""The rollout's pure rules (policy.rollout) and the rollout processor's handler, no broker:
+"""The rollout's pure rules (policy.rollout_rules) and the rollout processor's handler, no broker:
 when a workflow qualifies, when a trigger fires, why it does not flap, the two-person rule
 bound to the policy version, and the kill switch."""
 
@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from policy.loader import LoadedPolicy, PolicyInvalid, diff_policies, load_policy_text
-from policy.rollout import (
+from policy.rollout_rules import (
     Evidence,
     Recent,
     evaluate,

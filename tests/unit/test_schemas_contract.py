@@ -26,7 +26,7 @@ from schemas.events import (
     new_event_id,
 )
 from schemas.registry import BUNDLED_DIR
-from schemas.samples import sample_events
+from tests.samples import sample_events
 
 EVENT_FILES = sorted(p for p in BUNDLED_DIR.glob("*.avsc") if not p.name.startswith("_"))
 SAMPLES = sample_events()
@@ -231,7 +231,7 @@ def test_importing_the_package_reads_no_files() -> None:
         "import builtins, pathlib\n"
         "def refuse(*a, **k): raise AssertionError(f'I/O at import: {a!r}')\n"
         "builtins.open = pathlib.Path.open = pathlib.Path.read_text = refuse\n"
-        "import schemas.codec, schemas.jsonform, schemas.samples, schemas.snapshot\n"
+        "import schemas.codec, schemas.jsonform, tests.samples, schemas.snapshot\n"
         "from schemas.registry import bundled_schema_set\n"
         "assert bundled_schema_set.cache_info().currsize == 0\n"
     )

@@ -12,8 +12,8 @@ import pytest
 from schemas.codec import Codec
 from schemas.events import ActionSpec, ExecutionRequested
 from schemas.registry import BUNDLED_DIR
-from schemas.samples import sample_events
 from schemas.snapshot import main, snapshot
+from tests.samples import sample_events
 
 
 def _copy_of_bundled(tmp_path: Path) -> Path:

@@ -8,7 +8,7 @@ import dataclasses
 
 from projections.envelope import Envelope, storable
 from schemas.events import ActionSpec, CaseOpened, RecommendationProduced
-from schemas.samples import sample_events
+from tests.samples import sample_events
 
 SAMPLES = {e.event_type: e for e in sample_events()}
 

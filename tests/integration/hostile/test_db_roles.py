@@ -14,9 +14,9 @@ import pytest
 from psycopg import sql
 
 from infra.db import check_app_role, database_urls
-from infra.errors import SetupError
 from infra.sandbox import child_env
 from infra.settings import PROJECT_ROOT
+from infra.setup_errors import SetupError
 from tests.stack import Stack
 
 

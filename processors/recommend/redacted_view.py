@@ -1,6 +1,7 @@
-"""The data-field guardrail: what of a case any recommender may read, and nothing more.
+"""The redacted view of a case: what of it any recommender may read, and nothing more.
 
-Two rules, applied before any model (baseline or LLM) sees a case:
+The data-field guardrail, applying the policy's model_visibility section
+(policy/visibility.py). Two rules, applied before any model (baseline or LLM) sees a case:
 1. only the policy's allowlisted dotted paths are read (`subject`, `attributes.product`;
    a bare map name such as `attributes` exposes every entry of that map);
 2. personal data inside every string read is replaced by `[<pattern name>]`, using the

@@ -1,10 +1,10 @@
 """Rollout decisions, pure: is a workflow ready for its next phase, must it be demoted,
 and the policy document that changes its phase.
 
-One evaluator for the console's readiness and for the rollout processor. Evidence is
-counts (the rates are computed here, from them), so any source can fill it: the console's
-all-time metrics rows, or the processor's windowed query over the decisions made since the
-workflow entered its current phase.
+One evaluator for the console's readiness and for the rollout processor
+(processors/rollout.py). Evidence is counts (the rates are computed here, from them), so
+any source can fill it: the console's all-time metrics rows, or the processor's windowed
+query over the decisions made since the workflow entered its current phase.
 
 Hysteresis, so a workflow does not flap: evidence only counts what was decided since the
 workflow entered its phase (`phase_versions`), so after a demotion it earns its promotion

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NoReturn
 
-from schemas.errors import InvalidEvent, SchemaFileError
+from schemas.codec_errors import InvalidEvent, SchemaFileError
 from schemas.events import VALUE_TYPES, Event
 from schemas.registry import PRIMITIVES
 

@@ -1,4 +1,4 @@
-"""`python -m bench.chaos [--cases N] [--quick]`: casegate under fault injection.
+"""`python -m tests.chaos [--cases N] [--quick]`: casegate under fault injection.
 
 While N cases flow through every processor and the read models (recommend → guard →
 approve, with operators' reviews, → execute against a real downstream HTTP server), each
@@ -39,19 +39,6 @@ from confluent_kafka import (
 from rich.console import Console
 from rich.table import Table
 
-from bench.chaos_check import Verdict, check
-from bench.downstream import Downstream
-from bench.faults import (
-    COMPONENTS,
-    READ_MODELS,
-    Component,
-    FaultRecord,
-    Probe,
-    Watcher,
-    can_restart_services,
-    restart_kafka,
-    restart_postgres,
-)
 from console.demo import generate, shifted, split_history
 from console.policy_cmd import publish_policy
 from infra import sandbox
@@ -71,11 +58,24 @@ from schemas.events import (
     review_binding,
     utc_now,
 )
+from tests.chaos.check import Verdict, check
+from tests.chaos.faults import (
+    COMPONENTS,
+    READ_MODELS,
+    Component,
+    FaultRecord,
+    Probe,
+    Watcher,
+    can_restart_services,
+    restart_kafka,
+    restart_postgres,
+)
+from tests.downstream import Downstream
 
 log = logging.getLogger(__name__)
 RESULTS = PROJECT_ROOT / "results"
 # librdkafka's own log level for the harness's clients: a broker that restarts is this
-# run's point, not news. (No Python logger callback: see bench.faults.Probe.)
+# run's point, not news. (No Python logger callback: see tests.chaos.faults.Probe.)
 QUIET = 0
 
 # The operators who review in the run, by role (two or more per role: quorums of two
@@ -687,7 +687,7 @@ def to_json(report: ChaosReport) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.chaos",
+        prog="python -m tests.chaos",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -743,10 +743,3 @@ def main(argv: list[str] | None = None) -> None:
     path.write_text(json.dumps(to_json(report), indent=2, default=str))
     out.print(f"results written to {path}")
     raise SystemExit(0 if report.ok else 1)
-
-
-if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:  # the run's own cleanup has run (finally blocks)
-        raise SystemExit(130) from None

@@ -1,9 +1,10 @@
-"""The guard: every RecommendationProduced gets exactly one GuardrailDecided.
+"""The guard's rules: every RecommendationProduced gets exactly one GuardrailDecided.
 
 Pure: the policy, the case's routing fields and the workflow's recent automatic runs
 come in as arguments; the decision comes out as an event. Guardrails read structured
 fields only, never the case's free text, so nothing written by a customer can widen
-what is allowed. The full semantics, as tables: docs/decision-tables.md.
+what is allowed. The full semantics, as tables: docs/decision-tables.md. The processor
+that applies them to the topics is processors/guard.py.
 """
 
 from __future__ import annotations

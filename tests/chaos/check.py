@@ -23,7 +23,6 @@ from typing import TypeVar
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from bench.downstream import Downstream
 from infra.db import database_urls
 from infra.kafka import consumer_config, read_headers
 from infra.sandbox import child_env
@@ -49,6 +48,7 @@ from schemas.events import (
     ReviewRecorded,
     ReviewSubmitted,
 )
+from tests.downstream import Downstream
 
 
 @dataclass(frozen=True)

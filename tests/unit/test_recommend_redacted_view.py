@@ -7,7 +7,7 @@ import re
 import pytest
 
 from processors.recommend.case_view import CaseView, apply_update, open_view, text_changed
-from processors.recommend.visibility import Visibility, model_input, restrict, sha256_json
+from processors.recommend.redacted_view import Visibility, model_input, restrict, sha256_json
 from schemas.events import Scalar
 from tests.unit.test_recommend_support import default_policy, opened, updated
 

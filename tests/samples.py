@@ -1,4 +1,4 @@
-"""One realistic example event of every type, for contract tests, docs and demos.
+"""One realistic example event of every type, for the schema, codec and state tests.
 
 Values are deliberately non-trivial: unicode, every scalar kind in maps, nested actions,
 empty and non-empty optionals, millisecond timestamps (what Avro keeps).
@@ -6,7 +6,9 @@ empty and non-empty optionals, millisecond timestamps (what Avro keeps).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from schemas.events import (
     AccessEntry,
@@ -51,6 +53,12 @@ from schemas.events import (
 CASE_ID = "case-0001"
 OPENED_ID = "6a0c5f1e-8a7b-4d4e-9d2a-0b1c2d3e4f50"
 AT = datetime(2026, 1, 5, 10, 0, 0, 123000, tzinfo=UTC)
+PROPOSAL_ID = "5c0e8b6f-6071-4c93-9e45-f6a7b8c9d0e1"
+POLICY_SHA256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+# sha256("test"): stands for any digest (a model input's, a customer reference).
+SOME_SHA256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+# The supervisor who approves, pulls the kill switch and erases in these samples.
+SAM: Mapping[str, Any] = {"actor": "sam", "roles": ("supervisor",)}
 
 REFUND = ActionSpec(
     name="refund_order",
@@ -58,7 +66,7 @@ REFUND = ActionSpec(
 )
 
 
-def _ids(kind: str) -> dict[str, str]:
+def _ids(kind: str) -> dict[str, Any]:
     """Common fields of an event derived, directly or not, from the sample CaseOpened."""
     return {
         "event_id": derived_event_id(OPENED_ID, kind),
@@ -66,6 +74,11 @@ def _ids(kind: str) -> dict[str, str]:
         "causation_id": OPENED_ID,
         "correlation_id": OPENED_ID,
     }
+
+
+def _billing(event_id: str) -> dict[str, Any]:
+    """Common fields of a rollout event about the sample workflow `billing`."""
+    return {"event_id": event_id, "case_id": "workflow:billing", "workflow": "billing"}
 
 
 def sample_events() -> list[Event]:
@@ -133,7 +146,7 @@ def sample_events() -> list[Event]:
                 prompt_version="p-2026-01",
                 policy_version="7",
                 fields_seen=("subject", "description", "attributes.amount"),
-                input_sha256="9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                input_sha256=SOME_SHA256,
                 prompt_tokens=812,
                 completion_tokens=96,
                 latency_ms=1234.5,
@@ -273,7 +286,7 @@ def sample_events() -> list[Event]:
             case_id="policy",
             occurred_at=AT - timedelta(days=1),
             version="7",
-            sha256="2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae",
+            sha256=POLICY_SHA256,
             author="ops-lead@example.org",
             document="version: 7\nworkflows:\n  refund_damaged:\n    phase: assisted  # ✓\n",
             dry_run="5b0d8e6f-6071-4c93-9e45-f6a7b8c9d0e1",
@@ -310,9 +323,8 @@ def sample_events() -> list[Event]:
             event_id="5cbe8b6f-6071-4c93-9e45-f6a7b8c9d0e1",
             case_id="erasure",
             occurred_at=AT + timedelta(days=2),
-            actor="sam",
-            roles=("supervisor",),
-            customer_ref="9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            **SAM,
+            customer_ref=SOME_SHA256,
             key_ids=("0b9c1d2e-3f40-4152-8a63-74b5c6d7e8f9",),
             reason="GDPR request 2026-118",
         ),
@@ -332,15 +344,13 @@ def sample_events() -> list[Event]:
             error_class="UnknownSchema",
         ),
         PromotionProposed(
-            event_id="5c0e8b6f-6071-4c93-9e45-f6a7b8c9d0e1",
-            case_id="workflow:billing",
+            **_billing(PROPOSAL_ID),
             occurred_at=AT + timedelta(days=7),
-            proposal_id="5c0e8b6f-6071-4c93-9e45-f6a7b8c9d0e1",
-            workflow="billing",
+            proposal_id=PROPOSAL_ID,
             from_phase="assisted",
             to_phase="bounded",
             policy_version="7",
-            policy_sha256="2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae",
+            policy_sha256=POLICY_SHA256,
             sample=212,
             min_sample=150,
             window_s=604800,
@@ -364,45 +374,35 @@ def sample_events() -> list[Event]:
             proposed_by="rollout",
         ),
         PromotionApprovalSubmitted(
-            event_id="6d1f9c70-7182-4da4-8f56-a7b8c9d0e1f2",
-            case_id="workflow:billing",
+            **_billing("6d1f9c70-7182-4da4-8f56-a7b8c9d0e1f2"),
             occurred_at=AT + timedelta(days=7, hours=1),
-            proposal_id="5c0e8b6f-6071-4c93-9e45-f6a7b8c9d0e1",
-            workflow="billing",
+            proposal_id=PROPOSAL_ID,
             policy_version="7",
-            actor="sam",
-            roles=("supervisor",),
+            **SAM,
             via="console",
         ),
         PromotionApprovalRecorded(
-            event_id="7e20ad81-8293-4eb5-9067-b8c9d0e1f2a3",
-            case_id="workflow:billing",
+            **_billing("7e20ad81-8293-4eb5-9067-b8c9d0e1f2a3"),
             occurred_at=AT + timedelta(days=7, hours=1),
             causation_id="6d1f9c70-7182-4da4-8f56-a7b8c9d0e1f2",
-            correlation_id="5c0e8b6f-6071-4c93-9e45-f6a7b8c9d0e1",
-            proposal_id="5c0e8b6f-6071-4c93-9e45-f6a7b8c9d0e1",
-            workflow="billing",
-            actor="sam",
-            roles=("supervisor",),
+            correlation_id=PROPOSAL_ID,
+            proposal_id=PROPOSAL_ID,
+            **SAM,
             approvals_received=1,
             approvals_required=2,
         ),
         RolloutRequestRefused(
-            event_id="8f31be92-93a4-4fc6-a178-c9d0e1f2a3b4",
-            case_id="workflow:billing",
+            **_billing("8f31be92-93a4-4fc6-a178-c9d0e1f2a3b4"),
             occurred_at=AT + timedelta(days=7, hours=2),
             request="approval",
-            workflow="billing",
-            proposal_id="5c0e8b6f-6071-4c93-9e45-f6a7b8c9d0e1",
+            proposal_id=PROPOSAL_ID,
             actor="sam",
             reason="already_approved: sam approved already; a second supervisor must approve",
         ),
         WorkflowPromoted(
-            event_id="9042cfa3-a4b5-40d7-b289-d0e1f2a3b4c5",
-            case_id="workflow:billing",
+            **_billing("9042cfa3-a4b5-40d7-b289-d0e1f2a3b4c5"),
             occurred_at=AT + timedelta(days=7, hours=3),
-            proposal_id="5c0e8b6f-6071-4c93-9e45-f6a7b8c9d0e1",
-            workflow="billing",
+            proposal_id=PROPOSAL_ID,
             from_phase="assisted",
             to_phase="bounded",
             from_version="7",
@@ -410,20 +410,15 @@ def sample_events() -> list[Event]:
             approvers=("sam", "fay"),
         ),
         KillSwitchPulled(
-            event_id="a153d0b4-b5c6-41e8-839a-e1f2a3b4c5d6",
-            case_id="workflow:billing",
+            **_billing("a153d0b4-b5c6-41e8-839a-e1f2a3b4c5d6"),
             occurred_at=AT + timedelta(days=8),
-            workflow="billing",
-            actor="sam",
-            roles=("supervisor",),
+            **SAM,
             reason="refund adapter double-charging ✗",
             via="cli",
         ),
         WorkflowDemoted(
-            event_id="b264e1c5-c6d7-42f9-94ab-f2a3b4c5d6e7",
-            case_id="workflow:billing",
+            **_billing("b264e1c5-c6d7-42f9-94ab-f2a3b4c5d6e7"),
             occurred_at=AT + timedelta(days=8),
-            workflow="billing",
             from_phase="bounded",
             to_phase="assisted",
             from_version="7+r1",

@@ -33,7 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from infra.db import database_urls
 from infra.kafka import aiokafka_config
 from infra.sandbox import child_env
-from infra.settings import Settings
+from infra.settings import PROJECT_ROOT, Settings
 from infra.topics import PROJECTED
 
 T = TypeVar("T")
@@ -342,7 +342,7 @@ def restart_postgres(base: Settings) -> float:
 
 
 def _restart_in_child(base: Settings, service: str, timeout_s: float = 900.0) -> float:
-    """Restart `service` from a child process (`python -m bench.faults SERVICE`).
+    """Restart `service` from a child process (`python -m tests.chaos.faults SERVICE`).
 
     The start-up probes of the local broker create Kafka clients against a broker that is
     still loading, and the harness once died inside librdkafka right then; in a child, a
@@ -350,8 +350,9 @@ def _restart_in_child(base: Settings, service: str, timeout_s: float = 900.0) ->
     """
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "bench.faults", service],
+        [sys.executable, "-m", "tests.chaos.faults", service],
         env={**child_env(base), **_service_env(base)},
+        cwd=PROJECT_ROOT,  # tests.chaos is not installed: found from the project root
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -376,14 +377,14 @@ def _service_env(base: Settings) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m bench.faults kafka|postgresql`: restart that local service (the chaos
+    """`python -m tests.chaos.faults kafka|postgresql`: restart that local service (the chaos
     harness runs it as a child process)."""
     from infra.kafka_local import LocalKafka
     from infra.postgres_local import LocalPostgres
 
     args = sys.argv[1:] if argv is None else argv
     if args not in (["kafka"], ["postgresql"]):
-        sys.exit("usage: python -m bench.faults kafka|postgresql")
+        sys.exit("usage: python -m tests.chaos.faults kafka|postgresql")
     settings = Settings()
     # The broker restarts on its own data and ports; the environment's names of the
     # services would point elsewhere, and these are the project's local ones.
