@@ -52,8 +52,8 @@ from bench.faults import (
     restart_kafka,
     restart_postgres,
 )
-from console.demo import generate, shifted, split_history
-from console.policy_cmd import publish_policy
+from console.policy_topic import publish_policy
+from demo.workload import generate, shifted, split_history
 from infra import sandbox
 from infra.kafka import consumer_config, producer_config, read_headers
 from infra.secrets import install_event_id_key

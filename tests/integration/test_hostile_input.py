@@ -32,7 +32,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from bench.chaos_check import Record, audit_verify, read_topics
 from bench.downstream import Downstream
 from bench.faults import COMPONENTS, Component, Probe
-from console.policy_cmd import publish_policy
+from console.policy_topic import publish_policy
 from infra.db import database_urls
 from infra.kafka import producer_config
 from infra.keys import Revealer

@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from bench.faults import Probe
-from console.produce import publish
+from cli.produce import publish
 from schemas.codec import IMPORT_HEADER, Codec
 from schemas.events import CaseOpened, CaseReclassified, CaseResolved, RecommendationProduced
 from tests.integration.helpers import eventually, spawn
