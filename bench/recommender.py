@@ -2,7 +2,7 @@
 history sizes. ``python -m bench.recommender [SIZE ...] [--batch N]``.
 
 Per size, in a process of its own (spawned, so its memory is the recommender's alone): the
-demo workload (`console.demo.generate`, seed 7) supplies the history, `Memory.replay` and
+demo workload (`demo.workload.generate`, seed 7) supplies the history, `Memory.replay` and
 `Memory.refit()` (blocking, in that process) learn and fit it, and batches of `batch` new
 cases (another seed, so none is in the history) go through `plan_batch` under the default
 policy, exactly as the processor calls it. Figures, per size label ("20k"):
@@ -107,7 +107,7 @@ def _measure_one(size: int, batch: int, send: Connection) -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from threadpoolctl import threadpool_limits
 
-    from console.demo import generate
+    from demo.workload import generate
     from policy.loader import default_policy_path, load_policy_file
     from processors.recommend.case_view import open_view
     from processors.recommend.memory import Memory, freeze_heap

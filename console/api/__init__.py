@@ -1,1 +1,1 @@
-"""The console's HTTP API (FastAPI); the app factory is console.api.app.create_app."""
+"""The console's HTTP API (FastAPI); the app factory is console.app.create_app."""

@@ -23,7 +23,7 @@ from schemas.codec import Codec
 
 @dataclass(frozen=True)
 class Services:
-    """Built once by the composition root (console.serve or a test) and shared."""
+    """Built once by the composition root (cli.serve or a test) and shared."""
 
     settings: Settings
     pool: ConnectionPool

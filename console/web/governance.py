@@ -18,7 +18,7 @@ from starlette.responses import Response
 from console.api.deps import Conn, Svc
 from console.api.service_errors import Conflict, Forbidden, Invalid, NotFound
 from console.dryrun import parse_since, record_dry_run, run_dry_run
-from console.policy_cmd import publish_policy
+from console.policy_topic import publish_policy
 from console.web.render import render
 from console.web.session import Session, WebSession, check_form
 from console.weekly import sections, title_of, weekly_report

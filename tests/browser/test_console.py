@@ -1,5 +1,5 @@
 """The console in a real browser (Playwright driving the OS's Chromium) against the running
-stack: `python -m console.serve` and the read-model process as child processes.
+stack: `python -m cli.serve` and the read-model process as child processes.
 
 Chromium comes from the OS (infra/system-deps.sh installs it): Playwright's own browser
 download is never used. A missing browser fails these tests; it never skips them.
@@ -107,7 +107,7 @@ class serving:
     def __enter__(self) -> subprocess.Popen[bytes]:
         self.log.parent.mkdir(exist_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "console.serve"],
+            [sys.executable, "-m", "cli.serve"],
             env=self.env,
             cwd=PROJECT_ROOT,
             stdout=self.log.open("wb"),

@@ -387,7 +387,7 @@ def run_audit_verify(
 ) -> subprocess.CompletedProcess[str]:
     """`casegate audit verify`, run as an operator would: its exit code and output."""
     return subprocess.run(
-        [sys.executable, "-m", "console.cli", "audit", "verify"],
+        [sys.executable, "-m", "cli.main", "audit", "verify"],
         env=child_env(settings),
         cwd=PROJECT_ROOT,
         capture_output=True,

@@ -39,8 +39,8 @@ from confluent_kafka import (
 from rich.console import Console
 from rich.table import Table
 
-from console.demo import generate, shifted, split_history
-from console.policy_cmd import publish_policy
+from console.policy_topic import publish_policy
+from demo.workload import generate, shifted, split_history
 from infra import sandbox
 from infra.kafka import consumer_config, producer_config, read_headers
 from infra.secrets import install_event_id_key

@@ -28,7 +28,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from psycopg_pool import ConnectionPool
 
-from console.api.app import create_app
+from console.app import create_app
 from console.auth import add_operator, form_token, revoke_operator
 from console.web.session import COOKIE
 from infra.db import database_urls
@@ -518,7 +518,7 @@ def test_tokens_and_secrets_never_reach_a_log(
     assert "guess-" not in logged
     # What the processes print: the read models' log, and the CLI an operator runs.
     up = subprocess.run(
-        [sys.executable, "-m", "console.cli", "topics"],
+        [sys.executable, "-m", "cli.main", "topics"],
         env=child_env(console.settings),
         cwd=PROJECT_ROOT,
         capture_output=True,

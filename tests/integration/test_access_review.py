@@ -20,9 +20,9 @@ from fastapi.testclient import TestClient
 from psycopg_pool import ConnectionPool
 from typer.testing import CliRunner
 
-from console.api.app import create_app
+from cli.main import app as cli_app
+from console.app import create_app
 from console.auth import add_operator
-from console.cli import app as cli_app
 from infra.db import database_urls
 from infra.kafka import make_producer
 from infra.settings import Settings

@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg_pool import ConnectionPool
 
-from console.api.app import create_app
+from console.app import create_app
 from infra.db import database_urls
 from infra.kafka import make_producer
 from infra.settings import PROJECT_ROOT, Settings
@@ -385,7 +385,7 @@ def test_the_policy_in_force_lists_its_ineffective_settings_and_the_metrics_page
 
 def casegate(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "console.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=env_for(settings),
         cwd=PROJECT_ROOT,
         capture_output=True,

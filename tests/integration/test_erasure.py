@@ -102,7 +102,7 @@ def all_metrics(conn: psycopg.Connection, schema: str = "public") -> list[dict[s
 
 def erase(settings: Settings, customer_id: str, token: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "console.cli", "erase", customer_id, "--yes", "--reason", "t"],
+        [sys.executable, "-m", "cli.main", "erase", customer_id, "--yes", "--reason", "t"],
         env={**child_env(settings), "CASEGATE_OPERATOR_TOKEN": token},
         cwd=PROJECT_ROOT,
         capture_output=True,

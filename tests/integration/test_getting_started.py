@@ -35,7 +35,7 @@ def command(step: str) -> list[str]:
     """`casegate …` as the CLI module of this checkout, under this interpreter."""
     words = shlex.split(step.removesuffix("&"))
     assert words[0] == "casegate", f"a guide step that is not a casegate command: {step}"
-    return [sys.executable, "-m", "console.cli", *words[1:]]
+    return [sys.executable, "-m", "cli.main", *words[1:]]
 
 
 def test_the_guide_has_fewer_than_ten_steps_that_all_name_existing_files() -> None:

@@ -17,8 +17,8 @@ import pytest
 from confluent_kafka import Producer
 from typer.testing import CliRunner
 
-from console.cli import app as cli_app
-from console.policy_cmd import publish_policy
+from cli.main import app as cli_app
+from console.policy_topic import publish_policy
 from infra.kafka import producer_config
 from infra.settings import Settings
 from policy.loader import load_policy_text

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from console.import_cmd import check_history
+from cli.import_cmd import check_history
 from infra.db import database_urls
 from infra.settings import Settings
 from schemas.codec import Codec

@@ -29,7 +29,7 @@ import psycopg
 import pytest
 from confluent_kafka import KafkaError, Message, Producer
 
-from console.policy_cmd import publish_policy
+from console.policy_topic import publish_policy
 from infra.db import database_urls
 from infra.kafka import producer_config
 from infra.keys import Revealer

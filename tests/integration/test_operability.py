@@ -20,8 +20,8 @@ from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from console.cli import app as cli_app
-from console.policy_cmd import publish_policy
+from cli.main import app as cli_app
+from console.policy_topic import publish_policy
 from infra.db import database_urls
 from infra.kafka import producer_config
 from infra.settings import Settings

@@ -17,10 +17,10 @@ from confluent_kafka import Consumer, TopicPartition
 from psycopg_pool import ConnectionPool
 from typer.testing import CliRunner
 
-from console.api.app import create_app
+from cli.main import app as cli_app
+from console.app import create_app
 from console.auth import add_operator, form_token
-from console.cli import app as cli_app
-from console.policy_cmd import publish_policy, read_policies
+from console.policy_topic import publish_policy, read_policies
 from console.web.session import COOKIE
 from infra.db import database_urls
 from infra.kafka import consumer_config, make_producer

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from console.policy_cmd import publish_policy
+from console.policy_topic import publish_policy
 from infra.settings import Settings
 from policy.loader import load_policy_text
 from schemas.codec import Codec

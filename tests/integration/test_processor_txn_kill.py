@@ -15,7 +15,7 @@ from __future__ import annotations
 import signal
 from collections import Counter
 
-from console.policy_cmd import publish_policy
+from console.policy_topic import publish_policy
 from policy.loader import load_policy_text
 from schemas.codec import Codec
 from schemas.events import ActionSpec, GuardrailDecided

@@ -17,7 +17,7 @@ EXAMPLES = PROJECT_ROOT / "examples" / "cases.jsonl"
 
 def casegate(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "console.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=env_for(settings),
         cwd=PROJECT_ROOT,
         capture_output=True,

@@ -338,7 +338,7 @@ def tamper(urls: DatabaseUrls) -> None:
 
 def casegate(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "console.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=env_for(settings),
         cwd=PROJECT_ROOT,
         capture_output=True,

@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from console.produce import publish
+from cli.produce import publish
 from schemas.codec import IMPORT_HEADER, Codec
 from schemas.events import CaseOpened, CaseReclassified, CaseResolved, RecommendationProduced
 from tests.chaos.faults import Probe

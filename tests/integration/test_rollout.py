@@ -27,10 +27,10 @@ from fastapi.testclient import TestClient
 from psycopg_pool import ConnectionPool
 from typer.testing import CliRunner
 
-from console.api.app import create_app
+from cli.main import app as cli_app
+from console.app import create_app
 from console.auth import add_operator
-from console.cli import app as cli_app
-from console.policy_cmd import publish_policy
+from console.policy_topic import publish_policy
 from infra.db import database_urls
 from infra.kafka import make_producer, producer_config
 from infra.kafka_auth import as_principal

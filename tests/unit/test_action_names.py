@@ -12,8 +12,8 @@ import pytest
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from cli.produce import InvalidFile, read_events
 from console.api.models import OverrideAction
-from console.produce import InvalidFile, read_events
 from policy.catalog import ActionName
 from policy.loader import PolicyInvalid, default_policy_path, load_policy_text
 from processors.intake_rules import KnownCase, Verdict, check

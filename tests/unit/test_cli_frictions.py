@@ -11,10 +11,10 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from console import eval_cmd
-from console.cli import app
-from console.config_cmd import connections, database_url, settings_rows
-from console.tables import Col, fitted, print_fitted
+from cli import eval_cmd
+from cli.config_cmd import connections, database_url, settings_rows
+from cli.main import app
+from cli.tables import Col, fitted, print_fitted
 from infra.settings import Settings
 from processors.recommend.evaluate import EvalReport, Quality, Score
 from projections.queries import segment_label

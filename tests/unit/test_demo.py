@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from console.demo import (
+from demo.files import write_jsonl
+from demo.text import PHRASES, misspell
+from demo.workload import (
     CLASSES,
     DEMO_START,
     generate,
@@ -23,8 +25,6 @@ from console.demo import (
     release_schedule,
     split_history,
 )
-from console.demo_files import write_jsonl
-from console.demo_text import PHRASES, misspell
 from policy.guard_rules import check_action
 from policy.loader import LoadedPolicy, default_policy_path, load_policy_file
 from schemas.codec import Codec

@@ -16,7 +16,7 @@ DEMO = PROJECT_ROOT / "examples" / "demo"
 
 def run_eval(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "console.cli", "eval", "recommender", *args],
+        [sys.executable, "-m", "cli.main", "eval", "recommender", *args],
         capture_output=True,
         text=True,
         timeout=180,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from console.access import is_unused, status_of
+from cli.access import is_unused, status_of
 from console.weekly import COUNTS, WeeklyReport, movers, render_markdown
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)

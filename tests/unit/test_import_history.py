@@ -3,7 +3,7 @@ it reports as learned; and the import marker read back from record headers."""
 
 from __future__ import annotations
 
-from console.import_cmd import check_history, summarize
+from cli.import_cmd import check_history, summarize
 from schemas.codec import IMPORT_HEADER, is_imported
 from schemas.events import ActionSpec
 from tests.unit.test_recommend_support import opened, reclassified, reopened, resolved

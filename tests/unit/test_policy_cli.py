@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from console.cli import app
+from cli.main import app
 from policy.loader import default_policy_path
 
 DEFAULT = default_policy_path().read_text()

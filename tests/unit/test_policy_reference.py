@@ -11,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from console.cli import app
+from cli.main import app
 from policy.catalog import Effects
 from policy.loader import PolicyInvalid, default_policy_path, load_policy_text
 from policy.reference import REFERENCE_PATH, render

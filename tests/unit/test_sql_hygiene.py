@@ -9,7 +9,18 @@ from pathlib import Path
 
 from infra.settings import PROJECT_ROOT
 
-PACKAGES = ("schemas", "policy", "processors", "projections", "console", "infra", "bench", "tests")
+PACKAGES = (
+    "schemas",
+    "policy",
+    "processors",
+    "projections",
+    "console",
+    "cli",
+    "demo",
+    "infra",
+    "bench",
+    "tests",
+)
 # casegate writes SQL keywords in capitals, which keeps prose ("revoke it first") out.
 SQL = re.compile(
     r"\b(SELECT|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|COPY|CREATE|DROP|"

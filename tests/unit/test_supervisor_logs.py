@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from console.supervisor import log_folder, rotate
+from cli.supervisor import log_folder, rotate
 
 
 def test_each_topic_prefix_logs_into_its_own_folder(tmp_path: Path) -> None:

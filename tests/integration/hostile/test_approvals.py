@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from console.api.app import create_app
+from console.app import create_app
 from console.auth import add_operator
-from console.policy_cmd import publish_policy
+from console.policy_topic import publish_policy
 from infra.db import database_urls
 from infra.kafka import make_producer
 from infra.settings import Settings

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
-from console.policy_cmd import publish_policy
+from console.policy_topic import publish_policy
 from infra.db import database_urls
 from infra.kafka import producer_config
 from infra.settings import Settings

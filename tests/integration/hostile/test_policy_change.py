@@ -5,7 +5,7 @@ reaches its quorum, so approvals given under the old rules do not run it."""
 
 from __future__ import annotations
 
-from console.policy_cmd import publish_policy
+from console.policy_topic import publish_policy
 from policy.loader import load_policy_text
 from schemas.codec import Codec
 from schemas.events import (

@@ -13,7 +13,7 @@ import random
 from collections.abc import Mapping, Sequence
 
 # Each class: subjects, problem sentences (the main signal), detail sentences (weaker
-# signal), and asks. `{slot}` fields come from the case context built in console.demo.
+# signal), and asks. `{slot}` fields come from the case context built in demo.workload.
 PHRASES: dict[str, dict[str, tuple[str, ...]]] = {
     "password_reset": {
         "subject": (

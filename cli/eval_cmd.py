@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from console.tables import Col, print_fitted
+from cli.tables import Col, print_fitted
 
 if TYPE_CHECKING:
     from processors.recommend.evaluate import EvalReport
@@ -63,7 +63,7 @@ def recommender(
     hit rate against the majority class, per category, then macro-F1, accuracy and
     coverage at the abstention threshold, top-3 accuracy, similar-case precision@5 and the
     expected calibration error."""
-    from console.produce import InvalidFile
+    from cli.produce import InvalidFile
     from policy.loader import load_policy_file
     from processors.recommend.evaluate import after_history, evaluate, split_cases
 
@@ -164,7 +164,7 @@ def _warn_about_catalog(report: EvalReport) -> None:
 
 def _read(path: Path) -> list[Event]:
     """Events of a JSONL file, or of a labelled CSV (by its .csv suffix)."""
-    from console.produce import read_events
+    from cli.produce import read_events
     from processors.recommend.evaluate import read_labelled_csv
 
     if path.suffix.lower() == ".csv":

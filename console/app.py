@@ -1,7 +1,7 @@
 """The console's FastAPI app: the JSON API under /api and the pages beside it.
 
 `create_app` only wires what it is given (no connection is opened here); the composition
-root (console.serve, or a test) builds the pool, the producer and the codec.
+root (cli.serve, or a test) builds the pool, the producer and the codec.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from console.failures import exit_on_setup_error
+from cli.failures import exit_on_setup_error
 from infra.acl import PUBLISHER
 from infra.kafka_auth import as_principal
 from infra.settings import Settings
@@ -51,7 +51,7 @@ def run(
 ) -> None:
     """Start the stack and run casegate's processors, read models and console, supervised;
     a crashed component is reported and restarted."""
-    from console.supervisor import COMPONENTS, Supervisor, log_folder
+    from cli.supervisor import COMPONENTS, Supervisor, log_folder
 
     settings = Settings()
     exit_on_setup_error(lambda: _prepare(settings))
@@ -88,7 +88,7 @@ def _prepare(settings: Settings) -> None:
 
 def _ensure_policy(settings: Settings) -> None:
     """Publish policy/default.yaml unless a policy is already in force."""
-    from console.policy_cmd import publish_policy, read_published
+    from console.policy_topic import publish_policy, read_published
     from policy.loader import default_policy_path, load_policy_file
     from schemas.codec import Codec
 
@@ -110,7 +110,7 @@ def _ensure_policy(settings: Settings) -> None:
 
 
 def _demo(settings: Settings, supervisor: object, cases: int, rate: float, seed: int) -> None:
-    from console.demo_cmd import publish_workload
+    from cli.demo_cmd import publish_workload
 
     tokens = _demo_operators(settings)
     publish_workload(as_principal(settings, "upstream"), seed, cases, 0.6, rate)
@@ -121,7 +121,7 @@ def _demo(settings: Settings, supervisor: object, cases: int, rate: float, seed:
         table.add_row(name, ", ".join(DEMO_OPERATORS[name]), token)
     out.print(table)
     out.print(f"console: [bold]{url}[/]  (API docs: {url}api/docs)")
-    from console.readside_cmd import metrics
+    from cli.readside_cmd import metrics
 
     metrics(by=["workflow", "phase"])
 
@@ -147,11 +147,15 @@ def _demo_operators(settings: Settings) -> dict[str, str]:
 
 def _wait_for_pipeline(settings: Settings, seed: int, cases: int, timeout_s: float = 300.0) -> None:
     """Until every demo case of this seed is open in case_state with a guard decision."""
-    from console.readside_cmd import progress
+    from cli import readside_cmd
+    from cli.progress import progress
     from infra.db import database_urls
 
     deadline = time.monotonic() + timeout_s
-    with psycopg.connect(database_urls(settings).app, autocommit=True) as conn, progress() as bar:
+    with (
+        psycopg.connect(database_urls(settings).app, autocommit=True) as conn,
+        progress(readside_cmd.out) as bar,
+    ):
         task = bar.add_task("cases through intake → recommend → guard → read models", total=cases)
         while True:
             row = conn.execute(
@@ -165,7 +169,7 @@ def _wait_for_pipeline(settings: Settings, seed: int, cases: int, timeout_s: flo
             if done >= cases:
                 return
             if time.monotonic() > deadline:
-                from console.supervisor import log_folder
+                from cli.supervisor import log_folder
 
                 logs = log_folder(settings.home, settings.topic_prefix)
                 raise SetupError(

@@ -15,7 +15,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from console.tables import Col, fitted
+from cli.tables import Col, fitted
 from infra.settings import Settings
 from infra.telemetry import METRICS_OFFSETS, metrics_port
 

@@ -15,8 +15,8 @@ out = Console()
 def alignment() -> None:
     """Category and action match rates of resolved cases against their latest
     recommendation, per workflow and phase (cases out of scope: workflow —)."""
+    from cli.readside_cmd import _connect
     from console.api.reads import alignment_by_workflow_phase
-    from console.readside_cmd import _connect
 
     with _connect(Settings()) as conn:
         rows = alignment_by_workflow_phase(conn)

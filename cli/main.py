@@ -7,10 +7,9 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from console import (
+from cli import (
     alignment_cmd,
     config_cmd,
     demo_cmd,
@@ -25,7 +24,8 @@ from console import (
     run_cmd,
     status_cmd,
 )
-from console.failures import exit_on_setup_error
+from cli.failures import exit_on_setup_error
+from cli.progress import progress
 from infra.kafka_auth import as_principal
 from infra.settings import Settings
 
@@ -78,7 +78,7 @@ def produce(
     ],
 ) -> None:
     """Publish events written in the contract's JSON form (validated first, sent atomically)."""
-    from console.produce import InvalidFile, publish, read_events
+    from cli.produce import InvalidFile, publish, read_events
     from schemas.codec import Codec
 
     # As an upstream service: the broker takes case events on the intake topic only.
@@ -90,9 +90,9 @@ def produce(
             err.print(f"{path}:{e.line}: {e.message}")
         err.print(f"[red]nothing was sent:[/] fix the {len(exc.errors)} line(s) above.")
         raise typer.Exit(2) from None
-    with _progress() as progress:
-        task = progress.add_task("producing", total=len(events))
-        sent = publish(settings, Codec.load(), events, lambda n: progress.advance(task, n))
+    with progress(out) as bar:
+        task = bar.add_task("producing", total=len(events))
+        sent = publish(settings, Codec.load(), events, lambda n: bar.advance(task, n))
     out.print(f"sent {sent} event(s) from {path}")
 
 
@@ -101,16 +101,6 @@ def _bring_up(settings: Settings) -> None:
 
     services_up(settings, out.print)
     provision(settings, out.print)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=out,
-    )
 
 
 app.command()(config_cmd.config)

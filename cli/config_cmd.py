@@ -11,7 +11,7 @@ import typer
 from pydantic import SecretStr
 from rich.console import Console
 
-from console.tables import Col, print_fitted
+from cli.tables import Col, print_fitted
 from infra.settings import Settings
 from infra.setup_errors import SetupError
 

@@ -1,4 +1,4 @@
-"""The console process: ``python -m console.serve`` (composition root of the API and pages).
+"""The console process: ``python -m cli.serve`` (composition root of the API and pages).
 
 Binds 127.0.0.1 only; put a TLS proxy in front to serve it further (and set
 CASEGATE_CONSOLE_SECURE_COOKIE=true there).
@@ -12,7 +12,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from psycopg_pool import ConnectionPool
 
-from console.api.app import create_app
+from console.app import create_app
 from infra.db import database_urls
 from infra.kafka import make_producer
 from infra.kafka_auth import as_principal

@@ -14,7 +14,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
-from infra.kafka import make_producer, producer_config
+from infra.kafka import producer_config
 from infra.settings import Settings
 from infra.topics import produced_to
 from schemas.codec import Codec
@@ -107,23 +107,3 @@ def publish(
         raise
     advance(len(encoded) % 1000)
     return len(encoded)
-
-
-def send_acknowledged(settings: Settings, codec: Codec, event: Event, key: bytes) -> None:
-    """Produce `event` alone on its topic and wait until the broker has it (acks=all);
-    KafkaException otherwise, so the caller can undo what the event was to record."""
-    value, encoded_headers = codec.encode(event)
-    headers: list[tuple[str, str | bytes | None]] = list(encoded_headers)
-    producer = make_producer(settings)
-    failures: list[str] = []
-    producer.produce(
-        settings.topic(event.topic),
-        key=key,
-        value=value,
-        headers=headers,
-        on_delivery=lambda e, _m: failures.append(str(e)) if e else None,
-    )
-    if producer.flush(30) or failures:
-        raise KafkaException(
-            f"{event.event_type} not sent: {'; '.join(failures) or 'flush timed out'}"
-        )

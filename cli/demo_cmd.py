@@ -20,9 +20,10 @@ from typing import Annotated, Any
 import typer
 from confluent_kafka import KafkaError, KafkaException, Producer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from console.demo import (
+from cli.progress import progress
+from demo.files import write_jsonl
+from demo.workload import (
     DEMO_START,
     generate,
     history_before,
@@ -30,7 +31,6 @@ from console.demo import (
     release_schedule,
     split_history,
 )
-from console.demo_files import write_jsonl
 from infra.kafka import make_producer
 from infra.kafka_auth import as_principal
 from infra.settings import Settings
@@ -74,10 +74,10 @@ def demo(
 def _write_files(directory: Path, seed: int, cases: int, fraction: float) -> None:
     # Files always use the fixed realistic clock, so a seed always gives the same bytes.
     past, live = split_history(generate(seed, cases, DEMO_START, None), fraction)
-    with _progress() as progress:
+    with progress(screen) as bar:
         for name, events in (("history.jsonl", past), ("cases.jsonl", live)):
-            task = progress.add_task(name, total=len(events))
-            write_jsonl(events, directory / name, functools.partial(progress.advance, task))
+            task = bar.add_task(name, total=len(events))
+            write_jsonl(events, directory / name, functools.partial(bar.advance, task))
     screen.print(f"wrote {len(past)} history and {len(live)} live event(s) to {directory}")
 
 
@@ -138,29 +138,29 @@ def publish_workload(
     sender = _Sender(producer, Codec.load(), settings)
     past = history_before(seed, cases, fraction, utc_now())
     interrupted = False
-    with _progress() as progress:
-        past_task = progress.add_task("history (past)", total=len(past))
-        live_task = progress.add_task(f"live (≤ {rate:g}/s)", total=None, start=False)
+    with progress(screen) as bar:
+        past_task = bar.add_task("history (past)", total=len(past))
+        live_task = bar.add_task(f"live (≤ {rate:g}/s)", total=None, start=False)
         try:
             for event in past:
-                sender.send(event, lambda: progress.advance(past_task))
+                sender.send(event, lambda: bar.advance(past_task))
             # History is in place before the first live event, and live time starts now.
             _flush(producer)
             live = live_from(seed, cases, fraction, utc_now(), rate)
-            progress.update(live_task, total=len(live))
-            progress.start_task(live_task)
+            bar.update(live_task, total=len(live))
+            bar.start_task(live_task)
             started = time.monotonic()
             for event, due in zip(live, release_schedule(live, rate), strict=True):
                 if started + due - time.monotonic() > BATCH_WINDOW_S:
                     sender.wait_until(started + due)
-                sender.send(event, lambda: progress.advance(live_task))
+                sender.send(event, lambda: bar.advance(live_task))
         except KeyboardInterrupt:
             interrupted = True
         try:
             left = _flush(producer)
         except KeyboardInterrupt:  # a second Ctrl-C: stop waiting for the broker
             left = len(producer)
-    sent = int(sum(t.completed for t in progress.tasks))
+    sent = int(sum(t.completed for t in bar.tasks))
     if interrupted:
         screen.print(f"[yellow]stopped[/] after {sent} acknowledged event(s); the rest not sent.")
     else:
@@ -182,13 +182,3 @@ def _flush(producer: Producer) -> int:
     while left and time.monotonic() < deadline:
         left = producer.flush(POLL_SLICE_S)
     return left
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=screen,
-    )

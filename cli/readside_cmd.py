@@ -10,10 +10,10 @@ import psycopg
 import typer
 from confluent_kafka import KafkaException
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from console.tables import Col, print_fitted
+from cli.progress import progress
+from cli.tables import Col, print_fitted
 from infra.db import database_urls
 from infra.kafka_auth import as_principal
 from infra.settings import Settings
@@ -30,16 +30,6 @@ def _connect(settings: Settings) -> psycopg.Connection:
         err.print(f"[red]error:[/] cannot reach PostgreSQL: {exc}")
         err.print("[yellow]next:[/] run `casegate up` (or set DATABASE_URL).")
         raise typer.Exit(1) from None
-
-
-def progress(console: Console | None = None) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console or out,
-    )
 
 
 def trace(case_id: Annotated[str, typer.Argument(help="the case to trace")]) -> None:
@@ -150,7 +140,7 @@ def audit_verify() -> None:
     from projections.audit import verify
 
     settings = Settings()
-    with _connect(settings) as conn, progress() as bar:
+    with _connect(settings) as conn, progress(out) as bar:
         total = conn.execute("SELECT count(*) FROM audit_log").fetchone()
         task = bar.add_task("verifying", total=total[0] if total else 0)
         result = verify(conn, lambda n: bar.advance(task, n))
@@ -231,7 +221,7 @@ def replay(
     from schemas.codec import Codec
 
     settings = as_principal(Settings(), "readmodels")
-    with progress() as bar:
+    with progress(out) as bar:
         task = bar.add_task(f"replaying into schema {schema}", total=None)
         report = rebuild(
             settings,

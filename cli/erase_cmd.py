@@ -20,9 +20,9 @@ import typer
 from confluent_kafka import KafkaException
 from rich.console import Console
 
+from cli.operators_cmd import _connect
 from console.auth import authenticate
-from console.operators_cmd import _connect
-from console.produce import send_acknowledged
+from console.send import send_acknowledged
 from infra.keys import customer_id_ref, erase_customer
 from infra.secrets import install_event_id_key
 from infra.settings import Settings

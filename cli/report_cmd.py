@@ -12,10 +12,10 @@ import orjson
 import typer
 from rich.table import Table
 
-from console.access import OperatorAccess, access_review, record_review
+from cli.access import OperatorAccess, access_review, record_review
+from cli.readside_cmd import _connect, err, out
 from console.api.policies import PolicyCache
 from console.dryrun import parse_since
-from console.readside_cmd import _connect, err, out
 from console.weekly import render_markdown, weekly_report
 from infra.settings import Settings
 from schemas.codec import Codec

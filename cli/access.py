@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import psycopg
-from confluent_kafka import KafkaException
 
-from infra.kafka import make_producer
+from console.send import send_acknowledged
 from infra.settings import Settings
 from schemas.codec import Codec
 from schemas.events import AccessEntry, AccessReviewed, new_event_id, record_key
@@ -145,18 +144,7 @@ def record_review(
         operators=tuple(o.entry() for o in operators),
         note=note,
     )
-    value, headers = codec.encode(event)
-    producer = make_producer(settings)
-    failures: list[str] = []
-    producer.produce(
-        settings.topic(event.topic),
-        key=record_key(event),
-        value=value,
-        headers=list(headers),
-        on_delivery=lambda e, _m: failures.append(str(e)) if e else None,
+    send_acknowledged(
+        settings, codec, event, record_key(event), not_sent="access review not recorded"
     )
-    if producer.flush(30) or failures:
-        raise KafkaException(
-            f"access review not recorded: {'; '.join(failures) or 'flush timed out'}"
-        )
     return event

@@ -4,7 +4,7 @@
 own `random.Random` seeded from (seed, case index), and the arrival clock another, so a
 case's content never depends on how many cases are asked for or on the pace: the first
 N cases of `generate(s, 2N, ...)` are those of `generate(s, N, ...)`, and `rate_per_s`
-only compresses the clock. No I/O here; files and Kafka live in `console.demo_cmd`.
+only compresses the clock. No I/O here; files and Kafka live in `cli.demo_cmd`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from console.demo_text import compose, pick
+from demo.text import compose, pick
 from schemas.events import (
     ActionSpec,
     CaseOpened,

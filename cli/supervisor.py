@@ -18,7 +18,7 @@ from projections.worker import PROJECTIONS
 COMPONENTS: dict[str, list[str]] = {
     **{name: ["-m", "processors.worker", name] for name in PROCESSORS},
     **{name: ["-m", "projections.worker", name] for name in PROJECTIONS},
-    "console": ["-m", "console.serve"],
+    "console": ["-m", "cli.serve"],
 }
 
 

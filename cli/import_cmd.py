@@ -100,8 +100,8 @@ def history(
 ) -> None:
     """Import resolved history: the recommender learns it and the read models project
     it, but casegate never recommends for, decides on, queues or executes these cases."""
-    from console.cli import _progress
-    from console.produce import InvalidFile, publish, read_events, read_lines
+    from cli.produce import InvalidFile, publish, read_events, read_lines
+    from cli.progress import progress
     from infra.kafka_auth import as_principal
     from infra.settings import Settings
     from schemas.codec import IMPORT_HEADER, Codec
@@ -128,13 +128,13 @@ def history(
         raise typer.Exit(2)
     # As an upstream service: the broker takes case events on the intake topic only.
     settings = as_principal(Settings(), "upstream")
-    with _progress() as progress:
-        task = progress.add_task("importing history", total=len(events))
+    with progress(out) as bar:
+        task = bar.add_task("importing history", total=len(events))
         publish(
             settings,
             Codec.load(),
             events,
-            lambda n: progress.advance(task, n),
+            lambda n: bar.advance(task, n),
             headers=[(IMPORT_HEADER, IMPORT_VALUE)],
         )
     render(summarize(events), source)

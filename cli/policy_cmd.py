@@ -11,36 +11,29 @@ from __future__ import annotations
 
 import getpass
 import sys
-import time
-import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import typer
-from confluent_kafka import Consumer, KafkaException, TopicPartition
 from rich.console import Console
 
-from console.produce import send_acknowledged
+from console.policy_topic import publish_policy, read_policies, read_published
 from infra.acl import PUBLISHER
-from infra.kafka import consumer_config
 from infra.kafka_auth import as_principal
 from infra.secrets import install_event_id_key
 from infra.settings import Settings
 from policy.loader import (
     LoadedPolicy,
-    PolicyHistory,
     PolicyInvalid,
     diff_policies,
     load_policy_file,
     load_policy_text,
-    policy_key,
 )
 from policy.semantics import policy_warnings
 from policy.shape import REFERENCE
 from schemas.codec import Codec
-from schemas.codec_errors import CodecError
-from schemas.events import PolicyPublished, new_event_id, utc_now
+from schemas.events import utc_now
 
 app = typer.Typer(help="Validate, publish and compare policy documents.", no_args_is_help=True)
 # Plain text: document paths such as `actions[0]` must not be read as rich markup.
@@ -77,8 +70,10 @@ def dry_run(
     """Decide the window's recorded recommendations again under FILE and report, per
     workflow and issue class, which decisions would change. Publishes nothing; the report
     is recorded, which is what `policy publish` asks for."""
+    from cli.progress import progress
+    from cli.readside_cmd import _connect
+    from cli.readside_cmd import out as read_out
     from console.dryrun import parse_since, record_dry_run, run_dry_run
-    from console.readside_cmd import _connect, progress
 
     loaded = _load_or_exit(path)
     try:
@@ -94,7 +89,7 @@ def dry_run(
     in_force = read_published(settings, codec)
     baseline = in_force.version if in_force else None
     # The bar goes to stderr when stdout carries the JSON.
-    with _connect(settings) as conn, progress(err if as_json else None) as bar:
+    with _connect(settings) as conn, progress(err if as_json else read_out) as bar:
         task = bar.add_task("recorded recommendations", total=None)
         report = run_dry_run(
             settings,
@@ -180,8 +175,8 @@ def publish(
     ] = False,
 ) -> None:
     """Publish a valid policy document; running processors use it for their next decisions."""
+    from cli.readside_cmd import _connect
     from console.dryrun import dry_run_of
-    from console.readside_cmd import _connect
 
     loaded = _load_or_exit(path)
     settings = as_principal(Settings(), PUBLISHER)
@@ -250,75 +245,6 @@ def diff(
     out.print(label)
     for line in changes or ["no changes"]:
         out.print(f"  {line}")
-
-
-def publish_policy(
-    settings: Settings,
-    codec: Codec,
-    loaded: LoadedPolicy,
-    author: str,
-    dry_run: str | None = None,
-) -> PolicyPublished:
-    """Send `loaded` as a PolicyPublished and wait until the broker has it; `dry_run` is
-    the dry-run its publisher looked at (or "skipped")."""
-    event = PolicyPublished(
-        # A fresh id: publishing an earlier document again (a rollback) is a new event.
-        event_id=new_event_id(),
-        case_id="policy",
-        occurred_at=utc_now(),
-        version=loaded.version,
-        sha256=loaded.sha256,
-        author=author,
-        document=loaded.text,
-        dry_run=dry_run,
-    )
-    send_acknowledged(settings, codec, event, policy_key(loaded.version))
-    return event
-
-
-def read_published(
-    settings: Settings, codec: Codec, timeout_s: float = 15.0
-) -> PolicyPublished | None:
-    """The policy in force: the last PolicyPublished on the `policy` topic whose version
-    was new when published, or None."""
-    return read_policies(settings, codec, timeout_s)[0]
-
-
-def read_policies(
-    settings: Settings, codec: Codec, timeout_s: float = 15.0
-) -> tuple[PolicyPublished | None, PolicyHistory]:
-    """The policy in force and every version published so far."""
-    tp = TopicPartition(settings.topic("policy"), 0)
-    # A throwaway group that never commits: reading the policy leaves no trace.
-    consumer = Consumer(
-        consumer_config(settings, f"{settings.topic_prefix}policy-cli-{uuid.uuid4()}")
-    )
-    try:
-        _low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
-        history = PolicyHistory()
-        if high <= 0:
-            return None, history
-        consumer.assign([TopicPartition(tp.topic, 0, 0)])
-        latest: PolicyPublished | None = None
-        deadline = time.monotonic() + timeout_s
-        while consumer.position([tp])[0].offset < high:
-            if time.monotonic() > deadline:
-                raise KafkaException(f"{tp.topic}: not read to offset {high} within {timeout_s:g}s")
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            # The processors' rule (PolicyHistory.admit); what they dead-letter, the
-            # console skips, and the one before stays in force.
-            try:
-                event = codec.decode(msg.value(), msg.headers())
-                if isinstance(event, PolicyPublished):
-                    history.admit(msg.key(), event)
-                    latest = event
-            except (CodecError, PolicyInvalid):
-                continue
-        return latest, history
-    finally:
-        consumer.close()
 
 
 def _load_or_exit(path: Path) -> LoadedPolicy:
