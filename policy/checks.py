@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from policy.loader import LoadedPolicy
@@ -170,28 +170,3 @@ def _format_problem(value: Scalar, spec: ParamSpec) -> str | None:
     if spec.pattern is not None and re.fullmatch(spec.pattern, value) is None:
         return f"{value!r} does not match {spec.pattern!r}"
     return None
-
-
-def approval_shortfall(
-    action_name: str, approvals: Sequence[tuple[str, Sequence[str]]], policy: Policy | LoadedPolicy
-) -> str | None:
-    """Why these approvals (actor, roles) do not authorize `action_name` under `policy`
-    ("<code>: <detail>"), or None when they do.
-
-    One rule for the approve processor at completion and the executor before a run: the
-    policy in force may have raised the quorum or changed the roles since the approvals
-    were given, and only approvers holding a role the policy names now count, once each.
-    """
-    pol = as_policy(policy)
-    entry = pol.action(action_name)
-    if entry is None:
-        return f"unknown_action: {action_name!r} is not in the action catalog"
-    roles = set(pol.approver_roles(entry))
-    qualified = {actor for actor, held in approvals if roles & set(held)}
-    needed = max(1, entry.approvals.count)
-    if len(qualified) >= needed:
-        return None
-    return (
-        f"quorum_not_met: {action_name} needs {needed} approval(s) from "
-        f"{', '.join(sorted(roles)) or 'no role'}; {len(qualified)} qualify"
-    )

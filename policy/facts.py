@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from policy.routing import routing_fields
 from schemas.events import CaseOpened, RecommendationProduced, Routing
 
 
@@ -23,20 +24,11 @@ class CaseFacts:
 
     @classmethod
     def from_case_opened(cls, event: CaseOpened) -> CaseFacts:
-        return cls(
-            case_id=event.case_id,
-            channel=event.channel,
-            queue=event.queue,
-            team=event.team,
-            issue_class=event.issue_class,
-            priority=event.priority,
-            source=event.source,
-            subject=event.subject,
-        )
+        return cls(case_id=event.case_id, subject=event.subject, **routing_fields(event))  # type: ignore[arg-type]
 
     @classmethod
     def from_routing(cls, case_id: str, routing: Routing) -> CaseFacts:
-        return cls(case_id=case_id, **routing.match_fields())  # type: ignore[arg-type]
+        return cls(case_id=case_id, **routing_fields(routing))  # type: ignore[arg-type]
 
     @classmethod
     def of_recommendation(cls, rec: RecommendationProduced) -> CaseFacts | None:
@@ -44,12 +36,5 @@ class CaseFacts:
         return None if rec.routing is None else cls.from_routing(rec.case_id, rec.routing)
 
     def match_fields(self) -> dict[str, str | None]:
-        """The case fields a workflow's `match` may name (policy.workflow.MATCH_FIELDS)."""
-        return {
-            "channel": self.channel,
-            "queue": self.queue,
-            "team": self.team,
-            "issue_class": self.issue_class,
-            "priority": self.priority,
-            "source": self.source,
-        }
+        """The case fields a workflow's `match` may name (policy.routing.MATCH_FIELDS)."""
+        return routing_fields(self)

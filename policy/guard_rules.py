@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from policy.approval import quorum
 from policy.checks import PARAM_OUT_OF_BOUNDS, action_findings, check_action, is_denied
 from policy.facts import CaseFacts
 from policy.loader import LoadedPolicy
@@ -144,9 +145,8 @@ def _decided(
     if verdict.outcome == APPROVAL_REQUIRED and workflow is not None and rec.action:
         entry = policy.policy.action(rec.action.name)
         if entry is not None:  # always: an unknown action is denied, never sent for approval
-            # A human must look at least once, even when the catalog asks no approvals.
-            approvals = max(1, entry.approvals.count)
-            roles = policy.policy.approver_roles(entry)
+            need = quorum(policy, entry)
+            approvals, roles = need.people, need.roles
         expires_at = now + timedelta(seconds=workflow.approval_ttl_s)
     return GuardrailDecided(
         event_id=derived_event_id(rec.event_id, "GuardrailDecided"),

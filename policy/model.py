@@ -32,6 +32,7 @@ from policy.catalog import (
     Role,
     RollbackSpec,
 )
+from policy.routing import MATCH_FIELDS
 from policy.visibility import (
     BUILTIN_PATTERNS,
     CASE_FIELDS,
@@ -40,7 +41,6 @@ from policy.visibility import (
     Redaction,
 )
 from policy.workflow import (
-    MATCH_FIELDS,
     ActionRule,
     BaselineRecommender,
     BlastRadius,
@@ -147,7 +147,7 @@ class Policy(Frozen):
 
     def workflow_for(self, case_fields: Mapping[str, str | None]) -> Workflow | None:
         """The first workflow, in document order, whose match rules the case's routing
-        fields satisfy (never the model's output: see policy.workflow.MATCH_FIELDS)."""
+        fields satisfy (never the model's output: see policy.routing.MATCH_FIELDS)."""
         return next((wf for wf in self.workflows.values() if wf.matches(case_fields)), None)
 
     def roles_with(self, permission: str) -> tuple[str, ...]:

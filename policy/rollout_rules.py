@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from policy.loader import LoadedPolicy, diff_policies, load_policy_text
-from policy.model import Policy, Workflow
+from policy.model import Workflow
 
 NEXT_PHASE: dict[str, str | None] = {"shadow": "assisted", "assisted": "bounded", "bounded": None}
 PREVIOUS_PHASE: dict[str, str | None] = {
@@ -353,9 +353,3 @@ def rephased(
     if changes != expected:
         raise RephaseError(f"rewriting the policy changed more than the phase: {sorted(changes)}")
     return new
-
-
-def approver(policy: Policy, workflow: str, roles: Sequence[str]) -> bool:
-    """May someone with `roles` approve promotions of (and pull the kill switch on) it?"""
-    wf = policy.workflows.get(workflow)
-    return wf is not None and bool(set(roles) & set(wf.promotion.approver_roles))

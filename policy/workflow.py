@@ -7,21 +7,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
+from policy import routing
 from policy.catalog import ActionName, Frozen, Name
 
 Phase = Literal["shadow", "assisted", "bounded"]
 Mode = Literal["suggest", "approve", "auto", "prohibited"]
-
-# Case fields a workflow may match on: the case's routing fields, as upstream last set
-# them. Never the model's output: a `category` rule would let the case's text (which the
-# model reads) choose the workflow, and with it the guardrails that apply.
-MATCH_FIELDS = ("channel", "queue", "team", "issue_class", "priority", "source")
-# Fields a workflow once could match on, and why no longer.
-REFUSED_MATCH_FIELDS = {
-    "category": "it is the model's prediction from the case text, so the text would choose "
-    "the workflow and its guardrails; match on the case's routing fields instead "
-    "(issue_class is upstream's own class)",
-}
 
 
 def _one_or_many(value: Any) -> Any:
@@ -238,21 +228,11 @@ class Workflow(Frozen):
 
     @model_validator(mode="after")
     def _known_match_fields(self) -> Workflow:
-        for field_name, why in REFUSED_MATCH_FIELDS.items():
-            if field_name in self.match:
-                raise ValueError(f"match on {field_name!r} is refused: {why}")
-        unknown = sorted(set(self.match) - set(MATCH_FIELDS))
-        if unknown:
-            raise ValueError(
-                f"match on unknown case field(s) {', '.join(unknown)}; "
-                f"allowed: {', '.join(MATCH_FIELDS)}"
-            )
+        problem = routing.match_problem(self.match)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     def matches(self, case_fields: Mapping[str, str | None]) -> bool:
         """Does a case with these routing fields fall in the workflow?"""
-        for field_name, allowed in self.match.items():
-            value = case_fields.get(field_name)
-            if value is None or value not in allowed:
-                return False
-        return True
+        return routing.matches(self.match, case_fields)

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from policy.checks import action_findings, approval_shortfall, is_denied
+from policy.approval import approval_shortfall, override_refusals, quorum, review_refusal
+from policy.checks import action_findings, is_denied
 from policy.loader import LoadedPolicy
 from processors.recommend.binding import bind_values
 from schemas.events import (
@@ -229,22 +230,17 @@ def _check_review(pending: Pending, review: ReviewSubmitted, now: datetime) -> N
     if now >= pending.expires_at:
         raise _Refusal("expired", f"approval expired at {pending.expires_at.isoformat()}")
     _check_binding(pending, review)
-    if not set(review.roles) & set(pending.eligible_roles):
-        raise _Refusal(
-            "role_not_eligible",
-            f"{review.actor} holds {', '.join(review.roles) or 'no role'}; "
-            f"eligible: {', '.join(pending.eligible_roles)}",
-        )
-    if review.actor in pending.approvers:
-        raise _Refusal(
-            "duplicate_approver", f"{review.actor} already approved; one operator counts once"
-        )
-    if review.verdict == "approve" and review.actor == pending.proposed_by:
-        raise _Refusal(
-            "proposer_cannot_approve",
-            f"{review.actor} proposed {pending.action.name} by override; another operator "
-            "must approve it",
-        )
+    refusal = review_refusal(
+        review.actor,
+        review.roles,
+        pending.eligible_roles,
+        pending.approvers,
+        approving=review.verdict == "approve",
+        proposed_by=pending.proposed_by,
+        action_name=pending.action.name,
+    )
+    if refusal is not None:
+        raise _Refusal(refusal.reason, refusal.detail)
 
 
 def _check_binding(pending: Pending, review: ReviewSubmitted) -> None:
@@ -294,14 +290,14 @@ def _approve(
         entry = policy.policy.action(item.action.name)
         if entry is None:  # unreachable: _withdrawn refused unknown actions
             raise _Refusal("unknown_action", f"{item.action.name!r} is not in the catalog")
-        roles = policy.policy.approver_roles(entry)
-        kept = [(a, r) for a, r in _approvals(item) if set(r) & set(roles)]
+        need = quorum(policy, entry)
+        kept = [(a, r) for a, r in _approvals(item) if set(r) & set(need.roles)]
         item = replace(
             item,
             approvers=tuple(a for a, _ in kept),
             approver_roles=tuple(r for _, r in kept),
-            approvals_required=max(1, entry.approvals.count),
-            eligible_roles=roles,
+            approvals_required=need.people,
+            eligible_roles=need.roles,
             policy_version=policy.version,
         )
         return item, [_recorded(item, review, now)]
@@ -370,26 +366,17 @@ def _override(
     action = review.override_action
     if action is None:  # already refused by _check_review; narrows the type
         raise _Refusal("invalid_verdict", "an override carries the operator's action")
-    workflow = policy.policy.workflows.get(pending.workflow)
-    if workflow is None:
-        raise _Refusal(
-            "unknown_workflow", f"workflow {pending.workflow} is not in policy {policy.version}"
-        )
     entry = policy.policy.action(action.name)
-    if entry is None:
+    if entry is not None:
+        # Facts of the case (an order id, an amount) come from the case, never the operator.
+        action = bind_values(action, entry, lambda path: pending.case_bound.get(path))
+    refusals = override_refusals(policy, pending.workflow, action, review.actor, review.roles)
+    if refusals:  # what may be done before who may do it, as the guard would
+        raise _Refusal(refusals[0].reason, refusals[0].detail)
+    if entry is None:  # unreachable: override_refusal refuses an unknown action
         raise _Refusal("unknown_action", f"{action.name!r} is not in the action catalog")
-    # Facts of the case (an order id, an amount) come from the case, never the operator.
-    action = bind_values(action, entry, lambda path: pending.case_bound.get(path))
-    findings = action_findings(action, workflow, policy)
-    rule = workflow.actions.get(action.name)
-    if rule is None or is_denied(findings, rule.on_out_of_bounds):
-        raise _Refusal(findings[0].code, "; ".join(f.detail for f in findings))
-    roles = policy.policy.approver_roles(entry)
-    if not set(review.roles) & set(roles):
-        raise _Refusal(
-            "role_not_eligible",
-            f"{review.actor} may not approve {action.name}; eligible: {', '.join(roles)}",
-        )
+    rule = policy.policy.workflows[pending.workflow].actions[action.name]
+    need = quorum(policy, entry)
     # The override is a new proposal: approvals given to the old action do not carry over,
     # and its proposer may not approve it (four eyes see the same action).
     item = replace(
@@ -398,8 +385,8 @@ def _override(
         approvers=(),
         approver_roles=(),
         proposed_by=review.actor,
-        approvals_required=max(1, entry.approvals.count),
-        eligible_roles=roles,
+        approvals_required=need.people,
+        eligible_roles=need.roles,
         suggest_only=rule.mode == "suggest",
         policy_version=policy.version,
     )

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from policy.checks import Finding, action_findings, approval_shortfall, as_policy, is_denied
+from policy.approval import approval_shortfall
+from policy.checks import Finding, action_findings, as_policy, is_denied
 from policy.loader import LoadedPolicy
 from policy.model import Action, Policy
 from schemas.events import (

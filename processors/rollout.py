@@ -34,9 +34,10 @@ import psycopg
 
 from infra.db import database_urls
 from infra.settings import Settings
+from policy.approval import ROLLOUT_PROPOSER, promotion_refusal
 from policy.loader import LoadedPolicy, PolicyHistory
 from policy.model import Workflow
-from policy.rollout_rules import Check, Evidence, Recent, Verdict, approver, evaluate, next_version
+from policy.rollout_rules import Check, Evidence, Recent, Verdict, evaluate, next_version
 from policy.rollout_rules import rephased as rephase
 from processors.handler import Handler, Inbound, Step
 from processors.records import record_time
@@ -59,7 +60,7 @@ from schemas.events import (
 
 log = logging.getLogger(__name__)
 STORE = "rollout"
-SYSTEM = "rollout"  # the proposer: never one of the approvers
+SYSTEM = ROLLOUT_PROPOSER  # the proposer: never one of the approvers
 Source = Callable[[Sequence[LoadedPolicy], datetime], dict[str, tuple[Evidence, Recent]]]
 
 
@@ -254,11 +255,14 @@ class Rollout(Handler):
 
     def _kill(self, step: Step, policy: LoadedPolicy, req: KillSwitchPulled, at: datetime) -> None:
         wf = policy.policy.workflows.get(req.workflow)
+        refusal = promotion_refusal(
+            policy.policy, req.workflow, req.actor, req.roles, what="pull the kill switch"
+        )
         why = None
-        if wf is None:
-            why = f"unknown_workflow: policy {policy.version} has no workflow {req.workflow!r}"
-        elif not approver(policy.policy, wf.name, req.roles):
-            why = _not_permitted(wf, req.actor, "pull the kill switch")
+        if refusal is not None:
+            why = f"{refusal.reason}: {refusal.detail}"
+        elif wf is None:  # unreachable: the refusal names an unknown workflow
+            why = "unknown_workflow"
         elif not req.reason.strip():
             why = "reason_required: say why the workflow is killed"
         elif wf.phase == "shadow":
@@ -363,11 +367,6 @@ class Rollout(Handler):
         return version
 
 
-def _not_permitted(wf: Workflow, actor: str, what: str) -> str:
-    roles = ", ".join(wf.promotion.approver_roles)
-    return f"not_permitted: {actor} may not {what} of {wf.name}; it needs one of: {roles}"
-
-
 def _approval_refusal(
     step: Step,
     policy: LoadedPolicy,
@@ -390,19 +389,10 @@ def _approval_refusal(
             f"stale_proposal: you saw it under policy {req.policy_version}; it was computed "
             f"under {computed}"
         )
-    wf = policy.policy.workflows.get(proposal["workflow"])
-    if wf is None:
-        return f"unknown_workflow: policy {policy.version} has no workflow {proposal['workflow']}"
-    if not approver(policy.policy, wf.name, req.roles):
-        return _not_permitted(wf, req.actor, "approve promotions")
-    if req.actor == SYSTEM:
-        return "proposer_cannot_approve: the rollout processor proposed it"
-    if req.actor in proposal["approvals"]:
-        return (
-            f"already_approved: {req.actor} approved already; the two-person rule needs "
-            "another person"
-        )
-    return None
+    refusal = promotion_refusal(
+        policy.policy, proposal["workflow"], req.actor, req.roles, approvals=proposal["approvals"]
+    )
+    return None if refusal is None else f"{refusal.reason}: {refusal.detail}"
 
 
 def build(settings: Settings, codec: Codec) -> Rollout:

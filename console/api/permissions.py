@@ -1,7 +1,7 @@
 """Which queue items and actions an operator may see and take (pure; no I/O).
 
-This is a convenience filter with clear messages, not the guard: the approve processor
-re-checks every review against the policy and refuses with ReviewDenied.
+The rules themselves are policy.approval's, the ones the approve processor applies when it
+re-checks every review (refusing with ReviewDenied); here they become HTTP answers.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from console.auth import Operator
-from policy.checks import action_findings, is_denied
+from policy import approval
 from policy.model import Policy
 from schemas.events import ActionSpec
 
@@ -17,20 +17,46 @@ from schemas.events import ActionSpec
 # recorded and compared later, and out-of-scope cases never expose it.
 SHOWN_PHASES = ("assisted", "bounded")
 AI_EVENTS = ("RecommendationProduced", "ModelOutputRejected", "GuardrailDecided")
+# HTTP status of an override refusal by reason; any envelope finding is 422.
+OVERRIDE_STATUS = {
+    approval.UNKNOWN_ACTION: 422,
+    approval.UNKNOWN_WORKFLOW: 409,
+    approval.ROLE_NOT_ELIGIBLE: 403,
+}
+# HTTP status of a review refusal by reason.
+REVIEW_STATUS = {approval.DUPLICATE_APPROVER: 409}
 
 
 def review_refusal(
     operator: Operator, eligible_roles: Sequence[str], approvers: Sequence[str]
 ) -> str | None:
     """Why `operator` may not approve or reject this item, or None when they may."""
-    if not set(operator.roles) & set(eligible_roles):
-        return (
-            f"operator {operator.name} holds {', '.join(operator.roles)}; this item needs "
-            f"one of {', '.join(eligible_roles) or 'no role (nobody may review it)'}"
-        )
-    if operator.name in approvers:
-        return f"operator {operator.name} already approved this item; one operator counts once"
-    return None
+    refusal = approval.review_refusal(operator.name, operator.roles, eligible_roles, approvers)
+    return None if refusal is None else refusal.detail
+
+
+def verdict_refusal(
+    operator: Operator,
+    verdict: str,
+    eligible_roles: Sequence[str],
+    approvers: Sequence[str],
+    proposed_by: str | None,
+    action_name: str | None,
+) -> tuple[int, str] | None:
+    """(HTTP status, message) when the approve processor would refuse `operator`'s
+    `verdict` on this item for who they are, else None."""
+    refusal = approval.review_refusal(
+        operator.name,
+        operator.roles,
+        eligible_roles,
+        approvers,
+        approving=verdict == "approve",
+        proposed_by=proposed_by,
+        action_name=action_name or "this action",
+    )
+    if refusal is None:
+        return None
+    return REVIEW_STATUS.get(refusal.reason, 403), refusal.detail
 
 
 def override_choices(operator: Operator, policy: Policy, workflow: str | None) -> list[str]:
@@ -43,37 +69,21 @@ def override_choices(operator: Operator, policy: Policy, workflow: str | None) -
         for name, rule in wf.actions.items()
         if rule.mode != "prohibited"
         and (entry := policy.action(name)) is not None
-        and set(operator.roles) & set(policy.approver_roles(entry))
+        and approval.may_approve(policy, entry, operator.roles)
     ]
 
 
 def override_refusal(
     operator: Operator, policy: Policy, workflow: str | None, action: ActionSpec
 ) -> tuple[int, str] | None:
-    """(HTTP status, message) when the override cannot be accepted, else None.
-
-    Who may: the roles that may approve the action (its approval roles, else every role
-    holding its catalog permission) — the overriding operator becomes its first approver.
-    What may: the same envelope check the approve processor applies.
-    """
-    entry = policy.action(action.name)
-    if entry is None:
-        return 422, f"{action.name!r} is not in the action catalog of policy {policy.version}"
-    wf = policy.workflows.get(workflow or "")
-    if wf is None:
-        return 409, f"workflow {workflow!r} is not in policy {policy.version}"
-    allowed = policy.approver_roles(entry)
-    if not set(operator.roles) & set(allowed):
-        return 403, (
-            f"operator {operator.name} holds {', '.join(operator.roles)}; overriding to "
-            f"{action.name} needs permission {entry.permission} "
-            f"(roles: {', '.join(allowed)})"
-        )
-    findings = action_findings(action, wf, policy)
-    rule = wf.actions.get(action.name)
-    if rule is None or is_denied(findings, rule.on_out_of_bounds):
-        return 422, "; ".join(f.detail for f in findings)
-    return None
+    """(HTTP status, message) when the override cannot be accepted, else None: the approve
+    processor's own rule (policy.approval.override_refusal), as an HTTP answer."""
+    refusals = approval.override_refusals(policy, workflow, action, operator.name, operator.roles)
+    if not refusals:
+        return None
+    # Who before what: an operator who may not approve the action hears that first.
+    refusal = next((r for r in refusals if r.reason == approval.ROLE_NOT_ELIGIBLE), refusals[0])
+    return OVERRIDE_STATUS.get(refusal.reason, 422), refusal.detail
 
 
 def may_reclassify(operator: Operator, policy: Policy | None) -> bool:

@@ -9,6 +9,7 @@ proposal (404), a promoted or stale proposal, or a second approval by the same p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -23,8 +24,8 @@ from console.api.models import Readiness
 from console.api.service_errors import Conflict, Forbidden, Invalid, NotFound
 from console.api.writes import produce_durably
 from console.auth import Operator
+from policy.approval import ALREADY_APPROVED, UNKNOWN_WORKFLOW, promotion_refusal
 from policy.loader import LoadedPolicy
-from policy.rollout_rules import approver
 from schemas.events import (
     KillSwitchPulled,
     PromotionApprovalSubmitted,
@@ -35,6 +36,7 @@ from schemas.events import (
 )
 
 router = APIRouter(tags=["rollout"])
+REFUSAL_ERRORS = {UNKNOWN_WORKFLOW: NotFound, ALREADY_APPROVED: Conflict}
 
 
 class Proposal(BaseModel):
@@ -162,16 +164,25 @@ def _may_any(policy: LoadedPolicy, operator: Operator) -> None:
         )
 
 
-def _may(policy: LoadedPolicy, operator: Operator, workflow: str, what: str) -> None:
+def _may(
+    policy: LoadedPolicy,
+    operator: Operator,
+    workflow: str,
+    what: str,
+    approvals: Sequence[str] | None = None,
+) -> None:
+    """The rollout processor's own rule (policy.approval.promotion_refusal), as HTTP."""
     _may_any(policy, operator)
-    wf = policy.policy.workflows.get(workflow)
-    if wf is None:
-        raise NotFound(f"policy {policy.version} has no workflow {workflow!r}")
-    if not approver(policy.policy, workflow, operator.roles):
-        raise Forbidden(
-            f"{operator.name} may not {what} {workflow}: it needs one of the roles "
-            f"{', '.join(wf.promotion.approver_roles)} (yours: {', '.join(operator.roles)})"
-        )
+    refusal = promotion_refusal(
+        policy.policy,
+        workflow,
+        operator.name,
+        operator.roles,
+        what=what,
+        approvals=approvals,
+    )
+    if refusal is not None:
+        raise REFUSAL_ERRORS.get(refusal.reason, Forbidden)(refusal.detail)
 
 
 def approve_proposal(
@@ -184,7 +195,7 @@ def approve_proposal(
     if not found:
         raise NotFound(f"no proposal {proposal_id} (`casegate rollout status` lists them)")
     proposal = found[0]
-    _may(policy, operator, proposal.workflow, "approve promotions of")
+    _may(policy, operator, proposal.workflow, "approve promotions")
     if proposal.status == "promoted":
         raise Conflict(f"proposal {proposal_id} was promoted already ({proposal.promoted_to})")
     if proposal.status == "stale":
@@ -192,11 +203,8 @@ def approve_proposal(
             f"stale proposal: computed under policy {proposal.policy_version}, but "
             f"{policy.version} is in force; approve the proposal made under it"
         )
-    if operator.name in proposal.approvers:
-        raise Conflict(
-            f"{operator.name} approved proposal {proposal_id} already; the two-person rule "
-            "needs another person"
-        )
+    # After the status checks, as the processor orders them: a stale proposal says so first.
+    _may(policy, operator, proposal.workflow, "approve promotions", proposal.approvers)
     event = PromotionApprovalSubmitted(
         event_id=new_event_id(),
         case_id=workflow_case_id(proposal.workflow),
@@ -230,7 +238,7 @@ def pull_kill_switch(
     """Check and send one KillSwitchPulled: the workflow goes to shadow at once. A retry
     with the same key carries the same event id, which every consumer drops."""
     policy = _in_force(svc, conn)
-    _may(policy, operator, workflow, "pull the kill switch of")
+    _may(policy, operator, workflow, "pull the kill switch")
     if len(reason.strip()) < 3:
         raise Invalid([(("reason",), "say why the workflow is killed (at least 3 characters)")])
     if policy.policy.workflows[workflow].phase == "shadow":

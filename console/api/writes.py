@@ -28,7 +28,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from console.api import reads
 from console.api.deps import Services
 from console.api.models import ReclassifyRequest, ReviewRequest, Submitted
-from console.api.permissions import may_reclassify, override_refusal, review_refusal
+from console.api.permissions import may_reclassify, override_refusal, verdict_refusal
 from console.api.service_errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from console.auth import Operator
 from schemas.events import (
@@ -166,13 +166,17 @@ def _check_reviewable(
         raise Conflict(
             f"recommendation {req.recommendation_id} expired at {rec['expires_at'].isoformat()}"
         )
-    refusal = review_refusal(operator, rec["eligible_roles"] or (), rec["approvers"] or ())
-    if refusal:
-        raise (Conflict if operator.name in (rec["approvers"] or ()) else Forbidden)(refusal)
-    if req.verdict == "approve" and rec["proposed_by"] == operator.name:
-        raise Forbidden(
-            f"{operator.name} proposed this action by override; another operator must approve it"
-        )
+    refusal = verdict_refusal(
+        operator,
+        req.verdict,
+        rec["eligible_roles"] or (),
+        rec["approvers"] or (),
+        rec["proposed_by"],
+        rec["item_action_name"],
+    )
+    if refusal is not None:
+        status, message = refusal
+        raise STATUS_ERRORS[status](message)
     if req.override is None:
         return
     in_force = svc.policies.get(conn)

@@ -20,7 +20,7 @@ from console.api.service_errors import ConsoleError
 from console.web.charts import bar_chart, time_series
 from console.web.render import count, minutes, pct, render, trace_url
 from console.web.session import Session, WebSession
-from policy.rollout_rules import approver
+from policy.approval import promotion_approver
 from projections.queries import DIMENSIONS, metrics, segment_label
 
 router = APIRouter(include_in_schema=False)
@@ -212,7 +212,7 @@ def rollout_page(
     in_force = svc.policies.get(conn)
 
     def may_approve(workflow: str) -> bool:
-        return in_force is not None and approver(
+        return in_force is not None and promotion_approver(
             in_force.loaded.policy, workflow, session.operator.roles
         )
 

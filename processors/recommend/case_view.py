@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from policy.case_fields import CASE_FIELDS
+from policy.routing import routing_fields
 from schemas.events import CaseOpened, CaseUpdated, Routing, Scalar
 
 # Top-level string fields a CaseUpdated may change by name (the case's fields but its maps).
@@ -53,28 +54,14 @@ class CaseView:
 
     @property
     def match_fields(self) -> dict[str, str | None]:
-        """The fields a workflow's `match` may test (see policy.workflow.MATCH_FIELDS)."""
-        return {
-            "channel": self.channel,
-            "queue": self.queue,
-            "team": self.team,
-            "issue_class": self.issue_class,
-            "priority": self.priority,
-            "source": self.source,
-        }
+        """The fields a workflow's `match` may test (see policy.routing.MATCH_FIELDS)."""
+        return routing_fields(self)
 
     @property
     def routing(self) -> Routing:
         """The structured fields workflows route on, as they are now (no free text, no
         personal data): what a recommendation records for the guard to route on."""
-        return Routing(
-            channel=self.channel,
-            queue=self.queue,
-            team=self.team,
-            issue_class=self.issue_class,
-            priority=self.priority,
-            source=self.source,
-        )
+        return Routing(**routing_fields(self))  # type: ignore[arg-type]
 
 
 def open_view(event: CaseOpened) -> CaseView:
