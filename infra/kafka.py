@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from infra import kafka_auth
 from infra.settings import Settings
@@ -110,6 +110,25 @@ def partition_lags(
         if high >= 0:
             lags.append((topic, partition, max(0, high - position)))
     return lags
+
+
+def records_of(messages: Iterable[Message]) -> list[Message]:
+    """The records of a `consume()` batch: partition-end notices are skipped, any other
+    error is raised (a consumer never goes on past a record it could not read)."""
+    kept = []
+    for msg in messages:
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                continue
+            raise KafkaException(err)
+        kept.append(msg)
+    return kept
+
+
+def position_of(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a record without an error, where all three are set."""
+    return cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())
 
 
 def read_headers(msg: Message) -> Headers | None:
