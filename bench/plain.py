@@ -2,7 +2,8 @@
 
 ``python -m bench.plain NAME`` (settings from the environment, like a worker).
 
-Per batch: decode, `handler.handle` (the very code the processor runs), produce the events
+Per batch: decode and check (`processors.loop.checked`), `handler.handle` (the very code
+the processor runs), produce the events
 and a changelog record per state change, wait for every ack, then commit the input
 offsets. At-least-once with durable state, as a careful hand-written consumer would be;
 what it leaves out is what `processors.loop` adds: transactions, the disk-backed store (state
@@ -13,7 +14,6 @@ the cost of those guarantees.
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
@@ -22,14 +22,22 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as TP
 
-from bench.raw import next_batch, position, read_to_end
-from infra.kafka import consumer_config, make_producer, produce
+from bench.raw import next_batch, read_to_end
+from infra.kafka import (
+    consumer_config,
+    make_producer,
+    position_of,
+    produce,
+    read_headers,
+    records_of,
+)
 from infra.secrets import install_event_id_key
 from infra.settings import Settings
+from infra.stopping import stop_on_signals
 from infra.topics import ensure_changelogs
 from policy.loader import LoadedPolicy, load_policy_text
-from processors.handler import Handler, Inbound, Outbox, Step
-from processors.loop import changelog_topic
+from processors.handler import Handler, Outbox, Step
+from processors.loop import changelog_topic, checked
 from processors.store import MemoryStore, Overlay, iter_changes
 from processors.worker import PROCESSORS, build_handler
 from schemas.codec import Codec
@@ -72,28 +80,11 @@ def run(settings: Settings, codec: Codec, handler: Handler, stop: threading.Even
             if not messages:
                 continue
             batch, offsets = [], {}
-            for msg in messages:
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise KafkaException(err)
-                topic, partition, offset = position(msg)
+            for msg in records_of(messages):
+                topic, partition, offset = position_of(msg)
                 offsets[(topic, partition)] = offset + 1
-                headers = msg.headers()
-                batch.append(
-                    Inbound(
-                        topic,
-                        partition,
-                        offset,
-                        msg.timestamp()[1] / 1000,
-                        msg.key(),
-                        msg.value(),
-                        headers,  # type: ignore[arg-type]
-                        streams[topic],
-                        codec.decode(msg.value(), headers),
-                    )
-                )
+                # The processors' own decoding and checks; a bad record stops the loop.
+                batch.append(checked(msg, read_headers(msg), codec, handler, streams))
             out = Outbox(codec, settings.topic_prefix, group)
             overlay = Overlay(store)
             step = Step(overlay, out, policy, datetime.now(UTC), settings.partitions, versions)
@@ -122,9 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings()
     install_event_id_key(settings)
     codec = Codec.load()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = stop_on_signals()
     started = time.monotonic()
     run(settings, codec, build_handler(args[0], settings, codec), stop)
     print(f"plain {args[0]} stopped after {time.monotonic() - started:.1f} s", flush=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from typing import cast
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -17,7 +16,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from infra.kafka import consumer_config, producer_config
+from infra.kafka import consumer_config, position_of, producer_config, records_of
 from infra.settings import Settings
 from infra.topics import INTAKE
 
@@ -54,7 +53,7 @@ def read_to_end(settings: Settings, topic: str) -> list[Message]:
         deadline = _until(120)
         while True:
             _check(deadline, len(out), sum(ends.values()))
-            out += _records(next_batch(consumer, 5000, 0.2))
+            out += records_of(next_batch(consumer, 5000, 0.2))
             # Positions, not the last offset seen: they also step over transaction markers.
             at = {tp.partition: tp.offset for tp in consumer.position(tps)}
             if all(at[p] >= end for p, end in ends.items() if end > 0):
@@ -63,29 +62,12 @@ def read_to_end(settings: Settings, topic: str) -> list[Message]:
         consumer.close()
 
 
-def position(msg: Message) -> tuple[str, int, int]:
-    """(topic, partition, offset) of a record without an error, where all three are set."""
-    return cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())
-
-
 def _consumer(settings: Settings, topic: str) -> Consumer:
     consumer = Consumer(
         consumer_config(settings, f"bench-raw-{uuid.uuid4()}", **{"fetch.wait.max.ms": 10})
     )
     consumer.subscribe([topic])
     return consumer
-
-
-def _records(batch: list[Message]) -> list[Message]:
-    out = []
-    for msg in batch:
-        err = msg.error()
-        if err is not None:
-            if err.code() == KafkaError._PARTITION_EOF:
-                continue
-            raise KafkaException(err)
-        out.append(msg)
-    return out
 
 
 @dataclass(frozen=True)
@@ -146,7 +128,7 @@ def raw_consume(settings: Settings, expect: int, timeout_s: float = 300) -> Spee
     try:
         while seen < expect:
             _check(deadline, seen, expect)
-            batch = _records(next_batch(consumer, BATCH, 1.0))
+            batch = records_of(next_batch(consumer, BATCH, 1.0))
             if batch:
                 clock.tick(len(batch))
                 seen += len(batch)
@@ -169,7 +151,7 @@ def raw_passthrough(
     try:
         while seen < expect:
             _check(deadline, seen, expect)
-            batch = _records(next_batch(consumer, BATCH, 1.0))
+            batch = records_of(next_batch(consumer, BATCH, 1.0))
             if not batch:
                 continue
             offsets: dict[tuple[str, int], int] = {}
@@ -182,7 +164,7 @@ def raw_passthrough(
                         break
                     except BufferError:
                         producer.poll(0.05)
-                topic, partition, offset = position(msg)
+                topic, partition, offset = position_of(msg)
                 offsets[(topic, partition)] = offset + 1
             if producer.flush(60):
                 raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT))

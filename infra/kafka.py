@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from infra import kafka_auth
 from infra.settings import Settings
@@ -24,27 +24,36 @@ def common_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+# How aiokafka names the librdkafka properties `common_config` sets; the TLS files go
+# into one SSL context instead.
+_AIOKAFKA_NAMES = {
+    "bootstrap.servers": "bootstrap_servers",
+    "security.protocol": "security_protocol",
+    "sasl.mechanism": "sasl_mechanism",
+    "sasl.username": "sasl_plain_username",
+    "sasl.password": "sasl_plain_password",
+}
+_AIOKAFKA_TLS = {
+    "ssl.ca.location": "cafile",
+    "ssl.certificate.location": "certfile",
+    "ssl.key.location": "keyfile",
+    "ssl.key.password": "password",
+}
+
+
 def aiokafka_config(settings: Settings) -> dict[str, Any]:
-    """`common_config` for aiokafka (pure-Python) clients: the same brokers, protocol,
-    credentials and TLS files."""
+    """`common_config` for aiokafka (pure-Python) clients, translated from it: the same
+    brokers, protocol, credentials and TLS files."""
     from aiokafka.helpers import create_ssl_context  # only the few aiokafka users pay
 
-    auth = kafka_auth.resolve(settings)
-    conf: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers,
-        "security_protocol": auth.protocol,
-    }
-    if auth.tls:
-        conf["ssl_context"] = create_ssl_context(
-            cafile=auth.ca_location,
-            certfile=auth.certificate_location,
-            keyfile=auth.key_location,
-            password=auth.key_password,
-        )
-    if auth.protocol.startswith("SASL"):
-        conf["sasl_mechanism"] = auth.mechanism
-        conf["sasl_plain_username"] = auth.username or ""
-        conf["sasl_plain_password"] = auth.password or ""
+    common = common_config(settings)
+    unknown = common.keys() - _AIOKAFKA_NAMES.keys() - _AIOKAFKA_TLS.keys()
+    if unknown:  # a property added to common_config must be translated here too
+        raise ValueError(f"no aiokafka name for {', '.join(sorted(unknown))}")
+    conf = {_AIOKAFKA_NAMES[k]: v for k, v in common.items() if k in _AIOKAFKA_NAMES}
+    if kafka_auth.resolve(settings).tls:
+        files = {_AIOKAFKA_TLS[k]: v for k, v in common.items() if k in _AIOKAFKA_TLS}
+        conf["ssl_context"] = create_ssl_context(**files)
     return conf
 
 
@@ -101,6 +110,25 @@ def partition_lags(
         if high >= 0:
             lags.append((topic, partition, max(0, high - position)))
     return lags
+
+
+def records_of(messages: Iterable[Message]) -> list[Message]:
+    """The records of a `consume()` batch: partition-end notices are skipped, any other
+    error is raised (a consumer never goes on past a record it could not read)."""
+    kept = []
+    for msg in messages:
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                continue
+            raise KafkaException(err)
+        kept.append(msg)
+    return kept
+
+
+def position_of(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a record without an error, where all three are set."""
+    return cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())
 
 
 def read_headers(msg: Message) -> Headers | None:

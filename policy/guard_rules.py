@@ -18,6 +18,7 @@ from policy.checks import PARAM_OUT_OF_BOUNDS, action_findings, check_action, is
 from policy.facts import CaseFacts
 from policy.loader import LoadedPolicy
 from policy.model import BlastRadius, Policy, Workflow
+from schemas.envelope import caused_by
 from schemas.events import ActionSpec, GuardrailDecided, RecommendationProduced, derived_event_id
 
 __all__ = ["CaseFacts", "auto_run_limit", "check_action", "decide_guard", "runs_in_window"]
@@ -149,11 +150,13 @@ def _decided(
             approvals, roles = need.people, need.roles
         expires_at = now + timedelta(seconds=workflow.approval_ttl_s)
     return GuardrailDecided(
-        event_id=derived_event_id(rec.event_id, "GuardrailDecided"),
-        case_id=rec.case_id,
-        occurred_at=now,
-        causation_id=rec.event_id,
-        correlation_id=rec.correlation_id,
+        **caused_by(
+            rec.event_id,
+            "GuardrailDecided",
+            case_id=rec.case_id,
+            occurred_at=now,
+            correlation_id=rec.correlation_id,
+        ),
         decision_id=derived_event_id(rec.event_id, "decision"),
         recommendation_id=rec.recommendation_id,
         workflow=workflow.name if workflow else None,

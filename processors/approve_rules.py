@@ -17,6 +17,7 @@ from policy.approval import approval_shortfall, override_refusals, quorum, revie
 from policy.checks import action_findings, is_denied
 from policy.loader import LoadedPolicy
 from processors.recommend.binding import bind_values
+from schemas.envelope import caused_by
 from schemas.events import (
     ActionSpec,
     Approval,
@@ -184,11 +185,13 @@ def on_tick(pending: Pending | None, now: datetime) -> tuple[Pending | None, lis
         return pending, []
     expired = ApprovalExpired(
         # Derived from the decision, so a tick and a late review expire it with one id.
-        event_id=derived_event_id(pending.decision_event_id, "ApprovalExpired"),
-        case_id=pending.case_id,
-        occurred_at=now,
-        causation_id=pending.decision_event_id,
-        correlation_id=pending.correlation_id,
+        **caused_by(
+            pending.decision_event_id,
+            "ApprovalExpired",
+            case_id=pending.case_id,
+            occurred_at=now,
+            correlation_id=pending.correlation_id,
+        ),
         recommendation_id=pending.recommendation_id,
         expired_at=pending.expires_at,
         approvals_received=len(pending.approvers),
@@ -439,11 +442,13 @@ def _taken_as(pending: Pending, review_id: str) -> str:
 
 def _recorded(item: Pending, review: ReviewSubmitted, now: datetime) -> ReviewRecorded:
     return ReviewRecorded(
-        event_id=derived_event_id(review.event_id, "ReviewRecorded"),
-        case_id=item.case_id,
-        occurred_at=now,
-        causation_id=review.event_id,
-        correlation_id=item.correlation_id,
+        **caused_by(
+            review.event_id,
+            "ReviewRecorded",
+            case_id=item.case_id,
+            occurred_at=now,
+            correlation_id=item.correlation_id,
+        ),
         review_id=review.review_id,
         recommendation_id=item.recommendation_id,
         actor=review.actor,
@@ -464,11 +469,13 @@ def _closed(item: Pending, cause_event_id: str, now: datetime, reason: str) -> A
     """The item closed without a verdict; nothing runs."""
     return ApprovalCompleted(
         # Per item: one resolution closes every open item of its case.
-        event_id=derived_event_id(cause_event_id, f"ApprovalClosed:{item.recommendation_id}"),
-        case_id=item.case_id,
-        occurred_at=now,
-        causation_id=cause_event_id,
-        correlation_id=item.correlation_id,
+        **caused_by(
+            cause_event_id,
+            f"ApprovalClosed:{item.recommendation_id}",
+            case_id=item.case_id,
+            occurred_at=now,
+            correlation_id=item.correlation_id,
+        ),
         recommendation_id=item.recommendation_id,
         outcome=CLOSED,
         approvers=item.approvers,
@@ -485,11 +492,13 @@ def _completed(
     approvers: tuple[str, ...],
 ) -> ApprovalCompleted:
     return ApprovalCompleted(
-        event_id=derived_event_id(review.event_id, "ApprovalCompleted"),
-        case_id=item.case_id,
-        occurred_at=now,
-        causation_id=review.event_id,
-        correlation_id=item.correlation_id,
+        **caused_by(
+            review.event_id,
+            "ApprovalCompleted",
+            case_id=item.case_id,
+            occurred_at=now,
+            correlation_id=item.correlation_id,
+        ),
         recommendation_id=item.recommendation_id,
         outcome=outcome,
         approvers=approvers,
@@ -511,11 +520,13 @@ def _execution(
     approvals: tuple[Approval, ...] = (),
 ) -> ExecutionRequested:
     return ExecutionRequested(
-        event_id=derived_event_id(cause_event_id, "ExecutionRequested"),
-        case_id=case_id,
-        occurred_at=now,
-        causation_id=cause_event_id,
-        correlation_id=correlation_id,
+        **caused_by(
+            cause_event_id,
+            "ExecutionRequested",
+            case_id=case_id,
+            occurred_at=now,
+            correlation_id=correlation_id,
+        ),
         # From the authorizing event (decision or ApprovalCompleted): a redelivered cause
         # yields the same execution id, which the adapter receives as its idempotency key.
         execution_id=derived_event_id(cause_event_id, "execution"),
@@ -532,11 +543,13 @@ def _execution(
 
 def _denied(review: ReviewSubmitted, now: datetime, reason: str, detail: str) -> ReviewDenied:
     return ReviewDenied(
-        event_id=derived_event_id(review.event_id, "ReviewDenied"),
-        case_id=review.case_id,
-        occurred_at=now,
-        causation_id=review.event_id,
-        correlation_id=review.correlation_id,
+        **caused_by(
+            review.event_id,
+            "ReviewDenied",
+            case_id=review.case_id,
+            occurred_at=now,
+            correlation_id=review.correlation_id,
+        ),
         review_id=review.review_id,
         recommendation_id=review.recommendation_id,
         actor=review.actor,

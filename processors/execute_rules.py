@@ -19,6 +19,7 @@ from policy.approval import approval_shortfall
 from policy.checks import Finding, action_findings, as_policy, is_denied
 from policy.loader import LoadedPolicy
 from policy.model import Action, Policy
+from schemas.envelope import caused_by
 from schemas.events import (
     ActionSpec,
     Event,
@@ -238,35 +239,25 @@ def outcome_events(
     `attempt` > 1 gives a retried run its own event ids.
     """
     kind = "" if attempt == 1 else f"#{attempt}"
-    common: dict[str, Any] = {
-        "case_id": req.case_id,
-        "occurred_at": now,
-        "causation_id": req.event_id,
-        "correlation_id": req.correlation_id,
-        "execution_id": req.execution_id,
-        "action_name": req.action.name,
-    }
     if result.ok and post_condition_met(action, result):
         return [
             ExecutionSucceeded(
-                event_id=derived_event_id(req.event_id, f"ExecutionSucceeded{kind}"),
+                **_answering(req, f"ExecutionSucceeded{kind}", now),
                 result=dict(result.result),
                 duration_ms=result.duration_ms,
-                **common,
             )
         ]
-    failed_id = derived_event_id(req.event_id, f"ExecutionFailed{kind}")
+    failed = _answering(req, f"ExecutionFailed{kind}", now)
     if not result.ok:
         return [
             ExecutionFailed(
-                event_id=failed_id,
+                **failed,
                 error_class=result.error_class
                 or ("Timeout" if result.timed_out else "AdapterError"),
                 retriable=result.retriable,
                 timed_out=result.timed_out,
                 message=result.message,
                 duration_ms=result.duration_ms,
-                **common,
             )
         ]
     # It ran, but the world is not in the promised state: not retriable, since running
@@ -274,13 +265,12 @@ def outcome_events(
     condition = action.adapter.post_condition
     events: list[Event] = [
         ExecutionFailed(
-            event_id=failed_id,
+            **failed,
             error_class=POST_CONDITION_FAILED,
             retriable=False,
             timed_out=False,
             message=f"post-condition {condition!r} not met by the result",
             duration_ms=result.duration_ms,
-            **common,
         )
     ]
     rollback = rollback_request(req, result, action)
@@ -293,26 +283,35 @@ def outcome_events(
         )
     events.append(
         ExecutionRolledBack(
-            event_id=derived_event_id(req.event_id, f"ExecutionRolledBack{kind}"),
+            **_answering(req, f"ExecutionRolledBack{kind}", now),
             rollback_action=rollback.name,
             reason=f"post_condition_failed: {condition}",
             succeeded=rollback_result.ok,
-            **common,
         )
     )
     return events
 
 
+def _answering(req: ExecutionRequested, kind: str, now: datetime) -> dict[str, Any]:
+    """The fields every outcome of run `req` carries: its envelope (id derived from the
+    request and `kind`) and the execution it reports on."""
+    return {
+        **caused_by(
+            req.event_id,
+            kind,
+            case_id=req.case_id,
+            occurred_at=now,
+            correlation_id=req.correlation_id,
+        ),
+        "execution_id": req.execution_id,
+        "action_name": req.action.name,
+    }
+
+
 def refused_event(req: ExecutionRequested, reason: str, now: datetime) -> ExecutionFailed:
     """The ExecutionFailed for a run `authorize_execution` refused (nothing was run)."""
     return ExecutionFailed(
-        event_id=derived_event_id(req.event_id, "ExecutionFailed"),
-        case_id=req.case_id,
-        occurred_at=now,
-        causation_id=req.event_id,
-        correlation_id=req.correlation_id,
-        execution_id=req.execution_id,
-        action_name=req.action.name,
+        **_answering(req, "ExecutionFailed", now),
         error_class=POLICY_REFUSED,
         retriable=False,
         timed_out=False,

@@ -32,14 +32,13 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from confluent_kafka import (
     Consumer,
-    KafkaError,
     KafkaException,
     Message,
     Producer,
@@ -48,7 +47,14 @@ from confluent_kafka import TopicPartition as TP
 from opentelemetry.trace import Span, StatusCode
 from prometheus_client import CollectorRegistry
 
-from infra.kafka import consumer_config, partition_lags, produce, producer_config, read_headers
+from infra.kafka import (
+    consumer_config,
+    partition_lags,
+    produce,
+    producer_config,
+    read_headers,
+    records_of,
+)
 from infra.settings import Settings
 from infra.telemetry import make_tracer, record_span, traceparent_for, traceparent_of
 from infra.topics import ensure_changelogs
@@ -58,7 +64,7 @@ from processors.handler import Handler, Inbound, Outbox, Record, Step, own_trace
 from processors.metrics import LoopMetrics
 from processors.restore import restore
 from processors.store import Change, DiskStore, Due, Overlay, iter_changes
-from schemas.codec import Codec, CodecError, InvalidEvent
+from schemas.codec import Codec, CodecError, Headers, InvalidEvent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,6 +78,44 @@ def changelog_topic(settings: Settings, component: str, store: str) -> str:
 def group_id(settings: Settings, component: str) -> str:
     """The processor's consumer group (its committed offsets are its progress)."""
     return f"{settings.topic_prefix}{component}"
+
+
+def checked(
+    msg: Message,
+    headers: Headers | None,
+    codec: Codec,
+    handler: Handler,
+    streams: Mapping[str, str],
+) -> Inbound:
+    """`msg` (with its `headers`, read once) decoded and checked as an input of `handler`:
+    it belongs on its topic and is keyed by its case; a CodecError when not.
+
+    `streams` maps full topic names to the handler's stream names.
+    """
+    topic = msg.topic() or ""
+    value = msg.value()
+    event = codec.decode(value, headers)
+    stream = streams[topic]
+    if not isinstance(event, handler.inputs[stream]):
+        raise InvalidEvent(f"{event.event_type} does not belong on the {topic} topic")
+    key = msg.key()
+    if key is None or key.decode("utf-8", "replace") != event.case_id:
+        raise InvalidEvent(
+            f"record key {key!r} differs from case_id {event.case_id!r}; "
+            f"records on {topic} are keyed by case_id"
+        )
+    _, ts = msg.timestamp()
+    return Inbound(
+        topic,
+        msg.partition() or 0,
+        msg.offset() or 0,
+        ts / 1000,
+        key,
+        value,
+        list(headers) if headers else None,  # type: ignore[arg-type]
+        stream,
+        event,
+    )
 
 
 class Loop:
@@ -236,12 +280,7 @@ class Loop:
         batch: list[Inbound] = []
         offsets: dict[tuple[str, int], int] = {}
         firsts: dict[tuple[str, int], int] = {}
-        for msg in messages:
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise KafkaException(err)
+        for msg in records_of(messages):
             inbound = self._decode(msg, out)
             tp = (inbound.topic, inbound.partition)
             firsts.setdefault(tp, inbound.offset)
@@ -331,36 +370,14 @@ class Loop:
 
     def _decode(self, msg: Message, out: Outbox) -> Inbound | Record:
         """The record decoded and checked, or dead-lettered (then returned undecoded)."""
-        topic = msg.topic() or ""
-        _, ts = msg.timestamp()
         headers = None
         try:
             headers = read_headers(msg)
-            value = msg.value()
-            event = self.codec.decode(value, headers)
-            stream = self.streams[topic]
-            if not isinstance(event, self.handler.inputs[stream]):
-                raise InvalidEvent(f"{event.event_type} does not belong on the {topic} topic")
-            key = msg.key()
-            if key is None or key.decode("utf-8", "replace") != event.case_id:
-                raise InvalidEvent(
-                    f"record key {key!r} differs from case_id {event.case_id!r}; "
-                    f"records on {topic} are keyed by case_id"
-                )
-            return Inbound(
-                topic,
-                msg.partition() or 0,
-                msg.offset() or 0,
-                ts / 1000,
-                key,
-                value,
-                list(headers) if headers else None,  # type: ignore[arg-type]
-                stream,
-                event,
-            )
+            return checked(msg, headers, self.codec, self.handler, self.streams)
         except CodecError as exc:
+            _, ts = msg.timestamp()
             record = Record(
-                topic,
+                msg.topic() or "",
                 msg.partition() or 0,
                 msg.offset() or 0,
                 ts / 1000,

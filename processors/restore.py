@@ -11,10 +11,10 @@ import logging
 import time
 from collections.abc import Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaError, KafkaException
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer
 from confluent_kafka import TopicPartition as TP
 
-from infra.kafka import consumer_config
+from infra.kafka import consumer_config, records_of
 from infra.settings import Settings
 from processors.store import DiskStore
 
@@ -55,12 +55,7 @@ def _changelog(
     try:
         while True:
             messages = reader.consume(10_000, 0.2)
-            for msg in messages:
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise KafkaException(err)
+            for msg in records_of(messages):
                 yield msg.key() or b"", msg.value()
             [pos] = reader.position([TP(topic, partition)])
             # position() moves past transaction markers and aborted records too.

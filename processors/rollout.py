@@ -43,6 +43,7 @@ from processors.handler import Handler, Inbound, Step
 from processors.records import record_time
 from processors.rollout_evidence import gather
 from schemas.codec import Codec
+from schemas.envelope import Envelope, caused_by, envelope
 from schemas.events import (
     Event,
     EvidenceCheck,
@@ -70,15 +71,15 @@ def _ms(at: datetime) -> datetime:
 
 def _answering(
     req: PromotionApprovalSubmitted | KillSwitchPulled, kind: str, at: datetime
-) -> dict[str, Any]:
+) -> Envelope:
     """The fields every event answering request `req` carries (its id derives from it)."""
-    return {
-        "event_id": derived_event_id(req.event_id, kind),
-        "case_id": req.case_id,
-        "occurred_at": at,
-        "causation_id": req.event_id,
-        "correlation_id": req.proposal_id if isinstance(req, PromotionApprovalSubmitted) else None,
-    }
+    return caused_by(
+        req.event_id,
+        kind,
+        case_id=req.case_id,
+        occurred_at=at,
+        correlation_id=req.proposal_id if isinstance(req, PromotionApprovalSubmitted) else None,
+    )
 
 
 def evidence_checks(checks: Sequence[Check]) -> tuple[EvidenceCheck, ...]:
@@ -178,9 +179,16 @@ class Rollout(Handler):
         step.out.emit(
             [
                 WorkflowDemoted(
-                    event_id=derived_event_id(cause, "WorkflowDemoted"),
-                    case_id=workflow_case_id(wf.name),
-                    occurred_at=_ms(step.now),
+                    # `cause` is a key (a demotion trigger's, or the request's), not
+                    # always an event: no causation is recorded.
+                    **envelope(
+                        cause,
+                        "WorkflowDemoted",
+                        case_id=workflow_case_id(wf.name),
+                        occurred_at=_ms(step.now),
+                        causation_id=None,
+                        correlation_id=None,
+                    ),
                     workflow=wf.name,
                     from_phase=wf.phase,
                     to_phase=verdict.to_phase or "shadow",
@@ -353,9 +361,14 @@ class Rollout(Handler):
         step.out.emit(
             [
                 PolicyPublished(
-                    event_id=derived_event_id(cause, "PolicyPublished"),
-                    case_id="policy",
-                    occurred_at=_ms(step.now),
+                    **envelope(
+                        cause,
+                        "PolicyPublished",
+                        case_id="policy",
+                        occurred_at=_ms(step.now),
+                        causation_id=None,
+                        correlation_id=None,
+                    ),
                     version=loaded.version,
                     sha256=loaded.sha256,
                     author=author,

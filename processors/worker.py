@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import signal
 import sys
-import threading
 
 from prometheus_client import CollectorRegistry
 
 from infra.kafka_auth import as_principal
 from infra.secrets import install_event_id_key
 from infra.settings import Settings
+from infra.stopping import stop_on_signals
 from infra.telemetry import serve_metrics, setup_logging
 from processors.handler import Handler
 from processors.loop import Loop
@@ -62,11 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     serve_metrics(settings, args.name, args.instance, registry)
     handler = build_handler(args.name, settings, codec)
     loop = Loop(settings, codec, handler, args.instance, registry)
-    stop = threading.Event()
-    # Finish the batch in hand, then stop: SIGTERM never leaves a half-written batch.
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    loop.run(stop)
+    loop.run(stop_on_signals())
 
 
 if __name__ == "__main__":

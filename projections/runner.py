@@ -39,7 +39,7 @@ from opentelemetry.trace import Span, Tracer
 from psycopg.pq import TransactionStatus
 
 from infra.deadletter import dead_letter
-from infra.kafka import partition_lags, read_headers
+from infra.kafka import partition_lags, position_of, read_headers, records_of
 from infra.settings import Settings
 from infra.telemetry import record_span, trace_id_of, traceparent_of
 from projections.anchors import AnchorPublisher
@@ -359,18 +359,8 @@ class ProjectionRunner:
         spans: list[Span] = []
         dead = 0
         next_offsets: dict[tuple[str, int], int] = {}
-        for msg in messages:
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise KafkaException(err)
-            # A message without an error always has its position.
-            topic, partition, offset = (
-                cast(str, msg.topic()),
-                cast(int, msg.partition()),
-                cast(int, msg.offset()),
-            )
+        for msg in records_of(messages):
+            topic, partition, offset = position_of(msg)
             next_offsets[(topic, partition)] = offset + 1
             headers: Headers | None = None
             try:

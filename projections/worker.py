@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from typing import Any
 
 import psycopg
@@ -16,6 +14,7 @@ from infra.kafka_auth import as_principal
 from infra.secrets import anchor_key, install_event_id_key
 from infra.settings import Settings
 from infra.setup_errors import SetupError
+from infra.stopping import stop_on_signals
 from infra.telemetry import make_tracer, serve_metrics, setup_logging
 from infra.topics import PROJECTED
 from projections.anchors import AnchorPublisher
@@ -114,11 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     registry = CollectorRegistry()
     serve_metrics(settings, NAME, settings.instance, registry)
     runner = build_runner(settings, Codec.load(), registry=registry)
-    stop = threading.Event()
-    # Finish the batch in hand, then stop: SIGTERM never leaves a half-written batch.
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    runner.run(stop)
+    runner.run(stop_on_signals())
 
 
 if __name__ == "__main__":

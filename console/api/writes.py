@@ -31,6 +31,7 @@ from console.api.models import ReclassifyRequest, ReviewRequest, Submitted
 from console.api.permissions import may_reclassify, override_refusal, verdict_refusal
 from console.api.service_errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from console.auth import Operator
+from schemas.envelope import envelope
 from schemas.events import (
     ActionSpec,
     CaseReclassified,
@@ -64,11 +65,15 @@ def submit_review(
         review_id = derived_event_id(req.idempotency_key, operator.name)
         decision = reads.decision_of(conn, rec["case_id"], req.recommendation_id) or {}
         event = ReviewSubmitted(
-            event_id=derived_event_id(review_id, ReviewSubmitted.event_type),
-            case_id=rec["case_id"],
-            occurred_at=svc.clock(),
-            causation_id=decision.get("event_id"),
-            correlation_id=decision.get("correlation_id"),
+            # Its id derives from the operator's request; it answers the decision reviewed.
+            **envelope(
+                review_id,
+                ReviewSubmitted.event_type,
+                case_id=rec["case_id"],
+                occurred_at=svc.clock(),
+                causation_id=decision.get("event_id"),
+                correlation_id=decision.get("correlation_id"),
+            ),
             review_id=review_id,
             recommendation_id=req.recommendation_id,
             actor=operator.name,
@@ -138,10 +143,14 @@ def reclassify(
         opened = reads.case_opened_event(conn, case_id) or {}
         review_id = derived_event_id(req.idempotency_key, operator.name)
         event = CaseReclassified(
-            event_id=derived_event_id(review_id, CaseReclassified.event_type),
-            case_id=case_id,
-            occurred_at=svc.clock(),
-            correlation_id=opened.get("event_id"),
+            **envelope(
+                review_id,
+                CaseReclassified.event_type,
+                case_id=case_id,
+                occurred_at=svc.clock(),
+                causation_id=None,
+                correlation_id=opened.get("event_id"),
+            ),
             review_id=review_id,
             actor=operator.name,
             roles=operator.roles,

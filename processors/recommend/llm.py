@@ -119,6 +119,15 @@ def _backoff(attempt: int) -> float:
     return float(min(MAX_BACKOFF_S, BACKOFF_S * 2 ** (attempt - 1)))
 
 
+def _retry_in(cfg: LlmRecommender, attempt: int, exc: Exception) -> float | None:
+    """Seconds to wait before the next attempt after `exc` failed attempt `attempt`, or
+    None to give up (logged): the rule `complete` and `acomplete` both follow."""
+    if attempt > cfg.max_retries or not _retriable(exc):
+        log.warning("llm %s gave up after %d attempt(s): %r", cfg.model, attempt, exc)
+        return None
+    return _backoff(attempt)
+
+
 def _answered(response: Any, attempts: int, started: float) -> Exchange:
     latency = (time.perf_counter() - started) * 1000
     usage = getattr(response, "usage", None)
@@ -158,10 +167,10 @@ def complete(cfg: LlmRecommender, messages: list[dict[str, str]], endpoint: Endp
         try:
             response = lib.completion(**_arguments(cfg, messages, endpoint))
         except Exception as exc:  # any failure of the remote side means: baseline answers
-            if attempt > cfg.max_retries or not _retriable(exc):
-                log.warning("llm %s gave up after %d attempt(s): %r", cfg.model, attempt, exc)
+            wait = _retry_in(cfg, attempt, exc)
+            if wait is None:
                 return _failed(exc, attempt, started)
-            time.sleep(_backoff(attempt))
+            time.sleep(wait)
             continue
         return _answered(response, attempt, started)
 
@@ -181,9 +190,9 @@ async def acomplete(
         try:
             response = await lib.acompletion(**_arguments(cfg, messages, endpoint))
         except Exception as exc:  # any failure of the remote side means: baseline answers
-            if attempt > cfg.max_retries or not _retriable(exc):
-                log.warning("llm %s gave up after %d attempt(s): %r", cfg.model, attempt, exc)
+            wait = _retry_in(cfg, attempt, exc)
+            if wait is None:
                 return _failed(exc, attempt, started)
-            await asyncio.sleep(_backoff(attempt))
+            await asyncio.sleep(wait)
             continue
         return _answered(response, attempt, started)

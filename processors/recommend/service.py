@@ -43,6 +43,7 @@ from processors.recommend.prompting import (
     validate_output,
 )
 from processors.recommend.redacted_view import ModelInput, Visibility, model_input, sha256_json
+from schemas.envelope import Envelope, caused_by
 from schemas.events import (
     ActionSpec,
     Event,
@@ -171,11 +172,7 @@ def conclude(p: Plan, exchange: Exchange | None, now: datetime) -> list[Event]:
     output, errors = validate_output(exchange.raw, p.workflow, p.policy.policy, p.categories)
     if output is None:
         rejected = ModelOutputRejected(
-            event_id=derived_event_id(p.case.last_event_id, "ModelOutputRejected"),
-            case_id=p.case.case_id,
-            occurred_at=now,
-            causation_id=p.case.last_event_id,
-            correlation_id=p.case.opened_event_id,
+            **_answering(p, "ModelOutputRejected", now),
             recommendation_id=_recommendation_id(p),
             model=p.llm.model,
             raw_output=exchange.raw[:RAW_OUTPUT_CHARS],
@@ -294,6 +291,18 @@ def _with(answer: Answer, action: ActionSpec | None, rationale: str) -> Answer:
     )
 
 
+def _answering(p: Plan, kind: str, now: datetime) -> Envelope:
+    """The envelope of an event answering the case's latest event (its id derives from it);
+    it belongs to the case's opening."""
+    return caused_by(
+        p.case.last_event_id,
+        kind,
+        case_id=p.case.case_id,
+        occurred_at=now,
+        correlation_id=p.case.opened_event_id,
+    )
+
+
 def _recommendation_id(p: Plan) -> str:
     return derived_event_id(p.case.last_event_id, "recommendation")
 
@@ -340,13 +349,8 @@ def _baseline_provenance(
 def _produced(
     p: Plan, answer: Answer, provenance: Provenance, now: datetime
 ) -> RecommendationProduced:
-    cause = p.case.last_event_id
     return RecommendationProduced(
-        event_id=derived_event_id(cause, "RecommendationProduced"),
-        case_id=p.case.case_id,
-        occurred_at=now,
-        causation_id=cause,
-        correlation_id=p.case.opened_event_id,
+        **_answering(p, "RecommendationProduced", now),
         recommendation_id=_recommendation_id(p),
         workflow=p.workflow.name if p.workflow is not None else None,
         summary=answer.summary,
