@@ -23,7 +23,7 @@ from infra.db import database_urls
 from infra.settings import PROJECT_ROOT, Settings
 from tests.integration import console_story
 from tests.integration.console_story import HOSTILE
-from tests.integration.helpers import OUTPUT, eventually, running
+from tests.integration.helpers import OUTPUT, eventually, running, stop_all
 from tests.stack import Stack, env_for
 
 SCREENSHOTS = OUTPUT / "screenshots"
@@ -116,14 +116,8 @@ class serving:
         return self.proc
 
     def __exit__(self, *_: object) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            stop_all((self.proc,), timeout_s=20)
 
 
 def signed_in(browser: Browser, site: Site, operator: str) -> Page:

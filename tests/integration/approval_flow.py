@@ -11,18 +11,22 @@ the same key).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from confluent_kafka import Producer
 
+from console.policy_topic import publish_policy
 from infra.kafka import producer_config
 from infra.settings import Settings
+from policy.loader import load_policy_text
 from schemas.codec import Codec
 from schemas.events import (
     ActionSpec,
@@ -37,8 +41,18 @@ from schemas.events import (
     ReviewRecorded,
 )
 from tests.downstream import Call
-from tests.integration.helpers import OUTPUT, spawn
-from tests.integration.pipeline import Record, Tail, case_opened, recommendation, review, send
+from tests.integration.helpers import OUTPUT, spawn, stop_all
+from tests.integration.pipeline import (
+    Downstream,
+    Record,
+    Tail,
+    approvals_settled,
+    case_opened,
+    policy_text,
+    recommendation,
+    review,
+    send,
+)
 
 CASES = 2400
 # Case i's scenario by i % 4: queue, action, expected outcome, approvers.
@@ -106,12 +120,20 @@ class Worker:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_all((self.proc,))
+
+
+K = TypeVar("K")
+
+
+@contextlib.contextmanager
+def stopped_after(workers: dict[K, Worker]) -> Iterator[dict[K, Worker]]:
+    """`workers`, each stopped afterwards (those never started or already dead are skipped)."""
+    try:
+        yield workers
+    finally:
+        for w in workers.values():
+            w.stop()
 
 
 class Operators(threading.Thread):
@@ -147,6 +169,29 @@ class Operators(threading.Thread):
             self.error = exc
         finally:
             tail.close()
+
+
+def publish_flow_policy(settings: Settings, codec: Codec, downstream: Downstream) -> None:
+    """The default policy aimed at `downstream`, its bounded limit high enough that no
+    scenario's refund is held back by it."""
+    publish_policy(
+        settings,
+        codec,
+        load_policy_text(policy_text(downstream.url, bounded_limit=600_000)),
+        "tests",
+    )
+
+
+def settle(
+    settings: Settings, operators: Operators, out: Tail, downstream: Downstream
+) -> list[Call]:
+    """Once every output is out: stop the operators, wait until approve and execute have
+    committed all they read, and return what the downstream was called with."""
+    operators.stop.set()
+    operators.join(30)
+    assert operators.error is None, operators.error
+    approvals_settled(settings, out, timeout_s=60)
+    return downstream.snapshot()
 
 
 def by_id(

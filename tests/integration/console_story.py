@@ -23,11 +23,9 @@ from schemas.events import (
     ActionSpec,
     ApprovalCompleted,
     CaseOpened,
+    CaseReclassified,
     CaseResolved,
     Event,
-    ExecutionFailed,
-    ExecutionRequested,
-    GuardrailDecided,
     Provenance,
     RecommendationProduced,
     ReviewRecorded,
@@ -35,6 +33,7 @@ from schemas.events import (
     record_key,
     utc_now,
 )
+from tests.integration import story_events
 from tests.integration.scenario import policy_event
 
 HOSTILE = '<script>alert("pwned")</script>'
@@ -76,19 +75,16 @@ def _opened(case: str, queue: str, team: str, at: datetime, subject: str) -> Cas
 def _recommended(
     case: str, rec: str, action: ActionSpec, category: str, at: datetime, workflow: str
 ) -> RecommendationProduced:
-    return RecommendationProduced(
-        event_id=f"rp-{rec}",
-        case_id=case,
-        occurred_at=at,
-        causation_id=f"open-{case}",
-        correlation_id=f"open-{case}",
-        recommendation_id=rec,
-        workflow=workflow,
+    return story_events.recommendation_made(
+        case,
+        rec,
+        action,
+        category,
+        at,
+        workflow,
         summary=f"Refund the double charge on {case} {HOSTILE}",
-        category=category,
         confidence=0.87,
-        similar_cases=(SimilarCase(case_id="h1", similarity=0.91),),
-        action=action,
+        similar=SimilarCase(case_id="h1", similarity=0.91),
         rationale=f"4 of 5 similar cases were {category} and were refunded",
         provenance=Provenance(
             recommender="baseline", fields_seen=("subject", "description"), input_sha256="ab" * 32
@@ -96,37 +92,7 @@ def _recommended(
     )
 
 
-def _decided(
-    case: str,
-    rec: str,
-    outcome: str,
-    workflow: str,
-    phase: str,
-    action: ActionSpec,
-    at: datetime,
-    approvals: int = 0,
-    roles: tuple[str, ...] = (),
-    expires: datetime | None = None,
-    reasons: tuple[str, ...] = (),
-) -> GuardrailDecided:
-    return GuardrailDecided(
-        event_id=f"gd-{rec}",
-        case_id=case,
-        occurred_at=at,
-        causation_id=f"rp-{rec}",
-        correlation_id=f"open-{case}",
-        decision_id=f"d-{rec}",
-        recommendation_id=rec,
-        workflow=workflow,
-        phase=phase,
-        outcome=outcome,
-        reasons=reasons or (outcome,),
-        action=action,
-        policy_version="2026.11.1",
-        approvals_required=approvals,
-        eligible_roles=roles,
-        expires_at=expires,
-    )
+_decided = story_events.guard_decided
 
 
 def _pending(
@@ -141,11 +107,12 @@ def _pending(
     workflow: str = "billing",
     expires: datetime | None = None,
     reasons: tuple[str, ...] = (),
+    category: str = "double_charge",
 ) -> list[Event]:
     team = {"billing": "finance", "identity": "access"}[queue]
     return [
         _opened(case, queue, team, at, subject),
-        _recommended(case, rec, action, "double_charge", at, workflow),
+        _recommended(case, rec, action, category, at, workflow),
         _decided(
             case,
             rec,
@@ -168,91 +135,32 @@ def story() -> Story:
     events: list[Event] = [policy_event()]
     # h1: resolved history three days ago, accepted by two approvers.
     h0 = now - 3 * day
+    events += _pending(
+        "h1", "r-h1", REFUND, h0, 2, ("supervisor", "finance_lead"), "Charged twice for March"
+    )
     events += [
-        _opened("h1", "billing", "finance", h0, "Charged twice for March"),
-        _recommended("h1", "r-h1", REFUND, "double_charge", h0, "billing"),
-        _decided(
-            "h1",
-            "r-h1",
-            "approval_required",
-            "billing",
-            "assisted",
-            REFUND,
-            h0,
-            2,
-            ("supervisor", "finance_lead"),
-            h0 + timedelta(hours=8),
-        ),
         _reviewed("h1", "r-h1", "sam", h0 + timedelta(minutes=5), 1),
         _reviewed("h1", "r-h1", "fay", h0 + timedelta(minutes=9), 2),
-        ApprovalCompleted(
-            event_id="ac-r-h1",
-            case_id="h1",
-            occurred_at=h0 + timedelta(minutes=9),
-            recommendation_id="r-h1",
-            outcome="approved",
-            approvers=("sam", "fay"),
-            action=REFUND,
-        ),
-        CaseResolved(
-            event_id="res-h1",
-            case_id="h1",
-            occurred_at=h0 + timedelta(minutes=30),
-            resolved_by="sam",
-            resolution_code="refunded",
-            category="double_charge",
-            actions_taken=(REFUND,),
-        ),
+        approval("h1", "r-h1", ("sam", "fay"), REFUND, h0 + timedelta(minutes=9)),
+        resolved("h1", h0 + timedelta(minutes=30), "double_charge", (REFUND,), code="refunded"),
     ]
     # f1: two days ago; approved, but the execution timed out.
     f0 = now - 2 * day
+    events += _pending(
+        "f1",
+        "r-f1",
+        PLAN,
+        f0,
+        1,
+        ("supervisor", "finance_lead"),
+        "Plan downgrade did not apply",
+        category="plan_change",
+    )
     events += [
-        _opened("f1", "billing", "finance", f0, "Plan downgrade did not apply"),
-        _recommended("f1", "r-f1", PLAN, "plan_change", f0, "billing"),
-        _decided(
-            "f1",
-            "r-f1",
-            "approval_required",
-            "billing",
-            "assisted",
-            PLAN,
-            f0,
-            1,
-            ("supervisor", "finance_lead"),
-            f0 + timedelta(hours=8),
-        ),
         _reviewed("f1", "r-f1", "sam", f0 + timedelta(minutes=3), 1, required=1),
-        ApprovalCompleted(
-            event_id="ac-r-f1",
-            case_id="f1",
-            occurred_at=f0 + timedelta(minutes=3),
-            recommendation_id="r-f1",
-            outcome="approved",
-            approvers=("sam",),
-            action=PLAN,
-        ),
-        ExecutionRequested(
-            event_id="er-x-f1",
-            case_id="f1",
-            occurred_at=f0 + timedelta(minutes=3),
-            execution_id="x-f1",
-            recommendation_id="r-f1",
-            action=PLAN,
-            mode="approved",
-            requested_by="sam",
-            policy_version="2026.11.1",
-        ),
-        ExecutionFailed(
-            event_id="ef-x-f1",
-            case_id="f1",
-            occurred_at=f0 + timedelta(minutes=4),
-            execution_id="x-f1",
-            action_name="change_plan",
-            error_class="Timeout",
-            retriable=True,
-            timed_out=True,
-            message="billing system did not answer",
-            duration_ms=20000.0,
+        approval("f1", "r-f1", ("sam",), PLAN, f0 + timedelta(minutes=3)),
+        *timed_out(
+            "f1", "r-f1", "x-f1", PLAN, f0 + timedelta(minutes=3), f0 + timedelta(minutes=4)
         ),
     ]
     # d1: yesterday; the guard denied a prohibited action.
@@ -319,19 +227,78 @@ def story() -> Story:
 
 
 def _reviewed(
-    case: str, rec: str, actor: str, at: datetime, received: int, required: int = 2
+    case: str,
+    rec: str,
+    actor: str,
+    at: datetime,
+    received: int,
+    required: int = 2,
+    verdict: str = "approve",
+    action: ActionSpec | None = None,
 ) -> ReviewRecorded:
-    return ReviewRecorded(
-        event_id=f"rr-{rec}-{actor}",
+    return story_events.review_recorded(
+        case, rec, actor, OPERATORS[actor], verdict, received, required, at, action
+    )
+
+
+def overridden(case: str, rec: str, action: ActionSpec, at: datetime) -> ReviewRecorded:
+    """Sam, the one approval needed, chose `action` instead of the recommended one."""
+    return _reviewed(case, rec, "sam", at, 1, required=1, verdict="override", action=action)
+
+
+def approval(
+    case: str, rec: str, approvers: tuple[str, ...], action: ActionSpec, at: datetime
+) -> ApprovalCompleted:
+    return story_events.approval_completed(case, rec, "approved", approvers, action, at)
+
+
+def timed_out(
+    case: str, rec: str, ex: str, action: ActionSpec, at: datetime, failed_at: datetime
+) -> list[Event]:
+    """Sam's approved `action` requested at `at`; the downstream did not answer."""
+    return [
+        story_events.execution_requested(case, rec, ex, action, "approved", "sam", at),
+        story_events.execution_failed(
+            case,
+            ex,
+            action.name,
+            failed_at,
+            "Timeout",
+            retriable=True,
+            timed_out=True,
+            message="billing system did not answer",
+            duration_ms=20000.0,
+        ),
+    ]
+
+
+def reclassified(
+    case: str, at: datetime, category: str, reason: str | None = None
+) -> CaseReclassified:
+    """Sam, a supervisor, corrected the case's class."""
+    return CaseReclassified(
+        event_id=f"rc-{case}",
         case_id=case,
         occurred_at=at,
-        review_id=f"rv-{rec}-{actor}",
-        recommendation_id=rec,
-        actor=actor,
-        roles=OPERATORS[actor],
-        verdict="approve",
-        approvals_received=received,
-        approvals_required=required,
+        review_id=f"rv-{case}",
+        actor="sam",
+        roles=OPERATORS["sam"],
+        category=category,
+        reason=reason,
+    )
+
+
+def resolved(
+    case: str, at: datetime, category: str, actions: tuple[ActionSpec, ...], code: str = "done"
+) -> CaseResolved:
+    return CaseResolved(
+        event_id=f"res-{case}",
+        case_id=case,
+        occurred_at=at,
+        resolved_by="sam",
+        resolution_code=code,
+        category=category,
+        actions_taken=actions,
     )
 
 

@@ -273,6 +273,17 @@ def wait_caught_up(
         time.sleep(0.5)
 
 
+def approvals_settled(settings: Settings, out: Tail, timeout_s: float = 30.0) -> None:
+    """Approve and execute have read (and committed) everything there is, so nothing more
+    will come from them; `out` then reads their last outputs."""
+    for component, topics in (
+        ("approve", ("decisions", "reviews")),
+        ("execute", ("executions",)),
+    ):
+        wait_caught_up(settings, component, topics, timeout_s=timeout_s)
+    out.poll(1.0)
+
+
 # --- the test policy -------------------------------------------------------------------
 
 POLICY_TEMPLATE = """\

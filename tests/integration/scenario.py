@@ -16,7 +16,6 @@ from schemas.events import (
     CaseReopened,
     CaseResolved,
     Event,
-    ExecutionFailed,
     ExecutionRequested,
     ExecutionRolledBack,
     ExecutionSucceeded,
@@ -26,6 +25,15 @@ from schemas.events import (
     RecommendationProduced,
     ReviewRecorded,
     SimilarCase,
+)
+from tests.integration.story_events import (
+    POLICY_VERSION,
+    approval_completed,
+    execution_failed,
+    execution_requested,
+    guard_decided,
+    recommendation_made,
+    review_recorded,
 )
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -56,23 +64,20 @@ def opened(case: str, queue: str, team: str, channel: str, minute: float = 0) ->
 def recommended(
     case: str, rec: str, action: ActionSpec | None, category: str, minute: float, workflow: str
 ) -> RecommendationProduced:
-    return RecommendationProduced(
-        event_id=f"rp-{rec}",
-        case_id=case,
-        occurred_at=at(minute),
-        causation_id=f"open-{case}",
-        correlation_id=f"open-{case}",
-        recommendation_id=rec,
-        workflow=workflow,
+    return recommendation_made(
+        case,
+        rec,
+        action,
+        category,
+        at(minute),
+        workflow,
         summary=f"summary of {case}",
-        category=category,
         confidence=0.8,
-        similar_cases=(SimilarCase(case_id="old-1", similarity=0.9),),
-        action=action,
+        similar=SimilarCase(case_id="old-1", similarity=0.9),
         rationale=f"3 of 4 similar cases were {category}",
         provenance=Provenance(
             recommender="baseline",
-            policy_version="2026.11.1",
+            policy_version=POLICY_VERSION,
             fields_seen=("subject", "description"),
             input_sha256="ab" * 32,
         ),
@@ -90,40 +95,28 @@ def decided(
     approvals: int = 0,
     reasons: tuple[str, ...] = (),
 ) -> GuardrailDecided:
-    return GuardrailDecided(
-        event_id=f"gd-{rec}",
-        case_id=case,
-        occurred_at=at(minute),
-        causation_id=f"rp-{rec}",
-        correlation_id=f"open-{case}",
-        decision_id=f"d-{rec}",
-        recommendation_id=rec,
-        workflow=workflow,
-        phase=phase,
-        outcome=outcome,
-        reasons=reasons or (outcome,),
-        action=action,
-        policy_version="2026.11.1",
-        approvals_required=approvals,
-        eligible_roles=("supervisor", "finance_lead") if approvals else (),
-        expires_at=at(minute + 60) if approvals else None,
+    """A decision; one needing approvals is open to supervisors and finance leads for an
+    hour."""
+    return guard_decided(
+        case,
+        rec,
+        outcome,
+        workflow,
+        phase,
+        action,
+        at(minute),
+        approvals,
+        ("supervisor", "finance_lead") if approvals else (),
+        at(minute + 60) if approvals else None,
+        reasons,
     )
 
 
 def reviewed(
     case: str, rec: str, actor: str, verdict: str, received: int, required: int, minute: float
 ) -> ReviewRecorded:
-    return ReviewRecorded(
-        event_id=f"rr-{rec}-{actor}",
-        case_id=case,
-        occurred_at=at(minute),
-        review_id=f"rv-{rec}-{actor}",
-        recommendation_id=rec,
-        actor=actor,
-        roles=("supervisor",),
-        verdict=verdict,
-        approvals_received=received,
-        approvals_required=required,
+    return review_recorded(
+        case, rec, actor, ("supervisor",), verdict, received, required, at(minute)
     )
 
 
@@ -135,31 +128,14 @@ def completed(
     action: ActionSpec | None,
     minute: float,
 ) -> ApprovalCompleted:
-    return ApprovalCompleted(
-        event_id=f"ac-{rec}",
-        case_id=case,
-        occurred_at=at(minute),
-        recommendation_id=rec,
-        outcome=outcome,
-        approvers=approvers,
-        action=action,
-    )
+    return approval_completed(case, rec, outcome, approvers, action, at(minute))
 
 
 def requested(
     case: str, rec: str, ex: str, action: ActionSpec, mode: str, minute: float
 ) -> ExecutionRequested:
-    return ExecutionRequested(
-        event_id=f"er-{ex}",
-        case_id=case,
-        occurred_at=at(minute),
-        execution_id=ex,
-        recommendation_id=rec,
-        action=action,
-        mode=mode,
-        requested_by="policy" if mode == "auto" else "alice,bob",
-        policy_version="2026.11.1",
-    )
+    by = "policy" if mode == "auto" else "alice,bob"
+    return execution_requested(case, rec, ex, action, mode, by, at(minute))
 
 
 def resolved(case: str, category: str, actions: tuple[str, ...], minute: float) -> CaseResolved:
@@ -223,13 +199,12 @@ def story() -> list[Event]:
         reviewed("c2", "r2", "bob", "approve", 2, 2, 6),
         completed("c2", "r2", "approved", ("alice", "bob"), REFUND, 6),
         requested("c2", "r2", "x2", REFUND, "approved", 6),
-        ExecutionFailed(
-            event_id="ef-x2",
-            case_id="c2",
-            occurred_at=at(7),
-            execution_id="x2",
-            action_name="refund_payment",
-            error_class="Timeout",
+        execution_failed(
+            "c2",
+            "x2",
+            "refund_payment",
+            at(7),
+            "Timeout",
             retriable=True,
             timed_out=True,
             message="no answer within 30 s",
@@ -244,13 +219,12 @@ def story() -> list[Event]:
         reviewed("c3", "r3", "alice", "override", 1, 1, 4),
         completed("c3", "r3", "approved", ("alice",), ESCALATE, 4),
         requested("c3", "r3", "x3", ESCALATE, "approved", 4),
-        ExecutionFailed(
-            event_id="ef-x3",
-            case_id="c3",
-            occurred_at=at(5),
-            execution_id="x3",
-            action_name="escalate_to_specialist",
-            error_class="PostConditionFailed",
+        execution_failed(
+            "c3",
+            "x3",
+            "escalate_to_specialist",
+            at(5),
+            "PostConditionFailed",
             retriable=False,
             timed_out=False,
             message="no ack",

@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,19 +24,15 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from psycopg_pool import ConnectionPool
 
 from console.app import create_app
 from console.auth import add_operator, form_token, revoke_operator
 from console.web.session import COOKIE
 from infra.db import database_urls
-from infra.kafka import make_producer
-from infra.sandbox import child_env
 from infra.settings import PROJECT_ROOT, Settings
-from schemas.codec import Codec
 from schemas.events import CaseOpened
 from tests.integration import console_story
-from tests.integration.helpers import eventually, running
+from tests.integration.helpers import audited, casegate, console_app, eventually, running, scalar
 from tests.stack import Stack
 
 SQL = "Robert'); DROP TABLE audit_log; --"
@@ -153,12 +147,6 @@ def _with_cookie(console: Console, token: str) -> TestClient:
     return TestClient(console.app, cookies={COOKIE: token})
 
 
-def scalar(settings: Settings, query: str, *params: object) -> Any:
-    with psycopg.connect(database_urls(settings).app) as conn:
-        row = conn.execute(query, params).fetchone()
-    return row[0] if row else None
-
-
 @pytest.fixture(scope="module")
 def console(stack: Stack) -> Iterator[Console]:
     settings = stack.isolated()
@@ -166,31 +154,14 @@ def console(stack: Stack) -> Iterator[Console]:
     events = [*story.events, HOSTILE_CASE]
     console_story.publish(settings, events)
     with running(settings, ("projections.worker", "readmodels")):
-        eventually(
-            lambda: scalar(settings, "SELECT count(*) FROM audit_log") == len(events),
-            timeout_s=60,
-            what="the story in audit_log",
-        )
+        audited(settings, events)
         tokens = console_story.add_operators(settings)
         with psycopg.connect(database_urls(settings).app, autocommit=True) as conn:
             # An operator whose only role the policy does not define (known_roles=None).
             tokens["nobody"] = add_operator(conn, "nobody", ("auditor",), None, ttl_s=3600)
             tokens["rita"] = add_operator(conn, "rita", ("supervisor",), None, ttl_s=3600)
-        pool = ConnectionPool(
-            database_urls(settings).app,
-            min_size=1,
-            max_size=4,
-            kwargs={"autocommit": True},
-            open=True,
-        )
-        producer = make_producer(settings)
-        app = create_app(settings, conn_pool=pool, producer=producer, codec=Codec.load())
-        try:
-            with TestClient(app) as client:
-                yield Console(settings, app, client, tokens)
-        finally:
-            producer.flush(10)
-            pool.close()
+        with console_app(settings) as app, TestClient(app) as client:
+            yield Console(settings, app, client, tokens)
 
 
 def _app_routes() -> list[tuple[str, str]]:
@@ -517,14 +488,7 @@ def test_tokens_and_secrets_never_reach_a_log(
     assert all(token not in logged for token in console.tokens.values())
     assert "guess-" not in logged
     # What the processes print: the read models' log, and the CLI an operator runs.
-    up = subprocess.run(
-        [sys.executable, "-m", "cli.main", "topics"],
-        env=child_env(console.settings),
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    up = casegate(console.settings, "topics")
     printed = up.stdout + up.stderr
     for path in (console.settings.home / "secrets").glob("*"):
         text = path.read_text().strip()

@@ -12,30 +12,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from psycopg_pool import ConnectionPool
 from typer.testing import CliRunner
 
 from cli.main import app as cli_app
-from console.app import create_app
 from console.auth import add_operator
 from infra.db import database_urls
-from infra.kafka import make_producer
 from infra.settings import Settings
-from schemas.codec import Codec
 from tests.integration import console_story
-from tests.integration.helpers import eventually, running, signed_in
+from tests.integration.helpers import audited, console_app, eventually, running, scalar, signed_in
 from tests.stack import env_for
-
-
-def scalar(settings: Settings, query: str, *params: object) -> Any:
-    with psycopg.connect(database_urls(settings).app) as conn:
-        row = conn.execute(query, params).fetchone()
-    return row[0] if row else None
 
 
 @pytest.fixture
@@ -43,10 +32,7 @@ def console(settings: Settings) -> Iterator[tuple[TestClient, dict[str, str]]]:
     story = console_story.story()
     console_story.publish(settings, story.events)
     with running(settings, ("projections.worker", "readmodels")):
-        eventually(
-            lambda: scalar(settings, "SELECT count(*) FROM audit_log") == len(story.events),
-            what="the story in audit_log",
-        )
+        audited(settings, story.events)
         tokens = console_story.add_operators(settings)  # sam, fay, ann
         with psycopg.connect(database_urls(settings).app, autocommit=True) as conn:
             tokens["old"] = add_operator(conn, "old", ("supervisor",), None, ttl_s=90 * 86400)
@@ -54,21 +40,8 @@ def console(settings: Settings) -> Iterator[tuple[TestClient, dict[str, str]]]:
             conn.execute(
                 "UPDATE operators SET created_at = now() - interval '21 days' WHERE name = 'old'"
             )
-        pool = ConnectionPool(
-            database_urls(settings).app,
-            min_size=1,
-            max_size=4,
-            kwargs={"autocommit": True},
-            open=True,
-        )
-        producer = make_producer(settings)
-        app = create_app(settings, conn_pool=pool, producer=producer, codec=Codec.load())
-        try:
-            with TestClient(app) as client:
-                yield client, tokens
-        finally:
-            producer.flush(10)
-            pool.close()
+        with console_app(settings) as app, TestClient(app) as client:
+            yield client, tokens
 
 
 def bearer(token: str) -> dict[str, str]:

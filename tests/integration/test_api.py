@@ -4,32 +4,24 @@ reviews as exactly one event with the token's actor, idempotency, validation, es
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from psycopg_pool import ConnectionPool
 
-from console.app import create_app
-from infra.db import database_urls
-from infra.kafka import make_producer
-from infra.settings import PROJECT_ROOT, Settings
+from infra.settings import Settings
 from policy.loader import default_policy_path, load_policy_file
 from policy.semantics import policy_warnings
 from projections.queries import DIMENSIONS
-from schemas.codec import Codec
 from schemas.events import CaseReclassified, ReviewSubmitted
 from tests.integration import console_story
 from tests.integration.console_story import HOSTILE
-from tests.integration.helpers import eventually, running
-from tests.stack import Stack, env_for
+from tests.integration.helpers import audited, casegate, console_app, eventually, running, scalar
+from tests.stack import Stack
 
 
 @dataclass
@@ -49,12 +41,6 @@ def key() -> str:
     return f"k-{uuid.uuid4()}"
 
 
-def scalar(settings: Settings, query: str, *params: object) -> Any:
-    with psycopg.connect(database_urls(settings).app) as conn:
-        row = conn.execute(query, params).fetchone()
-    return row[0] if row else None
-
-
 @pytest.fixture(scope="module")
 def console(stack: Stack) -> Iterator[Console]:
     """The story projected by the real read-model process, and the app over it in-process."""
@@ -62,27 +48,10 @@ def console(stack: Stack) -> Iterator[Console]:
     story = console_story.story()
     console_story.publish(settings, story.events)
     with running(settings, ("projections.worker", "readmodels")):
-        eventually(
-            lambda: scalar(settings, "SELECT count(*) FROM audit_log") == len(story.events),
-            timeout_s=60,
-            what="the story in audit_log",
-        )
+        audited(settings, story.events)
         tokens = console_story.add_operators(settings)
-        pool = ConnectionPool(
-            database_urls(settings).app,
-            min_size=1,
-            max_size=4,
-            kwargs={"autocommit": True},
-            open=True,
-        )
-        producer = make_producer(settings)
-        app = create_app(settings, conn_pool=pool, producer=producer, codec=Codec.load())
-        try:
-            with TestClient(app) as client:
-                yield Console(settings, client, tokens)
-        finally:
-            producer.flush(10)
-            pool.close()
+        with console_app(settings) as app, TestClient(app) as client:
+            yield Console(settings, client, tokens)
 
 
 def test_health_and_openapi_are_served_without_a_token(console: Console) -> None:
@@ -381,14 +350,3 @@ def test_the_policy_in_force_lists_its_ineffective_settings_and_the_metrics_page
     assert policy["warnings"] == expected
     assert page.status_code == 200 and 'id="policy-warnings"' in page.text
     assert "blast_radius.max_auto_runs" in page.text
-
-
-def casegate(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        env=env_for(settings),
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )

@@ -12,22 +12,17 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import psycopg
-
-from infra.db import database_urls
 from infra.settings import Settings
 from schemas.events import (
     ActionSpec,
     ApprovalCompleted,
-    CaseReclassified,
     CaseResolved,
     Event,
-    ReviewRecorded,
     utc_now,
 )
 from tests.integration import console_story
 from tests.integration.console_story import ESCALATE, PLAN
-from tests.integration.helpers import eventually, running
+from tests.integration.helpers import audited, rows, running
 from tests.integration.scenario import policy_event
 
 
@@ -44,27 +39,11 @@ def recommended(case: str, at: Any) -> list[Event]:
 
 
 def approved(case: str, at: Any, action: ActionSpec) -> ApprovalCompleted:
-    return ApprovalCompleted(
-        event_id=f"ac-{case}",
-        case_id=case,
-        occurred_at=at,
-        recommendation_id=f"r-{case}",
-        outcome="approved",
-        approvers=("sam",),
-        action=action,
-    )
+    return console_story.approval(case, f"r-{case}", ("sam",), action, at)
 
 
 def resolved(case: str, at: Any, *actions: ActionSpec) -> CaseResolved:
-    return CaseResolved(
-        event_id=f"res-{case}",
-        case_id=case,
-        occurred_at=at,
-        resolved_by="sam",
-        resolution_code="done",
-        category="plan_change",
-        actions_taken=actions,
-    )
+    return console_story.resolved(case, at, "plan_change", actions)
 
 
 def test_shadow_alignment_counts_approvals_overrides_and_reclassifications(
@@ -76,45 +55,22 @@ def test_shadow_alignment_counts_approvals_overrides_and_reclassifications(
     events += [*recommended("a1", t0), approved("a1", t1, PLAN), resolved("a1", t2, PLAN)]
     events += [
         *recommended("o1", t0),
-        ReviewRecorded(
-            event_id="rr-o1",
-            case_id="o1",
-            occurred_at=t1,
-            review_id="rv-o1",
-            recommendation_id="r-o1",
-            actor="sam",
-            roles=("supervisor",),
-            verdict="override",
-            approvals_received=1,
-            approvals_required=1,
-            action=ESCALATE,
-        ),
+        console_story.overridden("o1", "r-o1", ESCALATE, t1),
         approved("o1", t1, ESCALATE),
         resolved("o1", t2, ESCALATE),
     ]
     events += [
         *recommended("r1", t0),
         resolved("r1", t1, PLAN),
-        CaseReclassified(
-            event_id="rc-r1",
-            case_id="r1",
-            occurred_at=t2,
-            review_id="rv-r1",
-            actor="sam",
-            roles=("supervisor",),
-            category="double_charge",
-        ),
+        console_story.reclassified("r1", t2, "double_charge"),
     ]
     console_story.publish(settings, events)
     with running(settings, ("projections.worker", "readmodels")):
-        eventually(
-            lambda: _rows(settings, "SELECT count(*) AS n FROM audit_log")[0]["n"] == len(events),
-            what="the cases in audit_log",
-        )
+        audited(settings, events, "the cases in audit_log")
 
     got = {
         r["team"]: r
-        for r in _rows(settings, "SELECT * FROM shadow_alignment WHERE workflow = 'billing'")
+        for r in rows(settings, "SELECT * FROM shadow_alignment WHERE workflow = 'billing'")
     }
 
     # a1: approved as recommended, and that is what was done: a match.
@@ -128,10 +84,3 @@ def test_shadow_alignment_counts_approvals_overrides_and_reclassifications(
 def _counts(row: dict[str, Any]) -> tuple[Any, ...]:
     keys = ("issue_class", "compared", "category_matches", "with_action", "action_matches")
     return tuple(row[k] for k in keys)
-
-
-def _rows(settings: Settings, query: str) -> list[dict[str, Any]]:
-    with psycopg.connect(database_urls(settings).app) as conn:
-        cur = conn.execute(query)
-        names = [c.name for c in cur.description or ()]
-        return [dict(zip(names, row, strict=True)) for row in cur]

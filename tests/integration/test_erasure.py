@@ -7,7 +7,6 @@ are what they were, and the audit chain still verifies."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -19,15 +18,14 @@ from console.api.cases import case_trace
 from console.auth import add_operator
 from infra.db import database_urls
 from infra.keys import KeyRing, Revealer, Wrapping, customer_id_ref, master_key
-from infra.sandbox import child_env
-from infra.settings import PROJECT_ROOT, Settings
+from infra.settings import Settings
 from infra.topics import TOPICS
 from policy.sealing import ERASED, MARK, ref_of
 from projections.queries import DIMENSIONS, metrics
 from schemas.codec import Codec
 from schemas.events import CaseOpened, CaseUpdated, Event
 from tests.chaos.check import audit_verify, replay_differences
-from tests.integration.helpers import eventually, read_topic, running
+from tests.integration.helpers import casegate, eventually, read_topic, running
 from tests.integration.pipeline import send
 from tests.integration.scenario import at, story
 from tests.stack import Stack
@@ -101,15 +99,7 @@ def all_metrics(conn: psycopg.Connection, schema: str = "public") -> list[dict[s
 
 
 def erase(settings: Settings, customer_id: str, token: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", "erase", customer_id, "--yes", "--reason", "t"],
-        env={**child_env(settings), "CASEGATE_OPERATOR_TOKEN": token},
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return casegate(settings, "erase", customer_id, "--yes", "--reason", "t", token=token)
 
 
 def test_erasure_makes_one_customers_data_unreadable_everywhere_and_keeps_metrics(

@@ -14,7 +14,7 @@ import sys
 from infra.settings import PROJECT_ROOT, Settings
 from schemas.events import CaseResolved
 from schemas.jsonform import loads
-from tests.integration.helpers import OUTPUT, eventually
+from tests.integration.helpers import OUTPUT, eventually, stop_all
 from tests.stack import env_for
 
 README = PROJECT_ROOT / "README.md"
@@ -95,13 +95,7 @@ def test_the_getting_started_steps_run_as_written(settings: Settings) -> None:
 
         total = eventually(compared, timeout_s=240, what=f"alignment over {resolved} cases")
     finally:
-        for proc in background:
-            proc.send_signal(signal.SIGINT)
-        for proc in background:
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(background, signal.SIGINT, timeout_s=60)
     assert total == resolved > 0
     evaluated, imported = outputs[2], outputs[4]
     assert "ALL" in evaluated and "hit rate" in evaluated

@@ -43,12 +43,12 @@ from tests.integration.helpers import eventually, running
 from tests.integration.pipeline import (
     Downstream,
     Tail,
+    approvals_settled,
     case_opened,
     policy_text,
     recommendation,
     review,
     send,
-    wait_caught_up,
 )
 from tests.stack import Stack, env_for
 
@@ -78,14 +78,16 @@ class Pipeline:
         )
         return decided
 
+    def refused(self, case_id: str, what: str, timeout_s: float = 60.0) -> ReviewDenied:
+        """The one review of `case_id` the approve processor refused."""
+        [denied] = self.out.wait(
+            lambda: self.out.events(ReviewDenied, case_id=case_id), timeout_s=timeout_s, what=what
+        )
+        return denied
+
     def nothing_pending(self) -> None:
         """Approve and execute have read everything there is: nothing more will come."""
-        for component, topics in (
-            ("approve", ("decisions", "reviews")),
-            ("execute", ("executions",)),
-        ):
-            wait_caught_up(self.settings, component, topics)
-        self.out.poll(1.0)
+        approvals_settled(self.settings, self.out)
 
 
 @pytest.fixture(scope="module")
@@ -189,10 +191,7 @@ def test_d_prohibited_action_is_denied_and_never_executed(pipeline: Pipeline) ->
     # An operator trying to approve it anyway is refused: there is nothing to approve.
     pipeline.submit(review(rec, "root", ("admin",)))
     out = pipeline.out
-    [denied] = out.wait(
-        lambda: out.events(ReviewDenied, case_id="prohibited-1"),
-        what="the review of a denied action to be refused",
-    )
+    denied = pipeline.refused("prohibited-1", "the review of a denied action to be refused")
     assert denied.reason == "unknown_item"
     pipeline.nothing_pending()
     assert out.events(ExecutionRequested, case_id="prohibited-1") == []
@@ -300,10 +299,7 @@ def test_a_pending_approval_past_its_expiry_leaves_the_queue(pipeline: Pipeline)
     assert expired.expired_at == decided.expires_at == expired.occurred_at
     assert expired.causation_id == decided.event_id
     pipeline.submit(review(rec, "sam", ("supervisor",)))
-    [denied] = out.wait(
-        lambda: out.events(ReviewDenied, case_id="expiring-1"),
-        what="a review after expiry to be refused",
-    )
+    denied = pipeline.refused("expiring-1", "a review after expiry to be refused")
     assert denied.reason == "item_closed"
     pipeline.nothing_pending()
     assert out.events(ExecutionRequested, case_id="expiring-1") == []
@@ -497,10 +493,8 @@ def test_a_review_of_a_recommendation_never_decided_is_refused_after_waiting(
     pipeline.submit(review(ghost, "sam", ("supervisor",)))
     out = pipeline.out
 
-    [denied] = out.wait(
-        lambda: out.events(ReviewDenied, case_id="ghost-1"),
-        timeout_s=30,
-        what="the review to give up waiting (review_wait_s is 3 s here)",
+    denied = pipeline.refused(
+        "ghost-1", "the review to give up waiting (review_wait_s is 3 s here)", timeout_s=30
     )
     assert (denied.reason, denied.recommendation_id) == ("unknown_item", ghost.recommendation_id)
     pipeline.nothing_pending()

@@ -14,22 +14,20 @@ from pathlib import Path
 
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
-from psycopg_pool import ConnectionPool
 from typer.testing import CliRunner
 
 from cli.main import app as cli_app
-from console.app import create_app
 from console.auth import add_operator, form_token
 from console.policy_topic import publish_policy, read_policies
 from console.web.session import COOKIE
 from infra.db import database_urls
-from infra.kafka import consumer_config, make_producer
+from infra.kafka import consumer_config
 from infra.settings import Settings
 from infra.topics import TOPICS
 from policy.loader import load_policy_text
 from schemas.codec import Codec
 from schemas.events import ActionSpec, PolicyPublished
-from tests.integration.helpers import eventually, running, signed_in
+from tests.integration.helpers import console_app, eventually, running, scalar, signed_in
 from tests.integration.pipeline import policy_text, recommendation, send
 from tests.stack import env_for
 
@@ -242,16 +240,7 @@ def test_the_policy_page_shows_the_dry_run_before_a_publish_and_publishes_that_o
             name: add_operator(conn, name, roles, None, ttl_s=3600)
             for name, roles in (("adm", ("admin",)), ("ann", ("agent",)))
         }
-    pool = ConnectionPool(
-        database_urls(settings).app,
-        min_size=1,
-        max_size=2,
-        kwargs={"autocommit": True},
-        open=True,
-    )
-    producer = make_producer(settings)
-    app = create_app(settings, conn_pool=pool, producer=producer, codec=codec)
-    try:
+    with console_app(settings, codec, max_size=2) as app:
         pages = {name: signed_in(app, token) for name, token in tokens.items()}
         adm, ann = pages["adm"], pages["ann"]
         form = form_token(adm.cookies[COOKIE])
@@ -268,9 +257,7 @@ def test_the_policy_page_shows_the_dry_run_before_a_publish_and_publishes_that_o
         for case_id in ("dr-refund-250", "dr-refund-300", "dr-reset-sms-1", "dr-reset-sms-2"):
             assert f">{case_id}</a>" in shown.text
         assert watermarks(settings) == before  # the dry-run published nothing
-        dry_run_id = _scalar(
-            settings, "SELECT dry_run_id FROM policy_dry_runs WHERE ran_by = 'adm'"
-        )
+        dry_run_id = scalar(settings, "SELECT dry_run_id FROM policy_dry_runs WHERE ran_by = 'adm'")
         assert f'name="dry_run_id" value="{dry_run_id}"' in shown.text
         # An agent may look, not publish.
         refused = ann.post(
@@ -286,12 +273,3 @@ def test_the_policy_page_shows_the_dry_run_before_a_publish_and_publishes_that_o
         [event] = [e for e in _policies(settings, codec) if e.version == "dry.2"]
         assert (event.dry_run, event.author) == (dry_run_id, "adm")
         assert event.sha256 == load_policy_text(candidate_text()).sha256
-    finally:
-        producer.flush(10)
-        pool.close()
-
-
-def _scalar(settings: Settings, query: str) -> object:
-    with psycopg.connect(database_urls(settings).app) as conn:
-        row = conn.execute(query).fetchone()
-    return row[0] if row else None

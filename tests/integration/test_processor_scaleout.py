@@ -10,9 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from console.policy_topic import publish_policy
 from infra.settings import Settings
-from policy.loader import load_policy_text
 from schemas.codec import Codec
 from schemas.events import Event, ExecutionFailed, ExecutionSucceeded, GuardrailDecided
 from tests.integration.approval_flow import (
@@ -23,21 +21,20 @@ from tests.integration.approval_flow import (
     all_recommendations,
     assert_exactly_once,
     publish_cases,
+    publish_flow_policy,
+    settle,
+    stopped_after,
 )
 from tests.integration.helpers import OUTPUT
-from tests.integration.pipeline import Downstream, Tail, policy_text, wait_caught_up
+from tests.integration.pipeline import Downstream, Tail
 
 NAMES = ("guard", "approve", "execute")
 
 
 @pytest.fixture
 def workers(settings: Settings) -> Iterator[dict[tuple[str, int], Worker]]:
-    procs = {(name, i): Worker(settings, name, i) for name in NAMES for i in (0, 1)}
-    try:
+    with stopped_after({(n, i): Worker(settings, n, i) for n in NAMES for i in (0, 1)}) as procs:
         yield procs
-    finally:
-        for w in procs.values():
-            w.stop()
 
 
 def test_a_second_worker_joins_mid_stream_and_the_first_is_killed(
@@ -45,12 +42,7 @@ def test_a_second_worker_joins_mid_stream_and_the_first_is_killed(
 ) -> None:
     codec = Codec.load()
     with Downstream() as downstream:
-        publish_policy(
-            settings,
-            codec,
-            load_policy_text(policy_text(downstream.url, bounded_limit=600_000)),
-            "tests",
-        )
+        publish_flow_policy(settings, codec, downstream)
         recs = all_recommendations()
         out = Tail(settings, ("decisions", "executions"))
         operators = Operators(settings, codec)
@@ -96,16 +88,7 @@ def test_a_second_worker_joins_mid_stream_and_the_first_is_killed(
                 f"{done(ExecutionSucceeded)}/{EXECUTED} executions"
             ),
         )
-        operators.stop.set()
-        operators.join(30)
-        assert operators.error is None, operators.error
-        for component, topics in (
-            ("approve", ("decisions", "reviews")),
-            ("execute", ("executions",)),
-        ):
-            wait_caught_up(settings, component, topics, timeout_s=60)
-        out.poll(1.0)
-        calls = downstream.snapshot()
+        calls = settle(settings, operators, out, downstream)
     out.close()
 
     # Both moves happened mid-stream, with work left on both sides of each.

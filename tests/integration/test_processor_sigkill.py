@@ -18,9 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from console.policy_topic import publish_policy
 from infra.settings import Settings
-from policy.loader import load_policy_text
 from schemas.codec import Codec
 from schemas.events import (
     Event,
@@ -38,19 +36,18 @@ from tests.integration.approval_flow import (
     all_recommendations,
     assert_exactly_once,
     publish_cases,
+    publish_flow_policy,
+    settle,
+    stopped_after,
 )
 from tests.integration.helpers import OUTPUT
-from tests.integration.pipeline import Downstream, Tail, policy_text, wait_caught_up
+from tests.integration.pipeline import Downstream, Tail
 
 
 @pytest.fixture
 def workers(settings: Settings) -> Iterator[dict[str, Worker]]:
-    procs = {name: Worker(settings, name) for name in ("guard", "approve", "execute")}
-    try:
+    with stopped_after({n: Worker(settings, n) for n in ("guard", "approve", "execute")}) as procs:
         yield procs
-    finally:
-        for w in procs.values():
-            w.stop()
 
 
 def test_h_sigkill_of_each_processor_loses_and_doubles_nothing(
@@ -59,12 +56,7 @@ def test_h_sigkill_of_each_processor_loses_and_doubles_nothing(
     codec = Codec.load()
     started = time.monotonic()
     with Downstream() as downstream:
-        publish_policy(
-            settings,
-            codec,
-            load_policy_text(policy_text(downstream.url, bounded_limit=600_000)),
-            "tests",
-        )
+        publish_flow_policy(settings, codec, downstream)
         recs = all_recommendations()
         publish_cases(settings, codec, recs)
 
@@ -113,16 +105,7 @@ def test_h_sigkill_of_each_processor_loses_and_doubles_nothing(
                 f"{distinct(ExecutionFailed)} failed"
             ),
         )
-        operators.stop.set()
-        operators.join(30)
-        assert operators.error is None, operators.error
-        for component, topics in (
-            ("approve", ("decisions", "reviews")),
-            ("execute", ("executions",)),
-        ):
-            wait_caught_up(settings, component, topics, timeout_s=60)
-        out.poll(1.0)
-        calls = downstream.snapshot()
+        calls = settle(settings, operators, out, downstream)
     out.close()
     records = out.records
     elapsed = time.monotonic() - started

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from infra.settings import PROJECT_ROOT, Settings
 from schemas.codec import Codec
 from schemas.jsonform import loads
-from tests.integration.helpers import read_topic
-from tests.stack import env_for
+from tests.integration.helpers import casegate, read_topic
 
 EXAMPLES = PROJECT_ROOT / "examples" / "cases.jsonl"
-
-
-def casegate(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        env=env_for(settings),
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_a_bad_line_is_reported_by_number_and_nothing_is_sent(

@@ -4,8 +4,6 @@ metrics, an append-only tamper-evident audit, and a replay equal to the live tab
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -15,11 +13,10 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 from psycopg import sql
-from psycopg.rows import dict_row
 
 from infra.db import DatabaseUrls, database_urls, migrate
 from infra.kafka import producer_config
-from infra.settings import PROJECT_ROOT, Settings
+from infra.settings import Settings
 from policy.loader import PolicyInvalid, load_policy_text
 from projections.case_state import CaseStateProjection
 from projections.envelope import Envelope
@@ -52,8 +49,8 @@ from schemas.events import (
     record_key,
 )
 from tests.integration import scenario
-from tests.integration.helpers import eventually, running
-from tests.stack import Stack, env_for
+from tests.integration.helpers import casegate, eventually, rows, running
+from tests.stack import Stack
 
 STORY = scenario.story()
 DUPLICATE = STORY[2]  # r1's RecommendationProduced, published twice
@@ -88,14 +85,6 @@ def count(settings: Settings, table: str) -> int:
             sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
         ).fetchone()
     return int(row[0]) if row else 0
-
-
-def rows(settings: Settings, query: str, *params: object) -> list[dict]:
-    with (
-        psycopg.connect(database_urls(settings).app) as conn,
-        conn.cursor(row_factory=dict_row) as cur,
-    ):
-        return cur.execute(query, params).fetchall()
 
 
 def test_case_state_has_one_exact_row_per_case(projected: Settings) -> None:
@@ -334,17 +323,6 @@ def tamper(urls: DatabaseUrls) -> None:
             "ORDER BY topic, partition LIMIT 1)"
         )
         conn.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update")
-
-
-def casegate(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        env=env_for(settings),
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 # --- The batched merge equals the former one-statement-per-event upserts -----------------

@@ -4,7 +4,6 @@ refit (issue 13: learning from corrections)."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -13,7 +12,7 @@ from cli.produce import publish
 from schemas.codec import IMPORT_HEADER, Codec
 from schemas.events import CaseOpened, CaseReclassified, CaseResolved, RecommendationProduced
 from tests.chaos.faults import Probe
-from tests.integration.helpers import eventually, spawn
+from tests.integration.helpers import eventually, spawn, stop_all
 from tests.integration.pipeline import Tail, send
 from tests.integration.scenario import policy_event
 from tests.integration.test_recommend_processor import demo_events
@@ -92,12 +91,7 @@ def test_a_reclassification_changes_the_next_recommendation(stack: Stack) -> Non
         send(settings, codec, [twin(2)])
         after = recommended("twin-2")
     finally:
-        for proc in procs:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
         tail.close()
         probe.close()
 

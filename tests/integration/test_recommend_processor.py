@@ -13,7 +13,7 @@ from processors.recommend.case_view import CaseView, apply_update, open_view, te
 from schemas.codec import Codec
 from schemas.events import CaseOpened, CaseResolved, CaseUpdated, Event, RecommendationProduced
 from schemas.jsonform import loads
-from tests.integration.helpers import spawn
+from tests.integration.helpers import spawn, stop_all
 from tests.integration.pipeline import Tail, send
 from tests.integration.scenario import policy_event
 
@@ -78,12 +78,7 @@ def test_recommends_each_case_once_from_learned_history_and_survives_sigkill(
             ),
         )
     finally:
-        for proc in (worker, intake):
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all((worker, intake))
         tail.close()
 
     recs = [r.event for r in tail.records if isinstance(r.event, RecommendationProduced)]

@@ -345,25 +345,20 @@ def test_a_bounded_workflow_whose_executions_fail_is_demoted_within_the_interval
 
 
 def test_the_kill_switch_demotes_to_shadow_at_once_with_who_and_why(rig: Rig) -> None:
-    code, said = rig.cli(
-        "rollout",
-        "kill",
-        "bounded_wf",
-        "--reason",
-        "adapter misbehaving",
-        "--token",
-        rig.tokens["ada"],
-    )
+    def kill(who: str) -> tuple[int, str]:
+        return rig.cli(
+            "rollout",
+            "kill",
+            "bounded_wf",
+            "--reason",
+            "adapter misbehaving",
+            "--token",
+            rig.tokens[who],
+        )
+
+    code, said = kill("ada")
     assert code == 3 and "may not" in said, said
-    code, said = rig.cli(
-        "rollout",
-        "kill",
-        "bounded_wf",
-        "--reason",
-        "adapter misbehaving",
-        "--token",
-        rig.tokens["sam"],
-    )
+    code, said = kill("sam")
     assert code == 0, said
     [killed] = rig.out.wait(
         lambda: rig.out.events(WorkflowDemoted, workflow="bounded_wf"), what="the kill"

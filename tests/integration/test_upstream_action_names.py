@@ -8,14 +8,7 @@ with the rule, and the case stays open."""
 from __future__ import annotations
 
 import hashlib
-import signal
-import subprocess
-from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
-
-from infra.db import database_urls
 from infra.settings import PROJECT_ROOT, Settings
 from policy.checks import ACTION_NOT_IN_WORKFLOW, UNKNOWN_ACTION
 from policy.loader import default_policy_path, load_policy_text
@@ -29,7 +22,7 @@ from schemas.events import (
     PolicyPublished,
 )
 from schemas.jsonform import loads
-from tests.integration.helpers import eventually, spawn
+from tests.integration.helpers import eventually, rows, spawn, stop_all
 from tests.integration.pipeline import Tail, send
 from tests.integration.scenario import T0
 
@@ -60,14 +53,6 @@ def desk_policy() -> PolicyPublished:
         author="desk",
         document=text,
     )
-
-
-def query(settings: Settings, sql: str, *params: object) -> list[dict[str, Any]]:
-    with (
-        psycopg.connect(database_urls(settings).app) as conn,
-        conn.cursor(row_factory=dict_row) as cur,
-    ):
-        return cur.execute(sql, params).fetchall()
 
 
 def test_an_upstream_action_name_goes_through_the_pipeline_unchanged(settings: Settings) -> None:
@@ -107,7 +92,7 @@ def test_an_upstream_action_name_goes_through_the_pipeline_unchanged(settings: S
         history_cases = sum(isinstance(e, CaseOpened) for e in history)
         eventually(
             lambda: (
-                query(
+                rows(
                     settings,
                     "SELECT count(*) AS n FROM recommendation_facts WHERE outcome IS NOT NULL",
                 )[0]["n"]
@@ -119,14 +104,14 @@ def test_an_upstream_action_name_goes_through_the_pipeline_unchanged(settings: S
         send(settings, codec, [*opened, *resolutions, refused])
         eventually(
             lambda: (
-                query(
+                rows(
                     settings,
                     "SELECT count(*) AS n FROM case_state WHERE case_id = ANY(%s) "
                     "AND resolution_count > 0",
                     [e.case_id for e in resolutions],
                 )[0]["n"]
                 == len(resolutions)
-                and query(
+                and rows(
                     settings,
                     "SELECT count(*) AS n FROM recommendation_facts WHERE case_id = ANY(%s) "
                     "AND outcome IS NOT NULL",
@@ -146,18 +131,12 @@ def test_an_upstream_action_name_goes_through_the_pipeline_unchanged(settings: S
             what="the refused resolution dead-lettered",
         )
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
         deadletters.close()
 
     # The recommender learned the upstream name and the guard decided on it as a catalog
     # action (shipping is in shadow: what bounded would do is recorded with the reasons).
-    recommended = query(
+    recommended = rows(
         settings,
         "SELECT outcome, reasons FROM recommendation_facts WHERE case_id = ANY(%s) "
         "AND action_name = %s",
@@ -172,7 +151,7 @@ def test_an_upstream_action_name_goes_through_the_pipeline_unchanged(settings: S
     assert not any(unrecognised & set(r["reasons"]) for r in recommended), recommended
 
     # Alignment: one hit definition, both denominators.
-    (shipping,) = query(
+    (shipping,) = rows(
         settings,
         "SELECT sum(action_matches) AS hits, sum(with_action) AS recommended, "
         "sum(humans_acted) AS acted FROM shadow_alignment WHERE workflow = 'shipping'",
@@ -180,14 +159,14 @@ def test_an_upstream_action_name_goes_through_the_pipeline_unchanged(settings: S
     taken = {e.case_id for e in resolutions if any(a.name == UPSTREAM for a in e.actions_taken)}
     assert taken and shipping["hits"] >= 1
     assert shipping["hits"] <= min(shipping["recommended"], shipping["acted"])
-    rates = query(
+    rates = rows(
         settings,
         "SELECT action_matches, with_action, humans_acted, action_match_rate, action_hit_rate "
         "FROM shadow_alignment WHERE workflow = 'shipping' AND humans_acted > 0",
     )
     for r in rates:
         assert r["action_hit_rate"] == r["action_matches"] / r["humans_acted"]
-    stored = query(
+    stored = rows(
         settings, "SELECT actions_taken FROM case_state WHERE case_id = ANY(%s)", list(taken)
     )
     assert all(UPSTREAM in r["actions_taken"] for r in stored)
@@ -199,5 +178,5 @@ def test_an_upstream_action_name_goes_through_the_pipeline_unchanged(settings: S
         if isinstance(r.event, DeadLettered) and r.event.case_id == bad_case.case_id
     ]
     assert dead.reason.startswith("invalid_action_name: actions_taken[0]:")
-    (state,) = query(settings, "SELECT status FROM case_state WHERE case_id = %s", bad_case.case_id)
+    (state,) = rows(settings, "SELECT status FROM case_state WHERE case_id = %s", bad_case.case_id)
     assert state["status"] == "open"

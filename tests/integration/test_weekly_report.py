@@ -15,37 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
 from typer.testing import CliRunner
 
 from cli.main import app as cli_app
-from console.app import create_app
 from console.auth import add_operator
 from infra.db import database_urls
-from infra.kafka import make_producer
 from infra.settings import Settings
-from schemas.codec import Codec
 from schemas.events import (
-    ApprovalCompleted,
-    CaseReclassified,
     CaseReopened,
     Event,
-    ExecutionFailed,
-    ExecutionRequested,
-    ReviewRecorded,
     utc_now,
 )
 from tests.integration import console_story
 from tests.integration.console_story import CLOSE, ESCALATE, PLAN, REFUND
-from tests.integration.helpers import eventually, running, signed_in
+from tests.integration.helpers import audited, console_app, running, signed_in
 from tests.integration.scenario import policy_event
 from tests.stack import env_for
-
-
-def scalar(settings: Settings, query: str) -> Any:
-    with psycopg.connect(database_urls(settings).app) as conn:
-        row = conn.execute(query).fetchone()
-    return row[0] if row else None
 
 
 def case(
@@ -98,72 +83,13 @@ def history() -> list[Event]:
         ),
     ]
     events += [
-        ApprovalCompleted(
-            event_id="ac-t1",
-            case_id="t1",
-            occurred_at=later,
-            recommendation_id="r-t1",
-            outcome="approved",
-            approvers=("sam",),
-            action=PLAN,
-        ),
-        ExecutionRequested(
-            event_id="er-t1",
-            case_id="t1",
-            occurred_at=later,
-            execution_id="x-t1",
-            recommendation_id="r-t1",
-            action=PLAN,
-            mode="approved",
-            requested_by="sam",
-            policy_version="2026.11.1",
-        ),
-        ExecutionFailed(
-            event_id="ef-t1",
-            case_id="t1",
-            occurred_at=later,
-            execution_id="x-t1",
-            action_name="change_plan",
-            error_class="Timeout",
-            retriable=True,
-            timed_out=True,
-            message="billing system did not answer",
-            duration_ms=20000.0,
-        ),
+        console_story.approval("t1", "r-t1", ("sam",), PLAN, later),
+        *console_story.timed_out("t1", "r-t1", "x-t1", PLAN, later, later),
         # t2: sam overrode the refund with an escalation, and it was approved so.
-        ReviewRecorded(
-            event_id="rr-t2",
-            case_id="t2",
-            occurred_at=later,
-            review_id="rv-t2",
-            recommendation_id="r-t2",
-            actor="sam",
-            roles=("supervisor",),
-            verdict="override",
-            approvals_received=1,
-            approvals_required=1,
-            action=ESCALATE,
-        ),
-        ApprovalCompleted(
-            event_id="ac-t2",
-            case_id="t2",
-            occurred_at=later,
-            recommendation_id="r-t2",
-            outcome="approved",
-            approvers=("sam",),
-            action=ESCALATE,
-        ),
+        console_story.overridden("t2", "r-t2", ESCALATE, later),
+        console_story.approval("t2", "r-t2", ("sam",), ESCALATE, later),
         CaseReopened(event_id="ro-t2", case_id="t2", occurred_at=later, reason="still charged"),
-        CaseReclassified(
-            event_id="rc-t3",
-            case_id="t3",
-            occurred_at=later,
-            review_id="rv-t3",
-            actor="sam",
-            roles=("supervisor",),
-            category="account_closure",
-            reason="wants to leave",
-        ),
+        console_story.reclassified("t3", later, "account_closure", reason="wants to leave"),
     ]
     return events
 
@@ -174,10 +100,7 @@ def test_the_weekly_review_names_what_moved_what_was_refused_and_where_humans_co
     events = history()
     console_story.publish(settings, events)
     with running(settings, ("projections.worker", "readmodels")):
-        eventually(
-            lambda: scalar(settings, "SELECT count(*) FROM audit_log") == len(events),
-            what="the two weeks in audit_log",
-        )
+        audited(settings, events, "the two weeks in audit_log")
     out = tmp_path / "weekly.md"
 
     result = CliRunner().invoke(
@@ -214,17 +137,10 @@ def test_the_weekly_review_page_shows_the_same_parts(settings: Settings) -> None
     events = history()
     console_story.publish(settings, events)
     with running(settings, ("projections.worker", "readmodels")):
-        eventually(
-            lambda: scalar(settings, "SELECT count(*) FROM audit_log") == len(events),
-            what="the two weeks in audit_log",
-        )
+        audited(settings, events, "the two weeks in audit_log")
     with psycopg.connect(database_urls(settings).app, autocommit=True) as conn:
         token = add_operator(conn, "ann", ("agent",), None, ttl_s=3600)
-    with ConnectionPool(
-        database_urls(settings).app, min_size=1, max_size=2, kwargs={"autocommit": True}
-    ) as pool:
-        producer = make_producer(settings)
-        app = create_app(settings, conn_pool=pool, producer=producer, codec=Codec.load())
+    with console_app(settings, max_size=2) as app:
         page = signed_in(app, token).get("/reports/weekly")
 
     assert page.status_code == 200, page.text

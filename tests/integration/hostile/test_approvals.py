@@ -15,13 +15,10 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from psycopg import sql
-from psycopg_pool import ConnectionPool
 
-from console.app import create_app
 from console.auth import add_operator
 from console.policy_topic import publish_policy
 from infra.db import database_urls
-from infra.kafka import make_producer
 from infra.settings import Settings
 from policy.loader import load_policy_text
 from schemas.codec import Codec
@@ -34,7 +31,7 @@ from schemas.events import (
     action_digest,
     utc_now,
 )
-from tests.integration.helpers import eventually, running
+from tests.integration.helpers import console_app, eventually, running
 from tests.integration.pipeline import Downstream, policy_text, recommendation, routing, send
 from tests.stack import Stack
 
@@ -57,6 +54,16 @@ class World:
         body.setdefault("idempotency_key", f"k-{uuid.uuid4()}")
         return self.client.post(
             "/api/reviews", json=body, headers={"Authorization": f"Bearer {self.tokens[who]}"}
+        )
+
+    def approve(self, who: str, rec_id: str, params_hash: str) -> Any:
+        """`who` approves `rec_id` as shown with `params_hash`, under the test policy."""
+        return self.review(
+            who,
+            recommendation_id=rec_id,
+            verdict="approve",
+            params_hash=params_hash,
+            policy_version="test.1",
         )
 
     def fact(self, rec_id: str, column: str) -> Any:
@@ -114,22 +121,16 @@ def world(stack: Stack) -> Iterator[World]:
         with psycopg.connect(database_urls(settings).app, autocommit=True) as conn:
             tokens = {n: add_operator(conn, n, r, ROLES, ttl_s=3600) for n, r in OPERATORS.items()}
         names = ("intake", "guard", "approve", "execute")
-        with running(
-            settings,
-            *(("processors.worker", n) for n in names),
-            ("projections.worker", "readmodels"),
+        with (
+            running(
+                settings,
+                *(("processors.worker", n) for n in names),
+                ("projections.worker", "readmodels"),
+            ),
+            console_app(settings, codec) as app,
+            TestClient(app) as client,
         ):
-            pool = ConnectionPool(
-                database_urls(settings).app, min_size=1, max_size=4, kwargs={"autocommit": True}
-            )
-            producer = make_producer(settings)
-            app = create_app(settings, conn_pool=pool, producer=producer, codec=codec)
-            try:
-                with TestClient(app) as client:
-                    yield World(settings, client, tokens, downstream, codec)
-            finally:
-                producer.flush(10)
-                pool.close()
+            yield World(settings, client, tokens, downstream, codec)
 
 
 def proposed(world: World, case_id: str, action: ActionSpec) -> str:
@@ -169,13 +170,7 @@ def test_an_override_is_what_the_queue_shows_and_what_its_approvers_approve(worl
     assert shown["if_accepted"]["approvals_received"] == 0
 
     # fay approving what she saw before the override: refused by the console...
-    stale = world.review(
-        "fay",
-        recommendation_id=rec_id,
-        verdict="approve",
-        params_hash=first["params_hash"],
-        policy_version="test.1",
-    )
+    stale = world.approve("fay", rec_id, first["params_hash"])
     assert stale.status_code == 409 and "reload" in stale.json()["detail"], stale.text
     # ...and by the approve processor, when a client goes around the console.
     raw = ReviewSubmitted(
@@ -195,23 +190,11 @@ def test_an_override_is_what_the_queue_shows_and_what_its_approvers_approve(worl
     eventually(lambda: world.fact(rec_id, "reviews_denied") == 1, what="the stale review denied")
 
     # The proposer may not approve their own override.
-    own = world.review(
-        "sam",
-        recommendation_id=rec_id,
-        verdict="approve",
-        params_hash=shown["params_hash"],
-        policy_version="test.1",
-    )
+    own = world.approve("sam", rec_id, shown["params_hash"])
     assert own.status_code == 403, own.text
 
     for who in ("fay", "kim"):
-        ok = world.review(
-            who,
-            recommendation_id=rec_id,
-            verdict="approve",
-            params_hash=shown["params_hash"],
-            policy_version="test.1",
-        )
+        ok = world.approve(who, rec_id, shown["params_hash"])
         assert ok.status_code < 300, ok.text
         if who == "fay":
             world.item("kim", rec_id, lambda b: b["if_accepted"]["approvals_received"] == 1)
@@ -240,13 +223,7 @@ def test_a_resolved_case_closes_its_item_so_nothing_is_paid_twice(world: World) 
     send(world.settings, world.codec, [resolved])
 
     eventually(lambda: world.fact(rec_id, "review_status") == "closed", what="the item closed")
-    late = world.review(
-        "sam",
-        recommendation_id=rec_id,
-        verdict="approve",
-        params_hash=item["params_hash"],
-        policy_version="test.1",
-    )
+    late = world.approve("sam", rec_id, item["params_hash"])
     assert late.status_code == 409, late.text
 
 
