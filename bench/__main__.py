@@ -67,59 +67,35 @@ RECOMMENDER_SIZES = (5_000, 20_000, 50_000)
 QUICK_RECOMMENDER_SIZES = (500, 1_000, 2_000)
 
 
-def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(f"BENCH_{name}", default))
-
-
-def _env_float(name: str, default: float) -> float:
-    return float(os.environ.get(f"BENCH_{name}", default))
+# Numeric size flags: (flag, type, default, help); each default may be overridden by the
+# environment variable BENCH_<FLAG> (``--stage-events``: ``BENCH_STAGE_EVENTS``).
+# The memory figure is defined on a 20,000-case run; the replay on a million events
+# (once: its memory over the whole replay is sampled too).
+SIZE_FLAGS: tuple[tuple[str, type[int] | type[float], int | float, str], ...] = (
+    ("--runs", int, 3, "runs per figure"),
+    ("--events", int, 20_000, "CaseOpened through the pipeline (raw baselines move as many)"),
+    ("--stage-events", int, 5_000, "CaseOpened through each stage alone"),
+    ("--replay-events", int, 1_000_000, "events the read models are rebuilt from"),
+    (
+        "--replay-runs",
+        int,
+        1,
+        "replay runs (0: as many as --runs); one million-event run takes ~6 minutes",
+    ),
+    ("--history", int, 150, "resolved cases per queue"),
+    ("--latency-s", float, 30.0, "seconds of paced load at half the pipeline's rate"),
+    ("--idle-s", float, 60.0, "idle time before the first-event latency"),
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
-    parser.add_argument("--runs", type=int, default=_env_int("RUNS", 3), help="runs per figure")
-    # The memory figure is defined on a 20,000-case run; the replay on a million events
-    # (once: its memory over the whole replay is sampled too).
-    parser.add_argument(
-        "--events",
-        type=int,
-        default=_env_int("EVENTS", 20_000),
-        help="CaseOpened through the pipeline (raw baselines move as many)",
-    )
-    parser.add_argument(
-        "--stage-events",
-        type=int,
-        default=_env_int("STAGE_EVENTS", 5_000),
-        help="CaseOpened through each stage alone",
-    )
-    parser.add_argument(
-        "--replay-events",
-        type=int,
-        default=_env_int("REPLAY_EVENTS", 1_000_000),
-        help="events the read models are rebuilt from",
-    )
-    parser.add_argument(
-        "--replay-runs",
-        type=int,
-        default=_env_int("REPLAY_RUNS", 1),
-        help="replay runs (0: as many as --runs); one million-event run takes ~6 minutes",
-    )
-    parser.add_argument(
-        "--history", type=int, default=_env_int("HISTORY", 150), help="resolved cases per queue"
-    )
-    parser.add_argument(
-        "--latency-s",
-        type=float,
-        default=_env_float("LATENCY_S", 30.0),
-        help="seconds of paced load at half the pipeline's rate",
-    )
-    parser.add_argument(
-        "--idle-s",
-        type=float,
-        default=_env_float("IDLE_S", 60.0),
-        help="idle time before the first-event latency",
-    )
+    for flag, kind, default, help_text in SIZE_FLAGS:
+        env = "BENCH_" + flag.removeprefix("--").replace("-", "_").upper()
+        parser.add_argument(
+            flag, type=kind, default=kind(os.environ.get(env, default)), help=help_text
+        )
     parser.add_argument(
         "--phases",
         default=os.environ.get("BENCH_PHASES", ",".join(PHASES)),

@@ -4,7 +4,6 @@ sampled from /proc, and always stopped (SIGTERM, then SIGKILL) — even when the
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -12,8 +11,8 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from bench.proc_stats import cpu_s, status_kb
 from infra.sandbox import child_env
 from infra.settings import PROJECT_ROOT, Settings
 from processors.worker import PROCESSORS
@@ -38,26 +37,6 @@ def command(name: str) -> list[str]:
     return [*COMMANDS[head], "--instance", instance] if instance else COMMANDS[head]
 
 
-def _status_kb(pid: int, key: str) -> int | None:
-    """A ``VmRSS``/``VmHWM`` line of /proc/PID/status, in kB (None once the process is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def _cpu_s(pid: int) -> float | None:
-    """utime + stime of a process, in seconds: CPU cost, whatever else the machine runs."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class Child:
     """One running component; ``rss`` collects (seconds since start, VmRSS kB) samples."""
@@ -70,13 +49,13 @@ class Child:
     cpu: list[tuple[float, float]] = field(default_factory=list)  # (seconds, CPU seconds)
 
     def sample(self) -> None:
-        rss = _status_kb(self.proc.pid, "VmRSS")
-        hwm = _status_kb(self.proc.pid, "VmHWM")
+        rss = status_kb(self.proc.pid, "VmRSS")
+        hwm = status_kb(self.proc.pid, "VmHWM")
         if rss is not None:
             self.rss.append((time.monotonic() - self.started, rss))
         if hwm is not None:
             self.hwm_kb = max(self.hwm_kb, hwm)
-        cpu = _cpu_s(self.proc.pid)
+        cpu = cpu_s(self.proc.pid)
         if cpu is not None:
             self.cpu.append((time.monotonic() - self.started, cpu))
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from confluent_kafka import Consumer
 
+from bench.proc_stats import cpu_s
 from infra.settings import Settings
 from projections import worker as projections_worker
 from projections.replay import rebuild
@@ -56,15 +57,6 @@ def _with_consumer_settings(extra: dict[str, Any]) -> None:
     projections_worker.make_consumer = make_consumer  # type: ignore[assignment]
 
 
-def _cpu_s(pid: int) -> float | None:
-    """utime + stime of a process on this host, in seconds (None if it is not readable)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class ServerCpu:
     """The CPU of the PostgreSQL processes serving the replay, sampled until they exit (a
     server process ends with its connection, so its last sample is at most ``every_s``
@@ -79,7 +71,7 @@ class ServerCpu:
         self._thread.start()
 
     def watch(self, pid: int) -> None:
-        cpu = _cpu_s(pid)
+        cpu = cpu_s(pid)
         if cpu is None:
             self.unreadable = True  # another host, or no right to read it
             return
@@ -88,7 +80,7 @@ class ServerCpu:
     def _sample(self, every_s: float) -> None:
         while not self._stop.wait(every_s):
             for pid in list(self.first):
-                cpu = _cpu_s(pid)
+                cpu = cpu_s(pid)
                 if cpu is not None:
                     self.last[pid] = cpu
 

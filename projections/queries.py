@@ -89,6 +89,44 @@ class Gap:
     missing: str
 
 
+# What audit must hold, per outcome: the event types whose requirement asks for it, how
+# the outcome is named when missing, and the query for the recommendations (id, case)
+# older than a cutoff whose audit lacks it.
+_GAP_CHECKS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (
+        ("GuardrailDecided",),
+        "GuardrailDecided",
+        "SELECT p.payload::jsonb->>'recommendation_id', p.case_id FROM audit_log p "
+        "WHERE p.event_type = 'RecommendationProduced' AND p.occurred_at < %s AND NOT "
+        "EXISTS (SELECT 1 FROM audit_log d WHERE d.event_type = 'GuardrailDecided' AND "
+        "d.case_id = p.case_id AND d.payload::jsonb->>'recommendation_id' = "
+        "p.payload::jsonb->>'recommendation_id') ORDER BY 1",
+    ),
+    (
+        ("ApprovalCompleted", "ApprovalExpired"),
+        "ApprovalCompleted or ApprovalExpired",
+        "SELECT d.payload::jsonb->>'recommendation_id', d.case_id FROM audit_log d "
+        "WHERE d.event_type = 'GuardrailDecided' "
+        "AND d.payload::jsonb->>'outcome' = 'approval_required' "
+        "AND (d.payload::jsonb->>'expires_at')::timestamptz < %s AND NOT EXISTS ("
+        "SELECT 1 FROM audit_log a WHERE a.case_id = d.case_id "
+        "AND a.event_type IN ('ApprovalCompleted', 'ApprovalExpired') "
+        "AND a.payload::jsonb->>'recommendation_id' = "
+        "d.payload::jsonb->>'recommendation_id') ORDER BY 1",
+    ),
+    (
+        ("ExecutionSucceeded", "ExecutionFailed"),
+        "ExecutionSucceeded or ExecutionFailed",
+        "SELECT x.payload::jsonb->>'recommendation_id', x.case_id FROM audit_log x "
+        "WHERE x.event_type = 'ExecutionRequested' AND x.occurred_at < %s AND NOT EXISTS ("
+        "SELECT 1 FROM audit_log o WHERE o.case_id = x.case_id "
+        "AND o.event_type IN ('ExecutionSucceeded', 'ExecutionFailed') "
+        "AND o.payload::jsonb->>'execution_id' = x.payload::jsonb->>'execution_id') "
+        "ORDER BY 1",
+    ),
+)
+
+
 def audit_gaps(
     conn: psycopg.Connection,
     required: tuple[str, ...],
@@ -101,51 +139,11 @@ def audit_gaps(
     audit are found even when the current-state tables still show the outcome. ``grace``
     leaves time for an outcome that is merely still on its way.
     """
-    wants_decision = any(r.startswith("GuardrailDecided") for r in required)
-    wants_approval = any(r.startswith(("ApprovalCompleted", "ApprovalExpired")) for r in required)
-    wants_execution = any(r.startswith(("ExecutionSucceeded", "ExecutionFailed")) for r in required)
     gaps: list[Gap] = []
     cutoff = now - grace
-    if wants_decision:
-        gaps += [
-            Gap(r, c, "GuardrailDecided")
-            for r, c in conn.execute(
-                "SELECT p.payload::jsonb->>'recommendation_id', p.case_id FROM audit_log p "
-                "WHERE p.event_type = 'RecommendationProduced' AND p.occurred_at < %s AND NOT "
-                "EXISTS (SELECT 1 FROM audit_log d WHERE d.event_type = 'GuardrailDecided' AND "
-                "d.case_id = p.case_id AND d.payload::jsonb->>'recommendation_id' = "
-                "p.payload::jsonb->>'recommendation_id') ORDER BY 1",
-                (cutoff,),
-            ).fetchall()
-        ]
-    if wants_approval:
-        gaps += [
-            Gap(r, c, "ApprovalCompleted or ApprovalExpired")
-            for r, c in conn.execute(
-                "SELECT d.payload::jsonb->>'recommendation_id', d.case_id FROM audit_log d "
-                "WHERE d.event_type = 'GuardrailDecided' "
-                "AND d.payload::jsonb->>'outcome' = 'approval_required' "
-                "AND (d.payload::jsonb->>'expires_at')::timestamptz < %s AND NOT EXISTS ("
-                "SELECT 1 FROM audit_log a WHERE a.case_id = d.case_id "
-                "AND a.event_type IN ('ApprovalCompleted', 'ApprovalExpired') "
-                "AND a.payload::jsonb->>'recommendation_id' = "
-                "d.payload::jsonb->>'recommendation_id') ORDER BY 1",
-                (cutoff,),
-            ).fetchall()
-        ]
-    if wants_execution:
-        gaps += [
-            Gap(r, c, "ExecutionSucceeded or ExecutionFailed")
-            for r, c in conn.execute(
-                "SELECT x.payload::jsonb->>'recommendation_id', x.case_id FROM audit_log x "
-                "WHERE x.event_type = 'ExecutionRequested' AND x.occurred_at < %s AND NOT EXISTS ("
-                "SELECT 1 FROM audit_log o WHERE o.case_id = x.case_id "
-                "AND o.event_type IN ('ExecutionSucceeded', 'ExecutionFailed') "
-                "AND o.payload::jsonb->>'execution_id' = x.payload::jsonb->>'execution_id') "
-                "ORDER BY 1",
-                (cutoff,),
-            ).fetchall()
-        ]
+    for wanted_by, missing, query in _GAP_CHECKS:
+        if any(r.startswith(wanted_by) for r in required):
+            gaps += [Gap(r, c, missing) for r, c in conn.execute(query, (cutoff,)).fetchall()]
     return gaps
 
 

@@ -6,11 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import psycopg
-
 from projections.describe import actor_of, policy_version_of, summary_of
 from projections.envelope import Envelope
-from projections.staging import Load, Table
+from projections.staging import AppendOnly
 from schemas.events import Event
 
 # Every event of these topics names its workflow.
@@ -39,14 +37,9 @@ COLUMNS = (
 )
 
 
-class RolloutProjection:
+class RolloutProjection(AppendOnly):
     name: str = "rollout_events"
-
-    def __init__(self) -> None:
-        self.table = Table("rollout_events")
-
-    def prepare(self, cur: psycopg.Cursor) -> None:
-        self.table.learn(cur)
+    columns = COLUMNS
 
     @staticmethod
     def plan(batch: Sequence[Envelope]) -> list[tuple[Any, ...]]:
@@ -71,8 +64,3 @@ class RolloutProjection:
             for env in batch
             if _is_rollout(e := env.event)
         ]
-
-    def apply(self, load: Load, plan: list[tuple[Any, ...]]) -> None:
-        """Append the rows (the events are new: deduplicated before)."""
-        if plan:
-            load.append(self.table, COLUMNS, plan)

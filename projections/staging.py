@@ -232,3 +232,23 @@ class Load:
         else:
             stage.table.copy(self.cur, columns, rows)
             self.cur.execute(stage.merge(self.cur, statement, columns, False))
+
+
+class AppendOnly:
+    """A read model that appends each event's rows to a table named as itself: it learns
+    the table's columns, and appends what its ``plan`` made of a batch (the events are new:
+    deduplicated before)."""
+
+    name: str
+    columns: tuple[str, ...]
+
+    def __init__(self) -> None:
+        self.table = Table(self.name)
+
+    def prepare(self, cur: psycopg.Cursor) -> None:
+        self.table.learn(cur)
+
+    def apply(self, load: Load, plan: list[tuple[Any, ...]]) -> None:
+        """Append the rows in one statement."""
+        if plan:
+            load.append(self.table, self.columns, plan)

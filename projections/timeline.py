@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import psycopg
-
 from projections.describe import actor_of, summary_of
 from projections.envelope import Envelope
-from projections.staging import Load, Table
+from projections.staging import AppendOnly
 from schemas.events import AccessReviewed, CustomerErased, DeadLettered, PolicyPublished
 
 # Policy documents, dead letters, erasures and access reviews are not part of any case's story.
@@ -29,14 +27,9 @@ COLUMNS = (
 )
 
 
-class CaseTimelineProjection:
+class CaseTimelineProjection(AppendOnly):
     name: str = "case_timeline"
-
-    def __init__(self) -> None:
-        self.table = Table("case_timeline")
-
-    def prepare(self, cur: psycopg.Cursor) -> None:
-        self.table.learn(cur)
+    columns = COLUMNS
 
     @staticmethod
     def plan(batch: Sequence[Envelope]) -> list[tuple[Any, ...]]:
@@ -58,8 +51,3 @@ class CaseTimelineProjection:
             for env in batch
             if not isinstance(e := env.event, NOT_CASE_EVENTS)
         ]
-
-    def apply(self, load: Load, plan: list[tuple[Any, ...]]) -> None:
-        """Append the rows in one statement (the events are new: deduplicated before)."""
-        if plan:
-            load.append(self.table, COLUMNS, plan)

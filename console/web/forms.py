@@ -7,23 +7,41 @@ same service functions as the API, so the pages can do nothing the API would ref
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 from starlette.responses import Response
 
 from console.api import writes
 from console.api.deps import Conn, Svc
-from console.api.models import ReclassifyRequest, ReviewRequest
+from console.api.models import ReclassifyRequest, ReviewRequest, Submitted
 from console.api.rollout import approve_proposal, pull_kill_switch
 from console.api.service_errors import ConsoleError, Forbidden, Invalid
 from console.web.pages import review_page, rollout_page, trace_page
 from console.web.render import render, trace_url
-from console.web.session import Session, check_form, sign_in, sign_out
+from console.web.session import Session, WebSession, check_form, sign_in, sign_out
 
 router = APIRouter(include_in_schema=False)
+
+
+def posted_session(request: Request, session: Session, form_token: str = Form("")) -> WebSession:
+    """The session of a form post that carries its form token (refused otherwise): resolved
+    before the handler runs, so a refused post changes nothing."""
+    check_form(request, session, form_token)
+    return session
+
+
+# The session of a post that changes something: every such form carries the form token.
+FormSession = Annotated[WebSession, Depends(posted_session)]
+
+
+def to_trace(result: Submitted) -> Response:
+    """After a recorded review or reclassification: its case's trace, naming the review."""
+    return RedirectResponse(
+        f"{trace_url(result.case_id)}?submitted={result.review_id}", status_code=303
+    )
 
 
 @router.get("/sign-in")
@@ -50,10 +68,7 @@ def sign_in_post(request: Request, svc: Svc, conn: Conn, token: str = Form("")) 
 
 
 @router.post("/sign-out")
-def sign_out_post(
-    request: Request, session: Session, conn: Conn, form_token: str = Form("")
-) -> Response:
-    check_form(request, session, form_token)
+def sign_out_post(session: FormSession, conn: Conn) -> Response:
     response = RedirectResponse("/sign-in", status_code=303)
     sign_out(conn, response, session)
     return response
@@ -71,10 +86,9 @@ def _validated(model: type[ReviewRequest] | type[ReclassifyRequest], data: dict[
 def review_post(
     recommendation_id: str,
     request: Request,
-    session: Session,
+    session: FormSession,
     svc: Svc,
     conn: Conn,
-    form_token: str = Form(""),
     idempotency_key: str = Form(""),
     verdict: str = Form(""),
     reason: str = Form(""),
@@ -83,7 +97,6 @@ def review_post(
     params_hash: str = Form(""),
     policy_version: str = Form(""),
 ) -> Response:
-    check_form(request, session, form_token)
     try:
         override = None
         if verdict == "override":
@@ -108,24 +121,20 @@ def review_post(
         result = writes.submit_review(svc, conn, session.operator, body)
     except ConsoleError as exc:
         return review_page(request, session, svc, conn, recommendation_id, error=exc)
-    return RedirectResponse(
-        f"{trace_url(result.case_id)}?submitted={result.review_id}", status_code=303
-    )
+    return to_trace(result)
 
 
 @router.post("/cases/{case_id}/reclassify")
 def reclassify_post(
     case_id: str,
     request: Request,
-    session: Session,
+    session: FormSession,
     svc: Svc,
     conn: Conn,
-    form_token: str = Form(""),
     idempotency_key: str = Form(""),
     category: str = Form(""),
     reason: str = Form(""),
 ) -> Response:
-    check_form(request, session, form_token)
     try:
         body = _validated(
             ReclassifyRequest,
@@ -134,21 +143,17 @@ def reclassify_post(
         result = writes.reclassify(svc, conn, session.operator, case_id, body)
     except ConsoleError as exc:
         return trace_page(request, session, conn, case_id, error=exc)
-    return RedirectResponse(
-        f"{trace_url(result.case_id)}?submitted={result.review_id}", status_code=303
-    )
+    return to_trace(result)
 
 
 @router.post("/rollout/proposals/{proposal_id}/approve")
 def rollout_approve_post(
     proposal_id: str,
     request: Request,
-    session: Session,
+    session: FormSession,
     svc: Svc,
     conn: Conn,
-    form_token: str = Form(""),
 ) -> Response:
-    check_form(request, session, form_token)
     try:
         approve_proposal(svc, conn, session.operator, proposal_id, "console")
     except ConsoleError as exc:
@@ -160,14 +165,12 @@ def rollout_approve_post(
 def rollout_kill_post(
     workflow: str,
     request: Request,
-    session: Session,
+    session: FormSession,
     svc: Svc,
     conn: Conn,
-    form_token: str = Form(""),
     idempotency_key: str = Form(""),
     reason: str = Form(""),
 ) -> Response:
-    check_form(request, session, form_token)
     try:
         pull_kill_switch(
             svc, conn, session.operator, workflow, reason.strip(), "console", idempotency_key

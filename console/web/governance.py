@@ -19,8 +19,9 @@ from console.api.deps import Conn, Svc
 from console.api.service_errors import Conflict, Forbidden, Invalid, NotFound
 from console.dryrun import parse_since, record_dry_run, run_dry_run
 from console.policy_topic import publish_policy
+from console.web.forms import FormSession
 from console.web.render import render
-from console.web.session import Session, WebSession, check_form
+from console.web.session import Session, WebSession
 from console.weekly import sections, title_of, weekly_report
 from infra.acl import PUBLISHER
 from infra.kafka_auth import as_principal
@@ -91,49 +92,37 @@ def policy_get(request: Request, session: Session, svc: Svc, conn: Conn) -> Resp
 @router.post("/policy/dry-run")
 def policy_dry_run(
     request: Request,
-    session: Session,
+    session: FormSession,
     svc: Svc,
     conn: Conn,
-    form_token: str = Form(""),
     candidate: str = Form(""),
     since: str = Form("30d"),
 ) -> Response:
-    check_form(request, session, form_token)
+    report: dict[str, object] | None = None
+    status = 200
     try:
         loaded = load_policy_text(candidate)
         start = parse_since(since, svc.clock())
-    except PolicyInvalid as exc:
-        problems = [f"{where}: {message}" for where, message in exc.errors]
-        return policy_page(
-            request,
-            session,
-            svc,
-            conn,
-            candidate=candidate,
-            since=since,
-            problems=problems,
-            status=422,
+    except (PolicyInvalid, ValueError) as exc:
+        # An invalid document names each place at fault; a bad `since` says what it wants.
+        problems = (
+            [f"{where}: {message}" for where, message in exc.errors]
+            if isinstance(exc, PolicyInvalid)
+            else [str(exc)]
         )
-    except ValueError as exc:
-        return policy_page(
-            request,
-            session,
-            svc,
+        status = 422
+    else:
+        problems = []
+        result = run_dry_run(svc.settings, svc.codec, conn, loaded, start)
+        in_force = svc.policies.get(conn)
+        dry_run_id = record_dry_run(
             conn,
-            candidate=candidate,
-            since=since,
-            problems=[str(exc)],
-            status=422,
+            result,
+            loaded.text,
+            session.operator.name,
+            in_force.loaded.version if in_force else None,
         )
-    result = run_dry_run(svc.settings, svc.codec, conn, loaded, start)
-    in_force = svc.policies.get(conn)
-    dry_run_id = record_dry_run(
-        conn,
-        result,
-        loaded.text,
-        session.operator.name,
-        in_force.loaded.version if in_force else None,
-    )
+        report = {"dry_run_id": dry_run_id, **result.to_json()}
     return policy_page(
         request,
         session,
@@ -141,20 +130,20 @@ def policy_dry_run(
         conn,
         candidate=candidate,
         since=since,
-        report={"dry_run_id": dry_run_id, **result.to_json()},
+        report=report,
+        problems=problems,
+        status=status,
     )
 
 
 @router.post("/policy/publish")
 def policy_publish(
     request: Request,
-    session: Session,
+    session: FormSession,
     svc: Svc,
     conn: Conn,
-    form_token: str = Form(""),
     dry_run_id: str = Form(""),
 ) -> Response:
-    check_form(request, session, form_token)
     if not may_publish(svc.settings.policy_publisher_roles, session):
         raise Forbidden(
             f"publishing a policy needs one of the roles {svc.settings.policy_publisher_roles}"

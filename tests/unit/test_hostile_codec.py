@@ -182,16 +182,20 @@ def test_a_dead_letter_can_always_be_written(
     """Whatever a consumer was handed, its DeadLettered encodes: a dead letter that cannot
     be written would stop the consumer on the very record it sets aside."""
     codec = _codec()
-    letter = dead_letter(
-        consumer="c",
-        topic="casegate.cases",
-        partition=3,
-        offset=offset,
-        key=key,
-        value=value,
-        headers=headers,
-        error=ValueError(reason),
-    )
+
+    def lettered() -> DeadLettered:
+        return dead_letter(
+            consumer="c",
+            topic="casegate.cases",
+            partition=3,
+            offset=offset,
+            key=key,
+            value=value,
+            headers=headers,
+            error=ValueError(reason),
+        )
+
+    letter = lettered()
 
     encoded, wire_headers = codec.encode(letter)
     back = codec.decode(encoded, wire_headers)
@@ -200,14 +204,5 @@ def test_a_dead_letter_can_always_be_written(
     assert back.raw == (value or b"") and back.key == key
     assert back.reason and back.error_class == "ValueError"
     # Deterministic: the same record dead-lettered again is the same event.
-    again = dead_letter(
-        consumer="c",
-        topic="casegate.cases",
-        partition=3,
-        offset=offset,
-        key=key,
-        value=value,
-        headers=headers,
-        error=ValueError(reason),
-    )
+    again = lettered()
     assert again.event_id == letter.event_id

@@ -8,15 +8,15 @@ from dataclasses import replace
 from datetime import timedelta
 
 from processors.recommend.case_view import open_view
-from processors.recommend.memory import Memory
-from processors.recommend.redacted_view import Visibility
 from processors.recommend.service import plan
-from schemas.events import ActionSpec, Event
+from schemas.events import Event
 from tests.unit.test_recommend_support import (
     AT,
+    ESCALATE,
     LATER,
     default_policy,
     history,
+    learned,
     memory_for,
     opened,
     overridden,
@@ -27,14 +27,6 @@ from tests.unit.test_recommend_support import (
 )
 
 POLICY = default_policy()
-VISIBILITY = Visibility.from_policy(POLICY.policy.model_visibility)
-ESCALATE = ActionSpec(name="escalate_to_specialist", params={"team": "finance"})
-
-
-def learned(events: list[Event], **knobs: int) -> Memory:
-    memory = Memory(VISIBILITY, **knobs)
-    memory.replay(events)
-    return memory
 
 
 def test_the_latest_label_by_event_time_wins_whatever_the_arrival_order() -> None:

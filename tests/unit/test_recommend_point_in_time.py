@@ -9,13 +9,14 @@ from datetime import datetime, timedelta
 
 from processors.recommend.case_view import CaseView, epoch_ms, open_view
 from processors.recommend.memory import Memory
-from processors.recommend.redacted_view import Visibility
 from processors.recommend.service import plan_batch
-from schemas.events import ActionSpec, CaseOpened, Event
+from schemas.events import CaseOpened, Event
 from tests.unit.test_recommend_support import (
     AT,
+    ESCALATE,
     default_policy,
     history,
+    learned,
     opened,
     overridden,
     reclassified,
@@ -23,8 +24,6 @@ from tests.unit.test_recommend_support import (
 )
 
 POLICY = default_policy()
-VISIBILITY = Visibility.from_policy(POLICY.policy.model_visibility)
-ESCALATE = ActionSpec(name="escalate_to_specialist", params={"team": "finance"})
 DAY = timedelta(days=1)
 
 
@@ -39,12 +38,6 @@ def later_cases() -> list[Event]:
         events.append(opened(f"late-{n}", "Charged twice", "My card was charged twice."))
         events.append(resolved(f"late-{n}", "double_charge", at=AT + n * DAY))
     return events
-
-
-def learned(events: list[Event]) -> Memory:
-    memory = Memory(VISIBILITY)
-    memory.replay(events)
-    return memory
 
 
 def answers(memory: Memory, views: list[CaseView]) -> list[tuple[object, ...]]:

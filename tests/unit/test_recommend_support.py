@@ -114,122 +114,109 @@ def reopened(case_id: str, at: datetime = LATER) -> CaseReopened:
     return CaseReopened(event_id=f"reo-{case_id}", case_id=case_id, occurred_at=at, reason="again")
 
 
+# Nine resolved cases in four categories: (case, queue, subject, description, category,
+# the action humans took and its parameters).
+HISTORY: tuple[tuple[str, str, str, str, str, str, dict[str, Scalar]], ...] = (
+    (
+        "h-pw-1",
+        "identity",
+        "Account locked after password change",
+        "I changed my password and now my account is locked.",
+        "password_reset",
+        "reset_password",
+        {"method": "email_link"},
+    ),
+    (
+        "h-pw-2",
+        "identity",
+        "Cannot log in, account locked",
+        "Locked out of my account since the password reset.",
+        "password_reset",
+        "reset_password",
+        {"method": "email_link"},
+    ),
+    (
+        "h-pw-3",
+        "identity",
+        "Password not accepted",
+        "The portal says my password is wrong and the account is locked.",
+        "password_reset",
+        "reset_password",
+        {"method": "sms_code"},
+    ),
+    (
+        "h-mfa-1",
+        "identity",
+        "Two-factor codes not arriving",
+        "SMS verification codes stopped arriving on my phone.",
+        "mfa_issue",
+        "resend_mfa_enrollment",
+        {"factor": "sms"},
+    ),
+    (
+        "h-mfa-2",
+        "identity",
+        "No verification code",
+        "The two-factor SMS code never arrives.",
+        "mfa_issue",
+        "resend_mfa_enrollment",
+        {"factor": "sms"},
+    ),
+    (
+        "h-bill-1",
+        "billing",
+        "Charged twice for my order",
+        "My card was charged twice for order ORD-1001. Please refund the duplicate.",
+        "double_charge",
+        "refund_payment",
+        {"amount": 49.0, "order_id": "ORD-1001"},
+    ),
+    (
+        "h-bill-2",
+        "billing",
+        "Duplicate charge",
+        "I was charged twice this month, please refund one charge.",
+        "double_charge",
+        "refund_payment",
+        {"amount": 49.0, "order_id": "ORD-1002"},
+    ),
+    (
+        "h-bill-3",
+        "billing",
+        "Double payment taken",
+        "Payment was charged twice on my card.",
+        "double_charge",
+        "refund_payment",
+        {"amount": 20.0, "order_id": "ORD-1003"},
+    ),
+    (
+        "h-plan-1",
+        "billing",
+        "Downgrade to the basic plan",
+        "Please move our workspace to the basic plan next month.",
+        "plan_change",
+        "change_plan",
+        {"plan": "basic"},
+    ),
+)
+
+
 def history() -> list[Event]:
-    """Nine resolved cases in four categories, with the actions humans took."""
-    cases: list[tuple[CaseOpened, CaseResolved]] = [
-        (
-            opened(
-                "h-pw-1",
-                "Account locked after password change",
-                "I changed my password and now my account is locked.",
-                queue="identity",
-            ),
-            resolved(
-                "h-pw-1",
-                "password_reset",
-                ActionSpec(name="reset_password", params={"method": "email_link"}),
-            ),
-        ),
-        (
-            opened(
-                "h-pw-2",
-                "Cannot log in, account locked",
-                "Locked out of my account since the password reset.",
-                queue="identity",
-            ),
-            resolved(
-                "h-pw-2",
-                "password_reset",
-                ActionSpec(name="reset_password", params={"method": "email_link"}),
-            ),
-        ),
-        (
-            opened(
-                "h-pw-3",
-                "Password not accepted",
-                "The portal says my password is wrong and the account is locked.",
-                queue="identity",
-            ),
-            resolved(
-                "h-pw-3",
-                "password_reset",
-                ActionSpec(name="reset_password", params={"method": "sms_code"}),
-            ),
-        ),
-        (
-            opened(
-                "h-mfa-1",
-                "Two-factor codes not arriving",
-                "SMS verification codes stopped arriving on my phone.",
-                queue="identity",
-            ),
-            resolved(
-                "h-mfa-1",
-                "mfa_issue",
-                ActionSpec(name="resend_mfa_enrollment", params={"factor": "sms"}),
-            ),
-        ),
-        (
-            opened(
-                "h-mfa-2",
-                "No verification code",
-                "The two-factor SMS code never arrives.",
-                queue="identity",
-            ),
-            resolved(
-                "h-mfa-2",
-                "mfa_issue",
-                ActionSpec(name="resend_mfa_enrollment", params={"factor": "sms"}),
-            ),
-        ),
-        (
-            opened(
-                "h-bill-1",
-                "Charged twice for my order",
-                "My card was charged twice for order ORD-1001. Please refund the duplicate.",
-            ),
-            resolved(
-                "h-bill-1",
-                "double_charge",
-                ActionSpec(name="refund_payment", params={"amount": 49.0, "order_id": "ORD-1001"}),
-            ),
-        ),
-        (
-            opened(
-                "h-bill-2",
-                "Duplicate charge",
-                "I was charged twice this month, please refund one charge.",
-            ),
-            resolved(
-                "h-bill-2",
-                "double_charge",
-                ActionSpec(name="refund_payment", params={"amount": 49.0, "order_id": "ORD-1002"}),
-            ),
-        ),
-        (
-            opened("h-bill-3", "Double payment taken", "Payment was charged twice on my card."),
-            resolved(
-                "h-bill-3",
-                "double_charge",
-                ActionSpec(name="refund_payment", params={"amount": 20.0, "order_id": "ORD-1003"}),
-            ),
-        ),
-        (
-            opened(
-                "h-plan-1",
-                "Downgrade to the basic plan",
-                "Please move our workspace to the basic plan next month.",
-            ),
-            resolved(
-                "h-plan-1", "plan_change", ActionSpec(name="change_plan", params={"plan": "basic"})
-            ),
-        ),
-    ]
-    return [event for pair in cases for event in pair]
+    """The cases of HISTORY, each opened then resolved (fresh events on every call)."""
+    events: list[Event] = []
+    for case_id, queue, subject, description, category, action, params in HISTORY:
+        events.append(opened(case_id, subject, description, queue=queue))
+        events.append(resolved(case_id, category, ActionSpec(name=action, params=dict(params))))
+    return events
 
 
 def default_policy() -> LoadedPolicy:
     return load_policy_text(Path(default_policy_path()).read_text(encoding="utf-8"))
+
+
+DEFAULT_VISIBILITY = Visibility.from_policy(default_policy().policy.model_visibility)
+# A correction the history's humans never made: an override teaches it.
+ESCALATE = ActionSpec(name="escalate_to_specialist", params={"team": "finance"})
 
 
 def policy_with(*, case_bound: bool = True, **billing_recommender: Any) -> LoadedPolicy:
@@ -247,10 +234,22 @@ def policy_with(*, case_bound: bool = True, **billing_recommender: Any) -> Loade
     return load_policy_text(yaml.safe_dump(document, sort_keys=False))
 
 
+def learned(events: list[Event], policy: LoadedPolicy | None = None, **knobs: int) -> Memory:
+    """A memory under the policy's allowlist (default: the default policy's) that learned
+    `events`, not fitted."""
+    visibility = (
+        DEFAULT_VISIBILITY
+        if policy is None
+        else Visibility.from_policy(policy.policy.model_visibility)
+    )
+    memory = Memory(visibility, **knobs)
+    memory.replay(events)
+    return memory
+
+
 def memory_for(policy: LoadedPolicy, events: list[Event] | None = None, **knobs: int) -> Memory:
     """A memory under the policy's allowlist that learned `events` (default: `history()`)
     and was fitted in this process (no child process to spawn in unit tests)."""
-    memory = Memory(Visibility.from_policy(policy.policy.model_visibility), **knobs)
-    memory.replay(history() if events is None else events)
+    memory = learned(history() if events is None else events, policy, **knobs)
     memory.refit(in_process=True)
     return memory

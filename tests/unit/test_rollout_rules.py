@@ -157,14 +157,19 @@ def test_evidence_counts_only_the_versions_since_the_phase_began() -> None:
     assert phase_versions([POLICY, v2, v3], "shadow_wf") == ["v1+r2"]
 
 
+def refusals(text: str) -> list[tuple[str, str]]:
+    """The (path, message) pairs a policy document is refused with (it must be refused)."""
+    with pytest.raises(PolicyInvalid) as caught:
+        load_policy_text(text)
+    return caught.value.errors
+
+
 def test_demotion_thresholds_at_or_below_the_promotion_ones_are_refused() -> None:
     flapping = TEXT.replace(
         "      switch_plan: {mode: auto}\n",
         "      switch_plan: {mode: auto}\n    demotion: {max_failure_rate: 0.01}\n",
     )
-    with pytest.raises(PolicyInvalid) as caught:
-        load_policy_text(flapping)
-    [(path, message)] = caught.value.errors
+    [(path, message)] = refusals(flapping)
     assert path == "workflows.ops_wf"
     assert "demotion.max_failure_rate 0.01 must be above promotion.max_error_rate 0.02" in message
 
@@ -180,9 +185,7 @@ def test_unknown_approver_roles_and_a_one_person_rule_are_refused() -> None:
         "promotion: {min_sample: 3, min_acceptance_rate: 0.6}",
         "promotion: {approvals: 1, approver_roles: [chief]}",
     )
-    with pytest.raises(PolicyInvalid) as caught:
-        load_policy_text(bad)
-    paths = dict(caught.value.errors)
+    paths = dict(refusals(bad))
     assert "workflows.shadow_wf.promotion.approvals" in paths
 
 
