@@ -1,4 +1,4 @@
-"""The `casegate` command line (DESIGN section 5)."""
+"""The `casegate` command line (architecture §5)."""
 
 from __future__ import annotations
 

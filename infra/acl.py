@@ -2,7 +2,7 @@
 each topic prefix derived from it.
 
 Every component connects as its own principal and gets only what it reads and writes
-(DESIGN section 3): upstream services write the intake topic and nothing else; only the
+(architecture §3): upstream services write the intake topic and nothing else; only the
 console writes `reviews`; only the policy publisher and the rollout processor write
 `policy`; each processor writes its own outputs, its state changelogs and the dead
 letters. `admin` (setup, the test harness) is the broker's only super user and needs no

@@ -1,4 +1,4 @@
-"""The topics of DESIGN section 3, created explicitly and idempotently.
+"""The topics of architecture §3, created explicitly and idempotently.
 
 Explicit creation matters: processors that read two topics side by side (approve reads
 `decisions` and `reviews`) and keep state per partition need both topics, and their

@@ -2,7 +2,7 @@
 
 Two sections name case fields: `model_visibility.fields` (what a model may read) and a
 catalog parameter's `from_case` (where casegate takes its value). Both share this list,
-which mirrors CaseOpened (DESIGN §3); it lives apart from either so neither module has
+which mirrors CaseOpened (architecture §3); it lives apart from either so neither module has
 to import the other.
 """
 

@@ -1,6 +1,6 @@
 """The policy document: roles, action catalog, workflows, model visibility and audit.
 
-One `Policy` answers the five guardrail questions of DESIGN §1. Field-level rules live
+One `Policy` answers the five guardrail questions of architecture §1. Field-level rules live
 with each model (`policy.catalog`, `policy.workflow`, `policy.visibility`); the rules
 that tie sections together (a workflow names a catalog action, a rollback names an
 action, approvals name roles, workflow bounds stay inside catalog bounds) are checked

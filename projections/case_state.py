@@ -1,4 +1,4 @@
-"""``case_state``: one row per case with its status, segment and milestones (DESIGN §4).
+"""``case_state``: one row per case with its status, segment and milestones (architecture §4).
 
 Events from other topics can reach the projection before the case's ``CaseOpened`` (topics
 are consumed side by side), so every event upserts: a case first seen through a later

@@ -367,7 +367,7 @@ class ProjectionRunner:
                 headers = read_headers(msg)
                 event = self.codec.decode(msg.value(), headers)
                 if self.settings.topic(event.topic) != topic:
-                    # Each event type has its topic (DESIGN §3); one found elsewhere was
+                    # Each event type has its topic (architecture §3); one found elsewhere was
                     # put there by mistake or malice and no processor acts on it there.
                     raise InvalidEvent(
                         f"{event.event_type} belongs on {self.settings.topic(event.topic)}, "

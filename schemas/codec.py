@@ -1,4 +1,4 @@
-"""Avro single-object encoding of casegate events (DESIGN §3, wire format).
+"""Avro single-object encoding of casegate events (architecture §3, wire format).
 
 A value is `C3 01`, the 8-byte CRC-64-AVRO fingerprint of the writer schema's Parsing
 Canonical Form (little-endian), then the Avro binary body. Readers find the writer

@@ -13,7 +13,7 @@ from policy import approval
 from policy.model import Policy
 from schemas.events import ActionSpec
 
-# AI output is shown to operators only in these phases (DESIGN §1): in shadow it is
+# AI output is shown to operators only in these phases (architecture §1): in shadow it is
 # recorded and compared later, and out-of-scope cases never expose it.
 SHOWN_PHASES = ("assisted", "bounded")
 AI_EVENTS = ("RecommendationProduced", "ModelOutputRejected", "GuardrailDecided")

@@ -31,7 +31,7 @@ from tests.samples import sample_events
 EVENT_FILES = sorted(p for p in BUNDLED_DIR.glob("*.avsc") if not p.name.startswith("_"))
 SAMPLES = sample_events()
 
-# DESIGN §3 upstream contract: exactly these fields, in this order.
+# architecture §3 upstream contract: exactly these fields, in this order.
 UPSTREAM_FIELDS = {
     "CaseOpened": [
         "event_id",
