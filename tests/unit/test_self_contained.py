@@ -12,8 +12,8 @@ from infra.settings import PROJECT_ROOT
 TEXT = {".py", ".md", ".toml", ".yaml", ".yml", ".avsc", ".sql", ".html", ".sh", ".txt", ".cfg"}
 # Built from parts so this file does not match itself.
 OUTSIDE = ("../" + "shared", "DESIGN" + ".md", "DESIGN" + " §", "DESIGN" + " section")
-# Applied migrations are checksummed and never edited; their comments' "DESIGN section N"
-# is section N of docs/architecture.md, which says so.
+# Applied migrations are checksummed and never edited; the design sections their comments
+# cite by number are the sections of docs/architecture.md, which says so.
 IMMUTABLE = "infra/migrations/"
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
